@@ -1,0 +1,15 @@
+"""gunicorn settings for lookup-server; gunicorn reads this file from the working folder.
+
+Run: gunicorn wsgi:app   (see README.md, "Production").
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("LOOKUP_SERVER_BIND", "127.0.0.1:8080")
+workers = int(os.environ.get("LOOKUP_SERVER_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# Every backend call is bounded by its source's timeout (at most 300 s).
+timeout = 330
+# Access log to stderr, with shared keys hidden from the request line.
+accesslog = "-"
+logger_class = "lookup_server.access_log.GunicornLogger"

@@ -1,0 +1,56 @@
+"""What HelpSpot reads back: one function per kind of call, shared by HTTP and CLI.
+
+A failure must make HelpSpot show an error, never "No customers found"
+(HELPSPOT.md §3): the body is a short plain-text reason, which HelpSpot's XML
+parser rejects and shows to staff, with an HTTP status saying what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lookup_server.helpspot_input import lookup_query
+from lookup_server.render import render_livelookup
+from lookup_server.service import BackendFailed, Busy, ServiceError, Sources, TimedOut
+
+log = logging.getLogger(__name__)
+XML = "text/xml; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP status, a body and its content type."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def error_answer(error: ServiceError) -> Answer:
+    """The body HelpSpot's parser rejects, so staff see the reason and nothing else."""
+    return Answer(error.status, f"lookup-server error: {error.reason}\n".encode(), TEXT)
+
+
+def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:
+    """Answer one Live Lookup call whose parameters are already decoded."""
+    started = time.perf_counter()
+    try:
+        source = sources[source_name]
+        try:
+            customers = source.lookup(lookup_query(params))
+        except (BackendFailed, TimedOut, Busy) as exc:
+            if source.settings.on_error != "empty":
+                raise
+            log.warning("livelookup %s: %s (answering no customers: on_error = empty)",
+                        source_name, exc.reason)
+            customers = []
+    except ServiceError as exc:
+        log.warning("livelookup %s: %s", source_name, exc.reason)
+        return error_answer(exc)
+    log.info("livelookup %s: %d customer(s) in %.1f ms", source_name, len(customers),
+             (time.perf_counter() - started) * 1000)
+    return Answer(200, render_livelookup(customers, source.settings), XML)

@@ -1,0 +1,60 @@
+"""The application factory: everything is built here, nothing is global."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from lookup_server.blueprints import health, livelookup
+from lookup_server.blueprints.common import EXTENSION, AppState
+from lookup_server.config import Config, config_from_mapping, load_config
+from lookup_server.service import Sources
+
+log = logging.getLogger(__name__)
+
+#: HelpSpot's Live Lookup and AJAX calls are small; refuse anything absurd early.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def create_app(test_config: Config | Mapping[str, Any] | None = None,
+               base_dir: Path | None = None) -> Flask:
+    """Build the app from a Config, a config mapping (tests), or the configured file.
+
+    With no argument the file comes from ``$LOOKUP_SERVER_CONFIG``, else the
+    built-in demo. A mapping's relative paths resolve against ``base_dir``.
+    """
+    if isinstance(test_config, Config):
+        config = test_config
+    elif test_config is not None:
+        config = config_from_mapping(test_config, base_dir or Path.cwd(), origin="test config")
+    else:
+        config = load_config()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    sources = Sources(config)
+    sources.prepare()
+    app.extensions[EXTENSION] = AppState(config, sources)
+    atexit.register(sources.close)
+    app.register_blueprint(livelookup.bp)
+    app.register_blueprint(health.bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _http_error(error: HTTPException) -> Response:
+    # Plain text: HelpSpot shows it as the parser error, not an HTML page.
+    return Response(f"lookup-server error: {error.name}\n", status=error.code or 500,
+                    content_type="text/plain; charset=utf-8")
+
+
+def _unexpected_error(error: Exception) -> Response:
+    log.exception("unexpected error", exc_info=error)
+    return Response("lookup-server error: internal error (details in the server log)\n",
+                    status=500, content_type="text/plain; charset=utf-8")

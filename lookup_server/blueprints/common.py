@@ -1,0 +1,45 @@
+"""What every HelpSpot-facing blueprint needs: the app's state, auth, responses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Response, current_app, request
+
+from lookup_server.answers import Answer
+from lookup_server.auth import authorize, bearer_token
+from lookup_server.config import Config
+from lookup_server.helpspot_input import KEY_PARAM, decode_params, shared_key
+from lookup_server.service import Sources
+
+EXTENSION = "lookup_server"
+
+
+@dataclass
+class AppState:
+    """Everything create_app built: the config and the live sources."""
+
+    config: Config
+    sources: Sources
+
+
+def state() -> AppState:
+    """The state of the app handling this request."""
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def check_caller(path_key: str | None) -> None:
+    """Raise Refused unless this request may be served (key in path, query or header)."""
+    presented = path_key or shared_key(request.values.get(KEY_PARAM)) or bearer_token(
+        request.headers.get("Authorization"))
+    authorize(state().config.server, request.remote_addr, presented)
+
+
+def request_params() -> dict[str, str]:
+    """The request's query and form parameters, decoded the HelpSpot way."""
+    return decode_params(request.values.items(multi=True))  # type: ignore[arg-type]
+
+
+def respond(answer: Answer) -> Response:
+    """A Flask response for an Answer."""
+    return Response(answer.body, status=answer.status, content_type=answer.content_type)

@@ -1,0 +1,22 @@
+"""``GET|POST /livelookup/<source>``: HelpSpot's Live Lookup over HTTP."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from lookup_server.answers import error_answer, livelookup_answer
+from lookup_server.blueprints.common import check_caller, request_params, respond, state
+from lookup_server.service import ServiceError
+
+bp = Blueprint("livelookup", __name__)
+
+
+@bp.route("/livelookup/<source>", methods=["GET", "POST"])
+@bp.route("/livelookup/<source>/<path_key>", methods=["GET", "POST"])
+def livelookup(source: str, path_key: str | None = None) -> Response:
+    """Find customers in ``source`` from what HelpSpot sent."""
+    try:
+        check_caller(path_key)  # before anything else: refused calls never reach a backend
+    except ServiceError as exc:
+        return respond(error_answer(exc))
+    return respond(livelookup_answer(state().sources, source, request_params()))

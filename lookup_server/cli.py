@@ -1,0 +1,185 @@
+"""The ``lookup-server`` command.
+
+HelpSpot's command-line mode spawns one process per lookup, so this module
+imports only click at start-up; each command imports what it needs, and
+``livelookup`` never imports Flask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from lookup_server.config import Config
+
+CONFIG_HELP = "TOML configuration (default: $LOOKUP_SERVER_CONFIG, else the built-in demo)."
+
+
+@click.group()
+@click.version_option(package_name="lookup-server")
+def cli() -> None:
+    """HelpSpot Live Lookup, AJAX fields, Request Push and webhooks, from one server."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+def _load(config_path: str | None) -> Config:
+    from lookup_server.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+# -- livelookup: HelpSpot's command-line mode ------------------------------------------
+
+
+def split_own_options(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Our ``--config``/``--source`` from the front of ``args``; the rest is HelpSpot's.
+
+    Only a leading run of our own options is ours, each at most once, and ``--``
+    ends it. Names must match exactly: ``--source_id`` is HelpSpot's, not an
+    abbreviation of anything.
+    """
+    own: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return own, list(args[i + 1:])
+        name, eq, value = arg.partition("=")
+        if name not in ("--config", "--source") or name[2:] in own:
+            break
+        if not eq:
+            if i + 1 >= len(args):
+                break
+            i, value = i + 1, args[i + 1]
+        own[name[2:]] = value
+        i += 1
+    return own, list(args[i:])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def livelookup(args: tuple[str, ...]) -> None:
+    """Answer HelpSpot's command-line Live Lookup: livelookup [--config PATH] --source NAME -- ...
+
+    HelpSpot's arguments follow ours: 5.3+ named (--customer_id=1 --email) or
+    5.0.x positional (customer_id first_name last_name email phone ...).
+    Prints the livelookup XML; exit status 0 also when nothing matched.
+    """
+    from lookup_server.answers import TEXT, Answer, livelookup_answer
+    from lookup_server.config import ConfigError, load_config
+    from lookup_server.helpspot_input import cli_params
+    from lookup_server.service import Sources
+
+    own, helpspot_args = split_own_options(args)
+    if "source" not in own:
+        _print_answer(Answer(2, b"lookup-server error: --source NAME is required\n", TEXT))
+    try:
+        config = load_config(own.get("config"))
+    except ConfigError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        _print_answer(Answer(2, b"lookup-server error: the configuration has problems "
+                                b"(run lookup-server check)\n", TEXT))
+    # build only the source asked for: the others may be slow to start or down
+    only = {k: v for k, v in config.sources.items() if k == own["source"]}
+    sources = Sources(dataclasses.replace(config, sources=only))
+    try:
+        answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args))
+    finally:
+        sources.close()
+    _print_answer(answer)
+
+
+def _print_answer(answer: object) -> NoReturn:
+    from lookup_server.answers import Answer
+
+    assert isinstance(answer, Answer)
+    sys.stdout.buffer.write(answer.body)
+    sys.stdout.flush()
+    # HelpSpot reads stdout only; the exit status is for people and scripts.
+    sys.exit(0 if answer.status == 200 else 1)
+
+
+# -- serve, check, plugins, validate ----------------------------------------------------
+
+
+@cli.command()
+@click.option("--config", "config_path", help=CONFIG_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(config_path: str | None, host: str, port: int) -> None:
+    """Run the development server (use gunicorn wsgi:app in production)."""
+    from werkzeug.serving import run_simple
+
+    from lookup_server.access_log import RedactingRequestHandler, configure_logging
+    from lookup_server.app import create_app
+
+    configure_logging()
+    app = create_app(_load(config_path))
+    run_simple(host, port, app, threaded=True, request_handler=RedactingRequestHandler)
+
+
+@cli.command()
+@click.option("--config", "config_path", help=CONFIG_HELP)
+def check(config_path: str | None) -> None:
+    """Validate the configuration and probe every source, like nginx -t."""
+    from lookup_server.probe import probe_all
+
+    config = _load(config_path)
+    click.echo(f"{config.origin}: configuration is valid")
+    failed = 0
+    for line, ok in probe_all(config):
+        click.echo(line)
+        failed += not ok
+    if failed:
+        click.echo(f"{failed} source(s) failed", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+def plugins() -> None:
+    """List the registered backends, and those that failed to load and why."""
+    from lookup_server.registry import Registry
+
+    loaded, failures = Registry().load_all()
+    for name, cls in sorted(loaded.items()):
+        capabilities = ", ".join(sorted(cls.capabilities()))
+        click.echo(f"{name:10} {cls.__module__}.{cls.__name__}  [{capabilities}]")
+    for failure in failures:
+        click.echo(f"{failure.name:10} FAILED: {failure.error}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check a livelookup XML file against the schema and as HelpSpot reads it."""
+    from lookup_server.helpspot_view import HelpSpotParseError, read_livelookup
+    from lookup_server.render import schema_errors
+
+    body = file.read_bytes()
+    problems = schema_errors(body)
+    try:
+        view = read_livelookup(body)
+    except HelpSpotParseError as exc:
+        problems.append(f"HelpSpot would show an error: {exc}")
+    else:
+        click.echo(f"HelpSpot reads {len(view.customers)} customer(s); staff see:")
+        click.echo("  " + view.summary().replace("\n", "\n  "))
+    for problem in problems:
+        click.echo(f"{file}: {problem}", err=True)
+    sys.exit(1 if problems else 0)

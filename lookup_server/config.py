@@ -1,0 +1,214 @@
+"""Loading and validating the TOML configuration.
+
+Every problem in a configuration is reported at once, each with its key path
+and what to do, and the load aborts once (like mkdocs). Relative paths resolve
+against the config file's folder; secrets may be ``{ env = "NAME" }``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lookup_server import config_schema
+from lookup_server.backend import Backend, SourceSettings
+from lookup_server.config_schema import Context, Problem, Secret
+from lookup_server.registry import PluginError, Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_VAR = "LOOKUP_SERVER_CONFIG"
+STRATEGIES = ("customer_id", "email", "phone", "name")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` lists all of them."""
+
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.origin = origin
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{origin}: {count}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """The ``[server]`` table as written."""
+
+    shared_key: Secret | None = None
+    allowed_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` table, validated."""
+
+    shared_key: Secret | None = None
+    allowed_ips: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One ``[sources.NAME]``: core settings, the backend class and its options."""
+
+    settings: SourceSettings
+    backend_class: type[Backend[Any]]
+    options: Any
+
+    def create_backend(self) -> Backend[Any]:
+        """A new backend instance for this source."""
+        return self.backend_class(self.options, self.settings)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid configuration."""
+
+    origin: str
+    base_dir: Path
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+
+
+def demo_config_path() -> Path:
+    """The built-in demo configuration, used when no config is given."""
+    return Path(str(resources.files("lookup_server.demo") / "config.toml"))
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None,
+                        environ: Mapping[str, str] | None = None) -> Path:
+    """``--config``, else ``$LOOKUP_SERVER_CONFIG``, else the demo."""
+    env = os.environ if environ is None else environ
+    chosen = path or env.get(ENV_VAR)
+    return Path(chosen) if chosen else demo_config_path()
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None,
+                registry: Registry | None = None) -> Config:
+    """Read, parse and validate a config file; raise ConfigError listing every problem."""
+    file = resolve_config_path(path, environ)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(file), [Problem("(file)", "not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [Problem("(file)", f"cannot read: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [Problem("(file)", f"not valid TOML: {exc}")]) from None
+    return config_from_mapping(raw, file.resolve().parent, origin=str(file),
+                               environ=environ, registry=registry)
+
+
+def config_from_mapping(raw: Mapping[str, Any], base_dir: Path, origin: str = "config",
+                        environ: Mapping[str, str] | None = None,
+                        registry: Registry | None = None) -> Config:
+    """Validate an already-parsed configuration (what tests and load_config use)."""
+    ctx = Context(base_dir, dict(os.environ if environ is None else environ))
+    registry = registry or Registry()
+    for key in raw:
+        if key not in ("server", "sources"):
+            ctx.problem(key, "unknown table (expected [server] and [sources.NAME])")
+    server = _server(_table(raw, "server", ctx), ctx)
+    sources_raw = _table(raw, "sources", ctx)
+    sources = {}
+    for name, table in sources_raw.items():
+        source = _source(name, table, ctx, registry)
+        if source is not None:
+            sources[name] = source
+    if ctx.problems:
+        raise ConfigError(origin, ctx.problems)
+    assert server is not None
+    return Config(origin, base_dir, server, sources)
+
+
+def _table(raw: Mapping[str, Any], key: str, ctx: Context) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        ctx.problem(key, "must be a table")
+        return {}
+    return value
+
+
+def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
+    keys = config_schema.build(ServerKeys, table, "server", ctx)
+    if keys is None:
+        return None
+    networks = []
+    for i, cidr in enumerate(keys.allowed_ips):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
+    return ServerSettings(keys.shared_key, tuple(networks))
+
+
+def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceConfig | None:
+    path = f"sources.{name}"
+    if not _NAME.match(name):
+        ctx.problem(path, "a source name may only use letters, digits, '_' and '-'")
+    if not isinstance(table, dict):
+        ctx.problem(path, "must be a table")
+        return None
+    backend_name = table.get("backend")
+    backend_class = None
+    if not isinstance(backend_name, str):
+        ctx.problem(f"{path}.backend",
+                    "required: the name of a backend (see lookup-server plugins)")
+    else:
+        try:
+            backend_class = registry.load(backend_name)
+        except PluginError as exc:
+            ctx.problem(f"{path}.backend", str(exc))
+    core_keys = frozenset(f.name for f in dataclasses.fields(SourceSettings))
+    option_keys = (frozenset(f.name for f in dataclasses.fields(backend_class.Options))
+                   if backend_class else None)
+    settings = config_schema.build(
+        SourceSettings, {**table, "name": name}, path, ctx,
+        also_known=option_keys if option_keys is not None else frozenset(table),
+    )
+    if settings is not None:
+        _check_source_settings(settings, path, ctx)
+    if backend_class is None:
+        return None
+    options = config_schema.build(backend_class.Options, table, path, ctx,
+                                  also_known=core_keys)
+    if settings is None or options is None:
+        return None
+    return SourceConfig(settings, backend_class, options)
+
+
+def _check_source_settings(s: SourceSettings, path: str, ctx: Context) -> None:
+    if s.max_results < 1:
+        ctx.problem(f"{path}.max_results", "must be at least 1")
+    if not 0 < s.timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+    for i, strategy in enumerate(s.search):
+        if strategy not in STRATEGIES:
+            ctx.problem(f"{path}.search[{i}]",
+                        f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if s.on_error not in ("error", "empty"):
+        ctx.problem(f"{path}.on_error", "must be 'error' or 'empty'")
+    named = [("columns", c) for c in s.columns] + [("labels", k) for k in s.labels]
+    named += [("html_fields", h) for h in s.html_fields] + [("fields", f) for f in s.fields]
+    for key, element in named:
+        if not _ELEMENT.match(element):
+            ctx.problem(f"{path}.{key}", f"{element!r} is not a valid XML element name")
+
+

@@ -1,0 +1,1 @@
+"""The embedded demo: a configuration and a sample customer CSV."""

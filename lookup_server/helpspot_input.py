@@ -1,0 +1,101 @@
+"""The one module that knows HelpSpot's input quirks (HELPSPOT.md §1, §2, §4).
+
+* The request page URL-encodes ``sUserId``, ``sEmail``, ..., ``xCategory`` and
+  every ``CustomN`` twice: after the normal decode they still hold ``%40``.
+* An unchecked checkbox arrives as the string ``null``.
+* The standard names (``customer_id``, ``email``, ...) arrive clean and win;
+  the ``s*`` names are the fallback (``sUserID`` as the manual spells it, too).
+* In http-post mode a query string in the configured URL is not split off:
+  ``?ll_key=x`` arrives as ``ll_key=x?source_id=0``.
+* On the command line, 5.3+ sends ``--name=value`` (a bare ``--name`` is
+  empty) and 5.0.x sends positional ``customer_id first_name last_name email
+  phone Custom...``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import unquote
+
+from lookup_server.models import LookupQuery, OptionsQuery
+
+#: Standard name -> the request-page names that stand in for it, in order.
+FALLBACKS: dict[str, tuple[str, ...]] = {
+    "customer_id": ("sUserId", "sUserID"),
+    "first_name": ("sFirstName",),
+    "last_name": ("sLastName",),
+    "email": ("sEmail",),
+    "phone": ("sPhone",),
+}
+_DOUBLE_ENCODED = frozenset(
+    {"sUserId", "sUserID", "sFirstName", "sLastName", "sEmail", "sPhone", "xStatus",
+     "xCategory", "xPersonAssignedTo"}
+)
+_CUSTOM = re.compile(r"^Custom\d+$")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NAMED_ARG = re.compile(r"^--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$", re.DOTALL)
+POSITIONAL_ORDER = ("customer_id", "first_name", "last_name", "email", "phone")
+#: Parameters that carry our own key; never kept among the request fields.
+KEY_PARAM = "ll_key"
+
+
+def decode_value(name: str, raw: str) -> str:
+    """One parameter's value, with HelpSpot's double encoding and ``null`` undone."""
+    value = unquote(raw) if (name in _DOUBLE_ENCODED or _CUSTOM.match(name)) else raw
+    value = _CONTROL.sub("", value)  # no legitimate input carries NUL or escapes
+    return "" if value == "null" else value
+
+
+def decode_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Every parameter, decoded; the first occurrence of a name wins."""
+    params: dict[str, str] = {}
+    for name, raw in pairs:
+        if name not in params:
+            params[name] = decode_value(name, raw)
+    return params
+
+
+def shared_key(raw: str | None) -> str:
+    """The ``ll_key`` value without the junk http-post mode appends after a ``?``."""
+    return (raw or "").split("?", 1)[0]
+
+
+def lookup_query(params: Mapping[str, str]) -> LookupQuery:
+    """A LookupQuery from decoded parameters: standard names first, then fallbacks."""
+    standard = {name: _first_present(params, (name, *alternatives))
+                for name, alternatives in FALLBACKS.items()}
+    return LookupQuery(**standard, fields=_request_fields(params))
+
+
+def options_query(params: Mapping[str, str]) -> OptionsQuery:
+    """An OptionsQuery: ``callingField`` is the search text, the rest are fields."""
+    return OptionsQuery(search=params.get("callingField", "").strip(),
+                        fields=_request_fields(params))
+
+
+def _first_present(params: Mapping[str, str], names: Sequence[str]) -> str:
+    for name in names:
+        value = params.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _request_fields(params: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k != KEY_PARAM}
+
+
+def cli_params(args: Sequence[str]) -> dict[str, str]:
+    """HelpSpot's command-line arguments as parameters (5.3+ named or 5.0.x positional)."""
+    if args and _NAMED_ARG.match(args[0]):
+        pairs = []
+        for arg in args:
+            match = _NAMED_ARG.match(arg)
+            if match:  # anything else is not HelpSpot's and is ignored
+                pairs.append((match.group(1), match.group(2) or ""))
+        return decode_params(pairs)
+    # 5.0.x: five standard values, then custom fields by ascending id; we cannot
+    # know those ids, and a Live Lookup search never uses custom fields, so the
+    # extra positional values are ignored.
+    return decode_params(zip(POSITIONAL_ORDER, args, strict=False))

@@ -1,0 +1,103 @@
+"""Read a livelookup document exactly the way HelpSpot does (HELPSPOT.md §3).
+
+HelpSpot uses PHP's event-based expat parser, UTF-8, case folding off, and
+never passes the final-chunk flag: an empty body is "no customers", a truncated
+document keeps its complete customers, and any top-level element after a
+``</customer>`` other than another ``<customer>`` crashes HelpSpot. This module
+reproduces that, so ``lookup-server validate`` and the tests see what staff see.
+"""
+
+from __future__ import annotations
+
+import xml.parsers.expat
+from dataclasses import dataclass, field
+
+
+class HelpSpotParseError(Exception):
+    """HelpSpot would show "An Error Occurred" with this parser message."""
+
+
+class HelpSpotCrash(HelpSpotParseError):
+    """HelpSpot's own parser code would fail (HTTP 500 inside HelpSpot)."""
+
+
+@dataclass
+class LiveLookupView:
+    """What HelpSpot made of a livelookup body."""
+
+    customers: list[dict[str, str]] = field(default_factory=list)
+    labels: list[dict[str, str]] = field(default_factory=list)
+    columns: list[str] | None = None
+
+    def summary(self) -> str:
+        """What staff see: "No customers found", one customer's fields, or a table."""
+        if not self.customers:
+            return "No customers found"
+        if len(self.customers) == 1:
+            c, labels = self.customers[0], self.labels[0]
+            return "\n".join(f"{labels.get(k) or display_label(k)}: {v}" for k, v in c.items())
+        cols = ["customer_id", *(self.columns or ["first_name", "last_name", "email"])]
+        rows = [" | ".join(cols)] + [" | ".join(c.get(k, "") for k in cols) for c in self.customers]
+        return "\n".join(rows)
+
+
+def display_label(element: str) -> str:
+    """HelpSpot's default label: first letter capitalised, '_' shown as a space."""
+    return (element[:1].upper() + element[1:]).replace("_", " ")
+
+
+def read_livelookup(body: bytes) -> LiveLookupView:
+    """Parse ``body`` as HelpSpot does; raise HelpSpotParseError where HelpSpot shows an error."""
+    view = LiveLookupView()
+    parser = xml.parsers.expat.ParserCreate("UTF-8")
+    state = _State(view)
+    parser.StartElementHandler = state.start
+    parser.EndElementHandler = state.end
+    parser.CharacterDataHandler = state.text
+    try:
+        parser.Parse(body, False)  # HelpSpot never sends the final-chunk flag
+    except xml.parsers.expat.ExpatError as exc:
+        message = xml.parsers.expat.ErrorString(exc.code)
+        raise HelpSpotParseError(
+            f"XML error: {message} at line {exc.lineno}, column {exc.offset}"
+        ) from None
+    return view
+
+
+class _State:
+    def __init__(self, view: LiveLookupView) -> None:
+        self.view = view
+        self.depth = 0
+        self.current: dict[str, str] | None = None
+        self.labels: dict[str, str] = {}
+        self.element: str | None = None
+        self.seen_customer = False
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            if "columns" in attrs:
+                self.view.columns = [c.strip() for c in attrs["columns"].split(",")]
+        elif self.depth == 2:
+            if name != "customer" and self.seen_customer:
+                raise HelpSpotCrash(f"<{name}> after </customer> crashes HelpSpot's parser")
+            if name == "customer":
+                self.current, self.labels = {}, {}
+        elif self.current is not None:
+            self.element = name
+            self.current[name] = ""  # a repeated tag keeps its last value
+            if "label" in attrs:
+                self.labels[name] = attrs["label"]
+
+    def end(self, name: str) -> None:
+        if self.depth == 2 and name == "customer" and self.current is not None:
+            self.view.customers.append(self.current)
+            self.view.labels.append(self.labels)
+            self.current, self.seen_customer = None, True
+        self.element = None
+        self.depth -= 1
+
+    def text(self, data: str) -> None:
+        if self.current is not None and self.element is not None:
+            self.current[self.element] += data
+

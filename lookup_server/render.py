@@ -1,0 +1,99 @@
+"""Every XML document lookup-server emits, rendered with lxml; the escaping policy.
+
+HelpSpot shows livelookup values as raw HTML (HELPSPOT.md §3). So:
+
+* values HelpSpot may insert into a request (``customer_id``, names, email,
+  phone, ``CustomN``) are only XML-escaped, so they round-trip exactly;
+* values listed in a source's ``html_fields`` are deliberate HTML and go in
+  CDATA;
+* every other value is HTML-escaped before lxml XML-escapes it, so staff see
+  ``AT&T`` and ``<script>`` as text.
+
+Characters XML 1.0 forbids are dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+
+from lxml import etree
+
+from lookup_server.backend import SourceSettings
+from lookup_server.models import Customer, is_insertable
+
+XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
+_ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ELEMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry (NUL, most C0 controls...)."""
+    return _ILLEGAL_XML.sub("", text)
+
+
+def render_livelookup(customers: Iterable[Customer], source: SourceSettings) -> bytes:
+    """The ``<livelookup>`` document for these customers: only ``<customer>`` children."""
+    root = etree.Element("livelookup", version="1.0")
+    if source.columns:
+        root.set("columns", ",".join(source.columns))
+    for customer in customers:
+        node = etree.SubElement(root, "customer")
+        _add_field(node, "customer_id", customer.customer_id, source)
+        for name, value in customer.fields.items():
+            if name != "customer_id" and _ELEMENT_NAME.match(name):
+                _add_field(node, name, value, source)
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _add_field(parent: etree._Element, name: str, value: str, source: SourceSettings) -> None:
+    element = etree.SubElement(parent, name)
+    label = source.labels.get(name)
+    if label:
+        element.set("label", xml_safe(label))
+    text = xml_safe(value)
+    if is_insertable(name):
+        element.text = text
+    elif name in source.html_fields:
+        # A CDATA section cannot contain "]]>"; lxml refuses to split one, so such
+        # a value is sent as escaped character data, which every XML parser
+        # (HelpSpot's expat included) reports as exactly the same text.
+        element.text = etree.CDATA(text) if "]]>" not in text else text
+    else:
+        element.text = html.escape(text, quote=True)
+
+
+# -- validation (tests, `lookup-server validate`) ----------------------------------
+
+
+@cache
+def _schema(name: str) -> etree.XMLSchema:
+    xsd = resources.files("lookup_server.xml_schemas") / f"{name}.xsd"
+    with xsd.open("rb") as handle:
+        return etree.XMLSchema(etree.parse(handle))
+
+
+def schema_errors(body: bytes, schema: str = "livelookup") -> list[str]:
+    """Problems of ``body`` against ``xml_schemas/<schema>.xsd`` (empty when valid)."""
+    try:
+        document = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        return [f"not well-formed XML: {exc}"]
+    validator = _schema(schema)
+    if validator.validate(document):
+        return _flatness_errors(document) if schema == "livelookup" else []
+    return [f"line {e.line}: {e.message}" for e in validator.error_log]  # type: ignore[attr-defined]
+
+
+def _flatness_errors(document: etree._Element) -> list[str]:
+    # XSD 1.0 cannot type elements of arbitrary names, so this rule is checked here:
+    # HelpSpot flattens nested elements, losing the outer field's text.
+    return [
+        f"line {field.sourceline}: field <{field.tag}> must hold text only, not elements"
+        for customer in document
+        for field in customer
+        if len(field)
+    ]

@@ -1,0 +1,222 @@
+"""Configured sources and the lookups they answer: one code path for HTTP and CLI.
+
+HelpSpot has no read timeout (HELPSPOT.md §1): a slow backend hangs a staff
+member's screen. So every backend call runs on a worker thread and the answer
+is bounded by the source's ``timeout``; a backend that is still stuck keeps
+its slot, and when all slots of a source are stuck new calls fail at once
+instead of piling up threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
+from lookup_server.config import Config, SourceConfig
+from lookup_server.models import Customer, LookupQuery, Option, OptionsQuery
+from lookup_server.search import find_customers
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Calls one source may have in flight; past that, answer "busy" at once.
+MAX_IN_FLIGHT = 8
+
+
+class ServiceError(Exception):
+    """A lookup that cannot be answered; ``reason`` is safe to show to staff."""
+
+    status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Refused(ServiceError):
+    """Wrong or missing shared key, or a caller outside ``allowed_ips``."""
+
+    status = 403
+
+
+class UnknownSource(ServiceError):
+    """No source of that name, or it does not offer what was asked."""
+
+    status = 404
+
+
+class BackendFailed(ServiceError):
+    """The backend raised an error."""
+
+    status = 502
+
+
+class Busy(ServiceError):
+    """Every slot of the source is held by a call that has not returned."""
+
+    status = 503
+
+
+class TimedOut(ServiceError):
+    """The backend did not answer within the source's timeout."""
+
+    status = 504
+
+
+class DeadlineRunner:
+    """Runs calls on daemon threads and waits for each at most until its deadline.
+
+    Daemon threads (unlike ThreadPoolExecutor's) never keep a finished CLI
+    process waiting for a backend that hangs.
+    """
+
+    def __init__(self, name: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self.name = name
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._queue: SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def run(self, call: Callable[[], T], timeout: float) -> T:
+        """``call()``'s result; TimeoutError when it takes longer than ``timeout``."""
+        if not self._slots.acquire(timeout=min(timeout, 0.05)):
+            raise Busy(f"source {self.name!r} is busy: earlier lookups have not returned yet")
+        future: Future[T] = Future()
+        with self._lock:
+            start_thread = self._idle == 0
+            if not start_thread:
+                self._idle -= 1
+        if start_thread:
+            threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True).start()
+        self._queue.put((call, future))
+        return future.result(timeout=timeout)
+
+    def _work(self) -> None:
+        while True:
+            call, future = self._queue.get()
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the waiting caller
+                future.set_exception(exc)
+            finally:
+                self._slots.release()
+            with self._lock:
+                self._idle += 1
+
+
+class ResultCache:
+    """Results kept for ``ttl`` seconds, at most ``size`` of them (least recent out)."""
+
+    def __init__(self, ttl: float, size: int = 1024) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The cached value for ``key``, computing and storing it when absent or stale."""
+        if self.ttl <= 0:
+            return compute()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] > now:
+                self._items.move_to_end(key)
+                return hit[1]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            self._items[key] = (now + self.ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+class Source:
+    """One configured source: its settings, backend instance, runner and cache."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.settings: SourceSettings = config.settings
+        self.backend: Backend[Any] = config.create_backend()
+        self.capabilities = config.backend_class.capabilities()
+        self._runner = DeadlineRunner(self.settings.name)
+        self._cache = ResultCache(self.settings.cache_ttl)
+
+    def lookup(self, query: LookupQuery) -> list[Customer]:
+        """Customers for a Live Lookup, within the source's timeout."""
+        self._require("livelookup", "Live Lookup")
+        if query.is_empty():
+            return []
+        key = ("lookup", query.customer_id, query.first_name, query.last_name, query.email,
+               query.phone)
+        s = self.settings
+        return self._cache.get_or_compute(key, lambda: self._call(
+            lambda: find_customers(self.backend, query, s.search, s.max_results).customers))
+
+    def options(self, query: OptionsQuery) -> list[Option]:
+        """Options for an AJAX selection field, within the source's timeout."""
+        self._require("ajax", "AJAX options")
+        key = ("options", query.search, tuple(sorted(query.fields.items())))
+        limit = self.settings.max_results
+        return self._cache.get_or_compute(key, lambda: self._call(
+            lambda: list(self.backend.find_options(query, limit))[:limit]))
+
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            raise UnknownSource(f"source {self.settings.name!r} does not offer {what}")
+
+    def _call(self, call: Callable[[], T]) -> T:
+        name, timeout = self.settings.name, self.settings.timeout
+        started = time.perf_counter()
+        try:
+            return self._runner.run(call, timeout)
+        except TimeoutError:
+            raise TimedOut(f"source {name!r} did not answer within {timeout:g} s") from None
+        except BackendTimeout as exc:
+            raise TimedOut(f"source {name!r} timed out: {exc}") from None
+        except BackendError as exc:
+            raise BackendFailed(f"source {name!r} failed: {exc}") from None
+        except ServiceError:
+            raise
+        except Exception:
+            log.exception("source %r: unexpected error in backend", name)
+            raise BackendFailed(f"source {name!r} failed (details in the server log)") from None
+        finally:
+            log.debug("source %r answered in %.1f ms", name,
+                      (time.perf_counter() - started) * 1000)
+
+
+class Sources:
+    """Every configured source, created once per process."""
+
+    def __init__(self, config: Config) -> None:
+        self._sources = {name: Source(sc) for name, sc in config.sources.items()}
+
+    def __getitem__(self, name: str) -> Source:
+        try:
+            return self._sources[name]
+        except KeyError:
+            raise UnknownSource(f"no source named {name!r} is configured") from None
+
+    def items(self) -> Mapping[str, Source]:
+        """Name -> source."""
+        return self._sources
+
+    def prepare(self) -> None:
+        """Warm every backend up; a failure is logged, and the source answers with errors."""
+        for name, source in self._sources.items():
+            try:
+                source.backend.prepare()
+            except BackendError as exc:
+                log.error("source %r is not ready: %s", name, exc)
+
+    def close(self) -> None:
+        """Close every backend."""
+        for source in self._sources.values():
+            source.backend.close()

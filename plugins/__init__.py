@@ -1,0 +1,1 @@
+"""Built-in lookup-server backends, registered through entry points like any plugin."""

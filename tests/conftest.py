@@ -1,0 +1,63 @@
+"""Shared fixtures: apps built with create_app({...}), their clients and the CLI runner."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from lookup_server.app import create_app
+from tests.backend_contract import PEOPLE
+
+CUSTOMER_HEADER = ["customer_id", "first_name", "last_name", "email", "phone", "title"]
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[str]],
+              encoding: str = "utf-8") -> Path:
+    """Write a CSV file (``encoding="utf-8-sig"`` adds a BOM)."""
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def people_csv(tmp_path: Path) -> Path:
+    """The contract's PEOPLE as a CSV file."""
+    return write_csv(tmp_path / "people.csv", CUSTOMER_HEADER,
+                     ([*p.as_fields().values()] for p in PEOPLE))
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Flask]:
+    """Build an app from a config mapping; relative paths resolve against tmp_path."""
+
+    def make(config: dict[str, Any]) -> Flask:
+        return create_app(config, base_dir=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], people_csv: Path) -> Flask:
+    """An app with one CSV source ``people`` holding PEOPLE."""
+    return make_app({"sources": {"people": {"backend": "csv", "path": str(people_csv)}}})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of ``app``."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A click runner for the lookup-server command."""
+    return CliRunner()

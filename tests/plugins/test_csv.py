@@ -1,0 +1,132 @@
+"""The CSV backend: the shared contract, plus what only a file-backed index does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lookup_plugins.csv_backend import CsvBackend, CsvOptions
+
+from lookup_server.backend import BackendError, SourceSettings
+from lookup_server.models import ById, ByName, OptionsQuery
+from tests.backend_contract import PEOPLE, BackendContract
+from tests.conftest import CUSTOMER_HEADER, write_csv
+
+
+class TestCsvContract(BackendContract):
+    backend_name = "csv"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        folder = tmp_path_factory.mktemp("csv")
+        write_csv(folder / "people.csv", CUSTOMER_HEADER,
+                  ([*p.as_fields().values()] for p in PEOPLE))
+        return {"backend": "csv", "path": "people.csv", "_base_dir": str(folder)}
+
+
+def backend(path: Path, **settings: Any) -> CsvBackend:
+    return CsvBackend(CsvOptions(path), SourceSettings(name="t", backend="csv", **settings))
+
+
+def test_utf8_with_bom_reads_the_first_header(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bom.csv", CUSTOMER_HEADER,
+                     [["1", "Zoë", "Ünder", "z@example.com", "", ""]], encoding="utf-8-sig")
+    (found,) = backend(path).find(ById("1"), 5)
+    assert found.fields["first_name"] == "Zoë"
+
+
+def test_field_mapping_renames_columns(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "crm.csv", ["id", "surname", "Custom5"],
+                     [["77", "Doe", "gold"]])
+    b = backend(path, fields={"customer_id": "id", "last_name": "surname"})
+    (found,) = b.find(ByName("do"), 5)
+    assert dict(found.fields) == {"customer_id": "77", "last_name": "Doe", "Custom5": "gold"}
+
+
+def test_missing_customer_id_column_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "x.csv", ["id", "name"], [["1", "a"]])
+    with pytest.raises(BackendError, match=r"no 'customer_id' column.*fields"):
+        backend(path).find(ById("1"), 5)
+
+
+def test_latin1_file_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"customer_id,last_name\n1,Smith\n2,M\xfcller\n")
+    with pytest.raises(BackendError, match="line 3: not UTF-8"):
+        backend(path).find(ById("1"), 5)
+
+
+def test_invalid_element_names_are_reported_not_sent(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "x.csv", ["customer_id", "first name"], [["1", "Ada"]])
+    b = backend(path)
+    assert any("'first name'" in w for w in b.check())
+    assert dict(b.find(ById("1"), 5)[0].fields) == {"customer_id": "1"}
+
+
+def test_index_persists_and_is_not_rebuilt_for_an_unchanged_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, [["1", "A", "B", "", "", ""]])
+    backend(path).find(ById("1"), 5)
+    index = tmp_path / "p.csv.lookup-index.sqlite3"
+    built = index.stat().st_mtime_ns
+    assert backend(path).find(ById("1"), 5)
+    assert index.stat().st_mtime_ns == built
+
+
+def test_changed_file_is_reindexed(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, [["1", "A", "Old", "", "", ""]])
+    b = backend(path)
+    assert b.find(ById("1"), 5)[0].fields["last_name"] == "Old"
+    write_csv(path, CUSTOMER_HEADER, [["1", "A", "New", "", "", ""], ["2", "B", "Two", "", "", ""]])
+    os.utime(path, ns=(1, 1))  # a different mtime even within the clock's resolution
+    b._checked_at = 0.0  # skip the once-a-second throttle of freshness checks
+    assert b.find(ById("1"), 5)[0].fields["last_name"] == "New"
+    assert b.find(ById("2"), 5)
+
+
+def test_server_keeps_answering_from_the_old_index_while_rebuilding(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, [["1", "A", "Old", "", "", ""]])
+    b = backend(path)
+    b.prepare()  # server mode: rebuild in the background
+    write_csv(path, CUSTOMER_HEADER, [["1", "A", "New", "", "", ""]])
+    os.utime(path, ns=(1, 1))
+    b._checked_at = 0.0
+    first = b.find(ById("1"), 5)[0].fields["last_name"]
+    assert first in ("Old", "New")  # never an error, never nothing
+    _wait_for(lambda: not b._rebuilding)
+    b._checked_at = 0.0
+    assert b.find(ById("1"), 5)[0].fields["last_name"] == "New"
+
+
+def test_read_only_folder_keeps_the_index_in_the_cache(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = write_csv(folder / "p.csv", CUSTOMER_HEADER, [["1", "A", "B", "", "", ""]])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != folder)
+    assert backend(path).find(ById("1"), 5)
+    assert list((tmp_path / "cache" / "lookup-server").glob("p.csv-*.sqlite3"))
+
+
+def test_options_filter_by_request_fields_and_calling_field(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "o.csv", ["customer_id", "value", "description", "xCategory"], [
+        ["", "gold", "Gold support", ""], ["", "hw1", "Laptop repair", "3"],
+        ["", "hw2", "Desktop repair", "3"], ["", "sw1", "Office licence", "4"]])
+    b = backend(path)
+    values = [o.value for o in b.find_options(OptionsQuery("", {"xCategory": "3"}), 10)]
+    assert values == ["gold", "hw1", "hw2"]
+    values = [o.value for o in b.find_options(OptionsQuery("REPAIR", {"xCategory": "3"}), 10)]
+    assert values == ["hw1", "hw2"]
+    assert len(b.find_options(OptionsQuery("", {"xCategory": "3"}), 2)) == 2
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

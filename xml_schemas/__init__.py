@@ -1,0 +1,1 @@
+"""XSD schemas of every XML document lookup-server emits."""
