@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from lookup_server.models import (
     Customer,
@@ -29,6 +29,8 @@ from lookup_server.models import (
     SearchTerm,
     Webhook,
 )
+
+Strategy = Literal["customer_id", "email", "phone", "name"]
 
 
 class BackendError(Exception):
@@ -59,10 +61,10 @@ class SourceSettings:
     html_fields: frozenset[str] = frozenset()
     max_results: int = 50
     timeout: float = 5.0
-    search: tuple[str, ...] = ("customer_id", "email", "phone", "name")
+    search: tuple[Strategy, ...] = ("customer_id", "email", "phone", "name")
     #: livelookup element name -> the backend's own field (column, attribute).
     fields: Mapping[str, str] = field(default_factory=dict)
-    on_error: str = "error"
+    on_error: Literal["error", "empty"] = "error"
     #: Seconds a result may be served from memory; 0 (default) turns caching off.
     cache_ttl: float = 0.0
 
@@ -122,7 +124,10 @@ class Backend(Generic[OptionsT]):
     # -- life cycle ---------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Warm up once at start-up (build an index, open a pool). May raise BackendError."""
+        """Warm up once before serving (build an index, open a pool); no deadline applies.
+
+        May raise BackendError: the failure is logged and lookups report it.
+        """
 
     def check(self) -> list[str]:
         """Probe the backend for ``lookup-server check``.
@@ -134,6 +139,17 @@ class Backend(Generic[OptionsT]):
 
     def close(self) -> None:
         """Release connections and files."""
+
+    # -- configuration -------------------------------------------------------------
+
+    @classmethod
+    def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
+        """Problems the option types cannot express, found when the config loads.
+
+        Return ``(key, what to do)`` pairs; the key is relative to the source's
+        table (``"queries.email"``), or "" for the table as a whole.
+        """
+        return []
 
     # -- introspection ------------------------------------------------------------
 

@@ -98,6 +98,7 @@ def livelookup(args: tuple[str, ...]) -> None:
     # build only the source asked for: the others may be slow to start or down
     only = {k: v for k, v in config.sources.items() if k == own["source"]}
     sources = Sources(dataclasses.replace(config, sources=only))
+    sources.prepare()  # e.g. the first index of a CSV: outside the lookup's deadline
     try:
         answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args))
     finally:

@@ -29,8 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_VAR = "LOOKUP_SERVER_CONFIG"
-STRATEGIES = ("customer_id", "email", "phone", "name")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KEY = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
 _ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -150,6 +150,12 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
     keys = config_schema.build(ServerKeys, table, "server", ctx)
     if keys is None:
         return None
+    key = keys.shared_key.reveal() if keys.shared_key else None
+    if key is not None and not _KEY.match(key):
+        # It travels in a URL query, a URL path, and after HelpSpot's http-post quirk
+        # everything from a "?" on is cut off: only URL-unreserved characters survive all.
+        ctx.problem("server.shared_key", "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ "
+                    "(generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     networks = []
     for i, cidr in enumerate(keys.allowed_ips):
         try:
@@ -176,39 +182,34 @@ def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceCo
             backend_class = registry.load(backend_name)
         except PluginError as exc:
             ctx.problem(f"{path}.backend", str(exc))
+    # unknown keys are reported once, by the backend's build below, which knows both sets
+    settings = config_schema.build(SourceSettings, {**table, "name": name}, path, ctx,
+                                   also_known=frozenset(table))
     core_keys = frozenset(f.name for f in dataclasses.fields(SourceSettings))
-    option_keys = (frozenset(f.name for f in dataclasses.fields(backend_class.Options))
-                   if backend_class else None)
-    settings = config_schema.build(
-        SourceSettings, {**table, "name": name}, path, ctx,
-        also_known=option_keys if option_keys is not None else frozenset(table),
-    )
-    if settings is not None:
-        _check_source_settings(settings, path, ctx)
+    _check_source_values(table, path, ctx)
     if backend_class is None:
         return None
     options = config_schema.build(backend_class.Options, table, path, ctx,
                                   also_known=core_keys)
     if settings is None or options is None:
         return None
-    return SourceConfig(settings, backend_class, options)
+    problems = backend_class.validate(options, settings)
+    for key, message in problems:
+        ctx.problem(f"{path}.{key}" if key else path, message)
+    return None if problems else SourceConfig(settings, backend_class, options)
 
 
-def _check_source_settings(s: SourceSettings, path: str, ctx: Context) -> None:
-    if s.max_results < 1:
+def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:
+    """Range and name checks the types cannot express (on the raw values, so that they
+    are reported even when another key of the same source has the wrong type)."""
+    max_results, timeout = table.get("max_results", 1), table.get("timeout", 1)
+    if isinstance(max_results, int) and max_results < 1:
         ctx.problem(f"{path}.max_results", "must be at least 1")
-    if not 0 < s.timeout <= 300:
+    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
         ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
-    for i, strategy in enumerate(s.search):
-        if strategy not in STRATEGIES:
-            ctx.problem(f"{path}.search[{i}]",
-                        f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
-    if s.on_error not in ("error", "empty"):
-        ctx.problem(f"{path}.on_error", "must be 'error' or 'empty'")
-    named = [("columns", c) for c in s.columns] + [("labels", k) for k in s.labels]
-    named += [("html_fields", h) for h in s.html_fields] + [("fields", f) for f in s.fields]
-    for key, element in named:
-        if not _ELEMENT.match(element):
-            ctx.problem(f"{path}.{key}", f"{element!r} is not a valid XML element name")
+    for key in ("columns", "labels", "html_fields", "fields"):
+        for element in table.get(key) or ():
+            if isinstance(element, str) and not _ELEMENT.match(element):
+                ctx.problem(f"{path}.{key}", f"{element!r} is not a valid XML element name")
 
 

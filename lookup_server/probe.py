@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from lookup_server.backend import BackendError
 from lookup_server.config import Config
-from lookup_server.service import DeadlineRunner, ServiceError
+from lookup_server.service import DeadlineRunner, ServiceError, create_backend
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
@@ -14,7 +14,7 @@ def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
     for name, source_config in config.sources.items():
         capabilities = ", ".join(sorted(source_config.backend_class.capabilities()))
         label = f"sources.{name} ({source_config.settings.backend}: {capabilities})"
-        backend = source_config.create_backend()
+        backend = create_backend(source_config)
         runner = DeadlineRunner(name, max_in_flight=1)
         timeout = source_config.settings.timeout
         try:

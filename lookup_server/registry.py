@@ -95,7 +95,7 @@ def validate_backend_class(name: str, cls: Any) -> None:
         raise PluginError(f"{where}: must be a subclass of lookup_server.backend.Backend")
     if not dataclasses.is_dataclass(cls.Options):
         raise PluginError(f"{where}: Options must be a dataclass describing its config keys")
-    for method in (*CAPABILITY_METHODS.values(), "prepare", "check", "close"):
+    for method in (*CAPABILITY_METHODS.values(), "prepare", "check", "close", "validate"):
         mine, base = getattr(cls, method), getattr(Backend, method)
         if mine is base:
             continue

@@ -58,10 +58,12 @@ def _add_field(parent: etree._Element, name: str, value: str, source: SourceSett
     if is_insertable(name):
         element.text = text
     elif name in source.html_fields:
-        # A CDATA section cannot contain "]]>"; lxml refuses to split one, so such
-        # a value is sent as escaped character data, which every XML parser
-        # (HelpSpot's expat included) reports as exactly the same text.
-        element.text = etree.CDATA(text) if "]]>" not in text else text
+        # A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
+        # carriage return (parsers normalise it to a line feed). Such a value is
+        # sent as escaped character data, which every XML parser, HelpSpot's
+        # expat included, reports as exactly the same text.
+        cdata_safe = "]]>" not in text and "\r" not in text
+        element.text = etree.CDATA(text) if cdata_safe else text
     else:
         element.text = html.escape(text, quote=True)
 

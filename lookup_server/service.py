@@ -143,7 +143,7 @@ class Source:
 
     def __init__(self, config: SourceConfig) -> None:
         self.settings: SourceSettings = config.settings
-        self.backend: Backend[Any] = config.create_backend()
+        self.backend: Backend[Any] = create_backend(config)
         self.capabilities = config.backend_class.capabilities()
         self._runner = DeadlineRunner(self.settings.name)
         self._cache = ResultCache(self.settings.cache_ttl)
@@ -190,6 +190,35 @@ class Source:
         finally:
             log.debug("source %r answered in %.1f ms", name,
                       (time.perf_counter() - started) * 1000)
+
+
+class _UnusableBackend(Backend[Any]):
+    """Stands in for a backend whose constructor failed: every use reports why."""
+
+    def __init__(self, config: SourceConfig, reason: str) -> None:
+        super().__init__(config.options, config.settings)
+        self.reason = reason
+
+    def find(self, term: Any, limit: int) -> Any:
+        raise BackendError(self.reason)
+
+    def find_options(self, query: Any, limit: int) -> Any:
+        raise BackendError(self.reason)
+
+    def check(self) -> list[str]:
+        raise BackendError(self.reason)
+
+
+def create_backend(config: SourceConfig) -> Backend[Any]:
+    """The source's backend; one that cannot be built must not stop the other sources."""
+    try:
+        return config.create_backend()
+    except BackendError as exc:
+        return _UnusableBackend(config, str(exc))
+    except Exception:
+        log.exception("source %r: the backend could not be created", config.settings.name)
+        return _UnusableBackend(config, "the backend could not be created "
+                                        "(details in the server log)")
 
 
 class Sources:

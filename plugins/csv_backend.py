@@ -66,15 +66,14 @@ class CsvBackend(Backend[CsvOptions]):
         self._index: CsvIndex | None = None
         self._lock = threading.Lock()
         self._checked_at = 0.0
-        self._serve_stale = False  # only a long-running server rebuilds in the background
         self._rebuilding = False
 
     # -- life cycle ------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Open (building if needed) the index; from now on rebuild in the background."""
-        self._serve_stale = True
-        self._current()
+        """Open the index, building it first if the file is new or changed (no deadline)."""
+        with self._lock:
+            self._index = self._open()
 
     def check(self) -> list[str]:
         """Build or open the index and report rows the file got wrong."""
@@ -99,7 +98,7 @@ class CsvBackend(Backend[CsvOptions]):
                                          limit * 20)
                 rows = [r for r in candidates if phone_matches(r.get("phone", ""), digits)]
             case ByPhone(digits):
-                rows = index.query("phone = ?", (digits,), limit)
+                rows = index.query("phone_tail = ? AND phone = ?", (digits, digits), limit)
             case ByName():
                 where = "last >= ? AND last <= ?"
                 params: tuple[str, ...] = (term.last_folded, term.last_folded + _TOP)
@@ -123,7 +122,8 @@ class CsvBackend(Backend[CsvOptions]):
         self._checked_at = now
         if index is not None and index.is_fresh():
             return index
-        if index is not None and self._serve_stale:
+        if index is not None:
+            # the file changed while we serve: answer from the old index meanwhile
             self._rebuild_in_background()
             return index
         with self._lock:

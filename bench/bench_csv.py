@@ -1,0 +1,195 @@
+"""CSV backend benchmark on a generated 1,000,000-row file (issue #2 targets).
+
+Reports, in one run:
+  * seconds from starting `gunicorn -w 2 wsgi:app` on a never-indexed file to
+    the first answer (index build included)           target <= 5 s
+  * RSS of both workers after the load                 target <= 500 MB
+  * p50/p99 latency of single HTTP lookups
+  * lookups/s under `gunicorn -w 2`, against a ceiling measured in the same run
+    (a bare Flask app returning a constant livelookup document under the same
+    gunicorn settings), as a ratio                     target >= 0.8
+  * wall time of one CLI lookup (a new process each time, as HelpSpot runs it)
+                                                       target <= 300 ms
+Needs `wrk` (apt-get install wrk) for the throughput part. Loopback only;
+every phase is bounded in time. Usage: python bench/bench_csv.py [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FIRST = ["Ada", "José", "Seán", "Mary", "John", "Zoë", "Li", "Grace", "Alan", "Anna"]
+LAST = ["Lovelace", "Núñez", "O'Brien", "Smith", "Müller", "Wei", "Hopper", "Turing"]
+
+CEILING_APP = '''
+from flask import Flask, Response
+app = Flask(__name__)
+BODY = (b'<?xml version="1.0" encoding="utf-8"?>\\n<livelookup version="1.0"><customer>'
+        b'<customer_id>123456</customer_id><first_name>Ada</first_name>'
+        b'<last_name>Lovelace</last_name><email>user123456@example.com</email>'
+        b'<phone>+1 555 0123456</phone></customer></livelookup>')
+@app.route("/livelookup/<source>")
+def lookup(source):
+    return Response(BODY, content_type="text/xml; charset=utf-8")
+'''
+
+WRK_SCRIPT = '''
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/livelookup/big?email=user" .. math.random(1, %d) .. "%%40example.com")
+end
+'''
+
+
+def generate(path: Path, rows: int) -> None:
+    """A CSV of ``rows`` customers with unique ids and e-mail addresses."""
+    rnd = random.Random(1)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["customer_id", "first_name", "last_name", "email", "phone",
+                      "organization", "Custom3"])
+        for i in range(1, rows + 1):
+            out.writerow([i, rnd.choice(FIRST), f"{rnd.choice(LAST)}{i % 9973}",
+                          f"user{i}@example.com", f"+1 555 {i:07d}", f"Org {i % 5000}",
+                          rnd.choice(["Gold", "Silver", "Bronze"])])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, timeout: float = 30) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+        return bytes(response.read())
+
+
+def start_gunicorn(app: str, port: int, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "",
+         "--error-logfile", "-", "--log-level", "warning", app],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def wait_for_answer(url: str, limit: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        try:
+            if b"<customer_id>" in get(url, timeout=limit):
+                return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"no answer from {url} within {limit} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def workers_rss_mb(master: int) -> float:
+    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True,
+                              check=False).stdout.split()
+    total = 0
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def wrk_rate(url_base: str, rows: int, seconds: int, work: Path) -> float:
+    script = work / "lookups.lua"
+    script.write_text(WRK_SCRIPT % rows)
+    done = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(script), url_base],
+                          capture_output=True, text=True, timeout=seconds + 30, check=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise SystemExit(f"wrk printed no rate:\n{done.stdout}")
+
+
+def latencies(url: str, rows: int, count: int) -> tuple[float, float]:
+    rnd, times = random.Random(7), []
+    for _ in range(count):
+        started = time.perf_counter()
+        get(f"{url}?email=user{rnd.randint(1, rows)}%40example.com")
+        times.append((time.perf_counter() - started) * 1000)
+    cuts = statistics.quantiles(times, n=100)
+    return cuts[49], cuts[98]
+
+
+def cli_wall_ms(config: Path, rows: int, count: int) -> float:
+    rnd, times = random.Random(9), []
+    for _ in range(count):
+        started = time.perf_counter()
+        subprocess.run([str(BIN / "lookup-server"), "livelookup", "--config", str(config),
+                        "--source", "big", f"--email=user{rnd.randint(1, rows)}@example.com"],
+                       capture_output=True, check=True, timeout=60)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=15, help="length of each wrk run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="bench-csv-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        generate(work / "big.csv", args.rows)
+        print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.1f} s")
+        config = work / "lookup.toml"
+        config.write_text('[sources.big]\nbackend = "csv"\npath = "big.csv"\n')
+        env = {**os.environ, "LOOKUP_SERVER_CONFIG": str(config)}
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/livelookup/big"
+        server = start_gunicorn("wsgi:app", port, env, ROOT)
+        try:
+            first = wait_for_answer(f"{url}?customer_id=1", 120)
+            p50, p99 = latencies(url, args.rows, 2000)
+            rate = wrk_rate(url, args.rows, args.seconds, work)
+            rss = workers_rss_mb(server.pid)
+        finally:
+            stop(server)
+        (work / "ceiling.py").write_text(CEILING_APP)
+        port = free_port()
+        ceiling_server = start_gunicorn("ceiling:app", port, env, work)
+        try:
+            wait_for_answer(f"http://127.0.0.1:{port}/livelookup/big", 60)
+            ceiling = wrk_rate(f"http://127.0.0.1:{port}/livelookup/big", args.rows,
+                               args.seconds, work)
+        finally:
+            stop(ceiling_server)
+        cli = cli_wall_ms(config, args.rows, 20)
+    print(f"first answer (index build included): {first:.2f} s   (target <= 5 s)")
+    print(f"RSS of both workers:                 {rss:.0f} MB  (target <= 500 MB)")
+    print(f"HTTP lookup latency p50 / p99:       {p50:.2f} / {p99:.2f} ms")
+    print(f"lookups/s (gunicorn -w 2):           {rate:.0f}")
+    print(f"ceiling (constant document):         {ceiling:.0f}")
+    print(f"ratio:                               {rate / ceiling:.2f}   (target >= 0.8)")
+    print(f"CLI lookup, median wall:             {cli:.0f} ms  (target <= 300 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The lookup-server command, run as HelpSpot's command-line mode runs it (HELPSPOT.md §2)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lookup_server.cli import cli, split_own_options
+from tests.helpspot import assert_livelookup, helpspot_error
+
+#: The installed console script, as an admin enters it in HelpSpot.
+LOOKUP_SERVER = [str(Path(sys.executable).with_name("lookup-server"))]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, people_csv: Path) -> Path:
+    file = tmp_path / "lookup.toml"
+    file.write_text(f'[sources.people]\nbackend = "csv"\npath = "{people_csv.name}"\n')
+    return file
+
+
+def helpspot_runs(configured: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``configured`` through /bin/sh with HelpSpot's shell-quoted arguments appended."""
+    command = configured + "".join(" " + shlex.quote(a) for a in args)
+    env = {k: v for k, v in os.environ.items() if k != "LOOKUP_SERVER_CONFIG"}
+    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=60, env=env,
+                          check=False)
+
+
+def configured_command(config_file: Path, *extra: str) -> str:
+    base = " ".join(shlex.quote(a) for a in LOOKUP_SERVER)
+    return f"{base} livelookup --config {shlex.quote(str(config_file))} --source people" + (
+        " " + " ".join(extra) if extra else "")
+
+
+def test_named_arguments_of_helpspot_5_3(config_file: Path) -> None:
+    done = helpspot_runs(configured_command(config_file), "--customer_id=", "--first_name=Seán",
+                         "--last_name=O'Brien", "--email", "--phone", "--Custom7=x%20y")
+    assert done.returncode == 0, done.stderr
+    view = assert_livelookup(done.stdout)
+    assert [c["customer_id"] for c in view.customers] == ["1003"]
+
+
+def test_positional_arguments_of_helpspot_5_0(config_file: Path) -> None:
+    done = helpspot_runs(configured_command(config_file, "--"), "", "", "", "ADA@example.com",
+                         "", "gold", "")
+    assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1001"]
+
+
+def test_no_match_is_exit_zero_and_an_empty_list(config_file: Path) -> None:
+    done = helpspot_runs(configured_command(config_file), "--customer_id=nobody")
+    assert done.returncode == 0
+    assert assert_livelookup(done.stdout).customers == []
+
+
+def test_errors_go_to_stdout_so_helpspot_shows_them(config_file: Path) -> None:
+    done = helpspot_runs(configured_command(config_file).replace("people", "nope"),
+                         "--customer_id=1")
+    assert done.returncode == 1
+    assert "no source named 'nope'" in helpspot_error(done.stdout) or b"nope" in done.stdout
+
+
+def test_broken_config_is_an_error_for_helpspot_and_details_on_stderr(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sources.people]\nbackend = "csv"\n')
+    done = helpspot_runs(configured_command(bad), "--customer_id=1")
+    assert done.stdout == b"lookup-server error: the configuration has problems " \
+                          b"(run lookup-server check)\n"
+    assert b"sources.people.path: required" in done.stderr
+
+
+@pytest.mark.parametrize("args,own,rest", [
+    (["--source", "ad", "--customer_id=1"], {"source": "ad"}, ["--customer_id=1"]),
+    (["--source=ad", "--config=c.toml", "--source_id=0"], {"source": "ad", "config": "c.toml"},
+     ["--source_id=0"]),
+    (["--sour", "ad"], {}, ["--sour", "ad"]),  # no abbreviations
+    (["--source", "ad", "--", "--config=/etc/evil"], {"source": "ad"}, ["--config=/etc/evil"]),
+    (["--source", "ad", "--source", "x"], {"source": "ad"}, ["--source", "x"]),
+    (["--source", "ad", "", "Bob"], {"source": "ad"}, ["", "Bob"]),
+])
+def test_our_options_never_swallow_helpspots(args: list[str], own: dict[str, str],
+                                             rest: list[str]) -> None:
+    assert split_own_options(args) == (own, rest)
+
+
+def test_check_reports_ok_and_failures(config_file: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["check", "--config", str(config_file)])
+    assert result.exit_code == 0, result.output
+    assert "ok   sources.people (csv: ajax, livelookup)" in result.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[sources.gone]\nbackend = "csv"\npath = "missing.csv"\n')
+    result = runner.invoke(cli, ["check", "--config", str(broken)])
+    assert result.exit_code == 1
+    assert "FAIL sources.gone (csv: ajax, livelookup):" in result.output
+    assert "missing.csv does not exist" in result.output
+
+
+def test_check_lists_every_config_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sources.a]\nbackend = "csv"\n[sources.b]\nbackend = "nope"\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "2 problems" in result.output and "sources.a.path: required" in result.output
+
+
+def test_plugins_lists_backends_and_capabilities() -> None:
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert "csv        lookup_plugins.csv_backend.CsvBackend  [ajax, livelookup]" in result.output
+
+
+def test_validate_reports_what_staff_would_see(tmp_path: Path) -> None:
+    good = tmp_path / "good.xml"
+    good.write_bytes(b'<?xml version="1.0" encoding="utf-8"?><livelookup><customer>'
+                     b"<customer_id>1</customer_id><first_name>Ada</first_name></customer>"
+                     b"</livelookup>")
+    result = CliRunner().invoke(cli, ["validate", str(good)])
+    assert result.exit_code == 0 and "Customer id: 1\n  First name: Ada" in result.output
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"<livelookup><customer><customer_id>1</customer_id></customer>"
+                    b"<error>x</error></livelookup>")
+    result = CliRunner().invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "crashes HelpSpot" in result.output
+
+
+def test_livelookup_does_not_import_flask(config_file: Path) -> None:
+    code = ("import sys; from lookup_server.cli import main; sys.argv = ['x', 'livelookup', "
+            f"'--config', {str(config_file)!r}, '--source', 'people', '--customer_id=1'];\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('FLASK' if 'flask' in sys.modules else 'NOFLASK', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          check=False)
+    assert done.stderr.strip().endswith(b"NOFLASK"), done.stderr

@@ -1,0 +1,89 @@
+"""The renderer's escaping policy, checked the way HelpSpot reads the result."""
+
+from __future__ import annotations
+
+import html
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lookup_server.backend import SourceSettings
+from lookup_server.models import Customer
+from lookup_server.render import render_livelookup, schema_errors, xml_safe
+from tests.helpspot import assert_livelookup
+
+SOURCE = SourceSettings(name="s", backend="csv", html_fields=frozenset({"profile"}),
+                        labels={"Custom5": "Contract <level>"}, columns=("email", "Custom5"))
+
+
+def read_one(fields: dict[str, str], source: SourceSettings = SOURCE) -> dict[str, str]:
+    (customer,) = assert_livelookup(render_livelookup([Customer(fields)], source)).customers
+    return customer
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.text())
+def test_any_text_round_trips_as_policy_says(insertable: str, html_value: str,
+                                             display: str) -> None:
+    seen = read_one({"customer_id": insertable, "Custom12": insertable, "profile": html_value,
+                     "organization": display})
+    assert seen["customer_id"] == seen["Custom12"] == xml_safe(insertable)
+    assert seen["profile"] == xml_safe(html_value)
+    assert seen["organization"] == html.escape(xml_safe(display))
+
+
+def test_display_values_reach_the_browser_as_text() -> None:
+    seen = read_one({"customer_id": "1", "organization": "AT&T <script>alert(1)</script>"})
+    assert seen["organization"] == "AT&amp;T &lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_insertable_values_are_never_html_escaped() -> None:
+    seen = read_one({"customer_id": "a&b", "first_name": "<O'Neil>", "email": "x&y@z.com",
+                     "phone": "1 & 2", "Custom3": "level1#-#level2"})
+    assert seen == {"customer_id": "a&b", "first_name": "<O'Neil>", "email": "x&y@z.com",
+                    "phone": "1 & 2", "Custom3": "level1#-#level2"}
+
+
+def test_html_fields_go_in_cdata_and_cdata_end_is_handled() -> None:
+    body = render_livelookup([Customer({"customer_id": "1", "profile": "<b>x</b>"})], SOURCE)
+    assert b"<profile><![CDATA[<b>x</b>]]></profile>" in body
+    tricky = "<i>a]]>b</i>]]>"
+    assert read_one({"customer_id": "1", "profile": tricky})["profile"] == tricky
+
+
+def test_illegal_xml_characters_are_dropped() -> None:
+    seen = read_one({"customer_id": "1\x00", "last_name": "A\x01B\x0bC\ufffeD\ud800",
+                     "Custom1": "tab\tok"})
+    assert seen == {"customer_id": "1", "last_name": "ABCD", "Custom1": "tab\tok"}
+
+
+def test_customer_id_first_and_only_customer_elements_in_root() -> None:
+    body = render_livelookup([Customer({"email": "e", "customer_id": "9"})] * 2, SOURCE)
+    assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<livelookup version="1.0" '
+                           b'columns="email,Custom5"><customer><customer_id>9</customer_id>')
+    assert assert_livelookup(body).columns == ["email", "Custom5"]
+
+
+def test_labels_are_attributes_and_escaped() -> None:
+    body = render_livelookup([Customer({"customer_id": "1", "Custom5": "gold"})], SOURCE)
+    view = assert_livelookup(body)
+    assert view.labels[0] == {"Custom5": "Contract <level>"}
+
+
+def test_invalid_element_names_from_a_backend_are_not_emitted() -> None:
+    seen = read_one({"customer_id": "1", "first name": "x", "1abc": "y", "ok": "z"})
+    assert seen == {"customer_id": "1", "ok": "z"}
+
+
+def test_empty_result_is_an_empty_root() -> None:
+    body = render_livelookup([], SourceSettings(name="s", backend="csv"))
+    assert assert_livelookup(body).summary() == "No customers found"
+
+
+def test_schema_rejects_what_helpspot_cannot_read() -> None:
+    assert schema_errors(b"<livelookup><customer><email>x</email></customer></livelookup>")
+    assert schema_errors(b"<livelookup><customer><customer_id>1</customer_id></customer>"
+                         b"<error>x</error></livelookup>")
+    assert schema_errors(b"<livelookup><customer><customer_id>1</customer_id>"
+                         b"<org><b>x</b></org></customer></livelookup>")
+    assert schema_errors(b"<livelookup><customer>") != []
