@@ -76,7 +76,7 @@ def free_port() -> int:
 
 
 def get(url: str, timeout: float = 30) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return bytes(response.read())
 
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lookup_server.helpspot_input import lookup_query
-from lookup_server.render import render_livelookup
+from lookup_server.helpspot_input import lookup_query, options_query
+from lookup_server.render import render_ajaxfield, render_livelookup
 from lookup_server.service import BackendFailed, Busy, ServiceError, Sources, TimedOut
 
 log = logging.getLogger(__name__)
@@ -54,3 +54,19 @@ def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, s
     log.info("livelookup %s: %d customer(s) in %.1f ms", source_name, len(customers),
              (time.perf_counter() - started) * 1000)
     return Answer(200, render_livelookup(customers, source.settings), XML)
+
+
+def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:
+    """Answer one AJAX selection field call whose parameters are already decoded.
+
+    HelpSpot shows an error and an empty list alike ("No results returned"),
+    so the status and the log are what tell an admin the difference.
+    """
+    try:
+        source = sources[source_name]
+        options = source.options(options_query(params))
+    except ServiceError as exc:
+        log.warning("ajax %s: %s", source_name, exc.reason)
+        return error_answer(exc)
+    log.info("ajax %s: %d option(s)", source_name, len(options))
+    return Answer(200, render_ajaxfield(options, source.settings.ascii), XML)

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from lookup_server.blueprints import health, livelookup
+from lookup_server.blueprints import ajax, health, livelookup
 from lookup_server.blueprints.common import EXTENSION, AppState
 from lookup_server.config import Config, config_from_mapping, load_config
 from lookup_server.service import Sources
@@ -42,6 +42,7 @@ def create_app(test_config: Config | Mapping[str, Any] | None = None,
     app.extensions[EXTENSION] = AppState(config, sources)
     atexit.register(sources.close)
     app.register_blueprint(livelookup.bp)
+    app.register_blueprint(ajax.bp)
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -67,6 +67,8 @@ class SourceSettings:
     on_error: Literal["error", "empty"] = "error"
     #: Seconds a result may be served from memory; 0 (default) turns caching off.
     cache_ttl: float = 0.0
+    #: AJAX fields: transliterate descriptions to ASCII (HelpSpot mangles the rest).
+    ascii: bool = False
 
     def backend_field(self, element: str, default: str | None = None) -> str:
         """The backend field that feeds ``element`` (identity unless mapped)."""

@@ -53,6 +53,8 @@ class ServerKeys:
 
     shared_key: Secret | None = None
     allowed_ips: tuple[str, ...] = ()
+    outbox: Path | None = None
+    max_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,23 @@ class ServerSettings:
 
     shared_key: Secret | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
+    #: The webhook outbox (SQLite); default: next to the config file.
+    outbox: Path = Path("lookup-server-outbox.sqlite3")
+    #: Larger request bodies are refused with 413 before anything is stored.
+    max_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class SourceConfig:
-    """One ``[sources.NAME]``: core settings, the backend class and its options."""
+class TargetKeys:
+    """The core keys of a ``[targets.NAME]`` table (the rest are the backend's)."""
+
+    backend: str
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One ``[sources.NAME]`` or ``[targets.NAME]``: settings, backend class, options."""
 
     settings: SourceSettings
     backend_class: type[Backend[Any]]
@@ -83,7 +97,9 @@ class Config:
     origin: str
     base_dir: Path
     server: ServerSettings = field(default_factory=ServerSettings)
-    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    sources: Mapping[str, BackendConfig] = field(default_factory=dict)
+    #: Request Push and webhook targets.
+    targets: Mapping[str, BackendConfig] = field(default_factory=dict)
 
 
 def demo_config_path() -> Path:
@@ -123,19 +139,19 @@ def config_from_mapping(raw: Mapping[str, Any], base_dir: Path, origin: str = "c
     ctx = Context(base_dir, dict(os.environ if environ is None else environ))
     registry = registry or Registry()
     for key in raw:
-        if key not in ("server", "sources"):
-            ctx.problem(key, "unknown table (expected [server] and [sources.NAME])")
+        if key not in ("server", "sources", "targets"):
+            ctx.problem(key, "unknown table (expected [server], [sources.NAME], [targets.NAME])")
     server = _server(_table(raw, "server", ctx), ctx)
-    sources_raw = _table(raw, "sources", ctx)
-    sources = {}
-    for name, table in sources_raw.items():
-        source = _source(name, table, ctx, registry)
-        if source is not None:
-            sources[name] = source
+    sources = {name: _source(name, table, ctx, registry)
+               for name, table in _table(raw, "sources", ctx).items()}
+    targets = {name: _target(name, table, ctx, registry)
+               for name, table in _table(raw, "targets", ctx).items()}
     if ctx.problems:
         raise ConfigError(origin, ctx.problems)
     assert server is not None
-    return Config(origin, base_dir, server, sources)
+    return Config(origin, base_dir, server,
+                  {k: v for k, v in sources.items() if v is not None},
+                  {k: v for k, v in targets.items() if v is not None})
 
 
 def _table(raw: Mapping[str, Any], key: str, ctx: Context) -> Mapping[str, Any]:
@@ -162,26 +178,72 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
             networks.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
             ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
-    return ServerSettings(keys.shared_key, tuple(networks))
+    if keys.max_body_bytes < 1024:
+        ctx.problem("server.max_body_bytes", "must be at least 1024")
+    outbox = keys.outbox or default_outbox(ctx.base_dir)
+    return ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes)
 
 
-def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceConfig | None:
-    path = f"sources.{name}"
-    if not _NAME.match(name):
-        ctx.problem(path, "a source name may only use letters, digits, '_' and '-'")
+def default_outbox(base_dir: Path) -> Path:
+    """Next to the config file, or in the user's cache folder when that one is read-only."""
+    if os.access(base_dir, os.W_OK):
+        return base_dir / "lookup-server-outbox.sqlite3"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "lookup-server" / "outbox.sqlite3"
+
+
+def _backend_class(path: str, table: Any, ctx: Context, registry: Registry
+                   ) -> type[Backend[Any]] | None:
+    """The backend class a source or target table names, or None after a problem."""
+    if not _NAME.match(path.split(".", 1)[1]):
+        ctx.problem(path, "a name may only use letters, digits, '_' and '-'")
     if not isinstance(table, dict):
         ctx.problem(path, "must be a table")
         return None
     backend_name = table.get("backend")
-    backend_class = None
     if not isinstance(backend_name, str):
         ctx.problem(f"{path}.backend",
                     "required: the name of a backend (see lookup-server plugins)")
-    else:
-        try:
-            backend_class = registry.load(backend_name)
-        except PluginError as exc:
-            ctx.problem(f"{path}.backend", str(exc))
+        return None
+    try:
+        return registry.load(backend_name)
+    except PluginError as exc:
+        ctx.problem(f"{path}.backend", str(exc))
+        return None
+
+
+def _target(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+    path = f"targets.{name}"
+    backend_class = _backend_class(path, table, ctx, registry)
+    if backend_class is None:
+        return None
+    keys = config_schema.build(TargetKeys, table, path, ctx, also_known=frozenset(table))
+    if not backend_class.capabilities() & {"push", "webhook"}:
+        ctx.problem(f"{path}.backend", f"backend {table['backend']!r} cannot be a target "
+                                       "(it offers no push or webhook delivery)")
+    if isinstance(keys, TargetKeys) and not 0 < keys.timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+    options = config_schema.build(backend_class.Options, table, path, ctx,
+                                  also_known=frozenset(f.name for f in
+                                                       dataclasses.fields(TargetKeys)))
+    if keys is None or options is None:
+        return None
+    settings = SourceSettings(name=name, backend=keys.backend, timeout=keys.timeout)
+    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
+
+
+def _validated(config: BackendConfig, path: str, ctx: Context) -> BackendConfig | None:
+    problems = config.backend_class.validate(config.options, config.settings)
+    for key, message in problems:
+        ctx.problem(f"{path}.{key}" if key else path, message)
+    return None if problems else config
+
+
+def _source(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+    path = f"sources.{name}"
+    backend_class = _backend_class(path, table, ctx, registry)
+    if not isinstance(table, dict):
+        return None
     # unknown keys are reported once, by the backend's build below, which knows both sets
     settings = config_schema.build(SourceSettings, {**table, "name": name}, path, ctx,
                                    also_known=frozenset(table))
@@ -193,10 +255,7 @@ def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceCo
                                   also_known=core_keys)
     if settings is None or options is None:
         return None
-    problems = backend_class.validate(options, settings)
-    for key, message in problems:
-        ctx.problem(f"{path}.{key}" if key else path, message)
-    return None if problems else SourceConfig(settings, backend_class, options)
+    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
 
 
 def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:

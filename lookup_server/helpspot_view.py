@@ -101,3 +101,38 @@ class _State:
         if self.current is not None and self.element is not None:
             self.current[self.element] += data
 
+
+
+def read_ajaxfield(body: bytes) -> list[tuple[str, str]]:
+    """The (value, description) pairs HelpSpot's drop-down shows (HELPSPOT.md §4).
+
+    HelpSpot parses the body as ISO-8859-1 whatever it declares, so UTF-8
+    text arrives mangled, and it turns a value of exactly "0" into "".
+    """
+    options: list[tuple[str, str]] = []
+    current: dict[str, str] = {}
+    element: list[str] = []
+    parser = xml.parsers.expat.ParserCreate("ISO-8859-1")
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        element.append(name)
+        if name == "option":
+            current.clear()
+
+    def end(name: str) -> None:
+        element.pop()
+        if name == "option":
+            value = current.get("value", "")
+            options.append(("" if value == "0" else value, current.get("description", "")))
+
+    def text(data: str) -> None:
+        if element and element[-1] in ("value", "description"):
+            current[element[-1]] = current.get(element[-1], "") + data
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(body, False)
+    except xml.parsers.expat.ExpatError:
+        return []  # staff see "No results returned", exactly as for an empty list
+    return options

@@ -3,30 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from typing import Any
 
-from lookup_server.backend import BackendError
-from lookup_server.config import Config
+from lookup_server.backend import Backend, BackendError, SourceSettings
+from lookup_server.config import BackendConfig, Config
+from lookup_server.models import OptionsQuery
 from lookup_server.service import DeadlineRunner, ServiceError, create_backend
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
-    """One report line per source (and per warning), with whether the source can serve."""
-    for name, source_config in config.sources.items():
-        capabilities = ", ".join(sorted(source_config.backend_class.capabilities()))
-        label = f"sources.{name} ({source_config.settings.backend}: {capabilities})"
-        backend = create_backend(source_config)
-        runner = DeadlineRunner(name, max_in_flight=1)
-        timeout = source_config.settings.timeout
-        try:
-            warnings = runner.run(backend.check, timeout)
-        except TimeoutError:
-            yield f"FAIL {label}: no answer within {timeout:g} s", False
-            continue
-        except (BackendError, ServiceError) as exc:
-            yield f"FAIL {label}: {exc}", False
-            continue
-        finally:
-            backend.close()
-        yield f"ok   {label}", True
-        for warning in warnings:
-            yield f"     warning: {warning}", True
+    """Report lines for every source and target, each with whether it can serve."""
+    for kind, configs in (("sources", config.sources), ("targets", config.targets)):
+        for name, backend_config in configs.items():
+            yield from _probe_one(f"{kind}.{name}", backend_config)
+
+
+def _probe_one(path: str, config: BackendConfig) -> Iterator[tuple[str, bool]]:
+    capabilities = config.backend_class.capabilities()
+    label = f"{path} ({config.settings.backend}: {', '.join(sorted(capabilities))})"
+    backend = create_backend(config)
+    timeout = config.settings.timeout
+    findings = partial(_findings, backend, config.settings, "ajax" in capabilities)
+    try:
+        warnings = DeadlineRunner(config.settings.name, max_in_flight=1).run(findings, timeout)
+    except TimeoutError:
+        yield f"FAIL {label}: no answer within {timeout:g} s", False
+        return
+    except (BackendError, ServiceError) as exc:
+        yield f"FAIL {label}: {exc}", False
+        return
+    finally:
+        backend.close()
+    yield f"ok   {label}", True
+    for warning in warnings:
+        yield f"     warning: {warning}", True
+
+
+def _findings(backend: Backend[Any], settings: SourceSettings, ajax: bool) -> list[str]:
+    return [*backend.check(), *(ajax_warnings(backend, settings) if ajax else ())]
+
+
+def ajax_warnings(backend: Backend[Any], settings: SourceSettings) -> list[str]:
+    """What HelpSpot would get wrong in the options an empty search returns."""
+    try:
+        options = backend.find_options(OptionsQuery(), settings.max_results)
+    except BackendError:
+        return []  # a Live Lookup-only source: nothing to warn about
+    warnings = []
+    for option in options:
+        if option.value == "0":
+            warnings.append(f"option {option.description!r} has the value 0, which HelpSpot "
+                            "turns into an empty value; use another value")
+        if not option.value.isascii():
+            warnings.append(f"option value {option.value!r} is not ASCII; HelpSpot reads "
+                            "AJAX answers as ISO-8859-1 and will store it mangled")
+        if not option.description.isascii() and not settings.ascii:
+            warnings.append(f"option description {option.description!r} is not ASCII; set "
+                            "ascii = true to transliterate descriptions")
+    return warnings

@@ -23,7 +23,7 @@ from importlib import resources
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer, is_insertable
+from lookup_server.models import Customer, Option, is_insertable
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -68,6 +68,30 @@ def _add_field(parent: etree._Element, name: str, value: str, source: SourceSett
         element.text = html.escape(text, quote=True)
 
 
+def render_ajaxfield(options: Iterable[Option], ascii_only: bool = False) -> bytes:
+    """The ``<ajaxfield>`` document of an AJAX selection field.
+
+    HelpSpot escapes these values itself, so they are only XML-escaped here.
+    With ``ascii_only`` descriptions are transliterated ("Zoë" -> "Zoe"),
+    because HelpSpot reads the document as ISO-8859-1 and mangles the rest.
+    """
+    root = etree.Element("ajaxfield")
+    for option in options:
+        node = etree.SubElement(root, "option")
+        etree.SubElement(node, "value").text = xml_safe(option.value)
+        description = xml_safe(option.description)
+        etree.SubElement(node, "description").text = (
+            transliterate(description) if ascii_only else description)
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def transliterate(text: str) -> str:
+    """``text`` in plain ASCII, letters approximated."""
+    from anyascii import anyascii  # only AJAX sources with ascii = true need it
+
+    return str(anyascii(text))
+
+
 # -- validation (tests, `lookup-server validate`) ----------------------------------
 
 
@@ -84,6 +108,8 @@ def schema_errors(body: bytes, schema: str = "livelookup") -> list[str]:
         document = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as exc:
         return [f"not well-formed XML: {exc}"]
+    if document.tag != schema:
+        return [f"the root element is <{document.tag}>, expected <{schema}>"]
     validator = _schema(schema)
     if validator.validate(document):
         return _flatness_errors(document) if schema == "livelookup" else []

@@ -19,7 +19,7 @@ from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
-from lookup_server.config import Config, SourceConfig
+from lookup_server.config import BackendConfig, Config
 from lookup_server.models import Customer, LookupQuery, Option, OptionsQuery
 from lookup_server.search import find_customers
 
@@ -141,7 +141,7 @@ class ResultCache:
 class Source:
     """One configured source: its settings, backend instance, runner and cache."""
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         self.settings: SourceSettings = config.settings
         self.backend: Backend[Any] = create_backend(config)
         self.capabilities = config.backend_class.capabilities()
@@ -195,7 +195,7 @@ class Source:
 class _UnusableBackend(Backend[Any]):
     """Stands in for a backend whose constructor failed: every use reports why."""
 
-    def __init__(self, config: SourceConfig, reason: str) -> None:
+    def __init__(self, config: BackendConfig, reason: str) -> None:
         super().__init__(config.options, config.settings)
         self.reason = reason
 
@@ -209,7 +209,7 @@ class _UnusableBackend(Backend[Any]):
         raise BackendError(self.reason)
 
 
-def create_backend(config: SourceConfig) -> Backend[Any]:
+def create_backend(config: BackendConfig) -> Backend[Any]:
     """The source's backend; one that cannot be built must not stop the other sources."""
     try:
         return config.create_backend()

@@ -88,6 +88,7 @@ class CsvBackend(Backend[CsvOptions]):
     def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
         """Indexed lookup of one search term."""
         index = self._current()
+        index.require_customers()
         match term:
             case ById(customer_id):
                 rows = index.query("customer_id = ?", (customer_id,), limit)

@@ -87,6 +87,13 @@ class CsvIndex:
         self._local = threading.local()
         self._columns = ", ".join(f"c{i}" for i in range(len(self.elements)))
 
+    def require_customers(self) -> None:
+        """Raise unless this file has a customer id column (it may hold only options)."""
+        if "customer_id" not in self.elements:
+            raise BackendError(f"{self.layout.csv_path.name} has no "
+                               f"{self.layout.key_columns['customer_id']!r} column, so it cannot "
+                               "answer Live Lookups (it looks like an AJAX options file)")
+
     def is_fresh(self) -> bool:
         """True while the CSV is the one this index was built from."""
         try:
@@ -203,7 +210,7 @@ def _load_rows(layout: IndexLayout, conn: sqlite3.Connection) -> tuple[list[str]
                     else None
                     for k in ("customer_id", "email", "phone", "last_name", "first_name")]
             data = [f"c{i}" for i in range(len(columns))]
-            conn.execute(f"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute(f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {_KEYS}, "
                          f"{', '.join(data)})")
             conn.executemany(
@@ -236,10 +243,12 @@ def _first_non_utf8_line(path: Path) -> int:
 def _columns(name: str, header: list[str], layout: IndexLayout
              ) -> tuple[list[int], list[str], list[str]]:
     """Positions of the emitted columns, their element names, and warnings."""
-    if layout.key_columns["customer_id"] not in header:
+    is_options = "value" in header and "description" in header
+    if layout.key_columns["customer_id"] not in header and not is_options:
         raise BackendError(
-            f"{name} has no {layout.key_columns['customer_id']!r} column (header: "
-            f"{', '.join(header[:12])}); add one or map it: fields = {{ customer_id = \"...\" }}")
+            f"{name} has neither a {layout.key_columns['customer_id']!r} column for Live "
+            "Lookup nor 'value' and 'description' columns for AJAX fields (header: "
+            f"{', '.join(header[:12])}); add them or map one: fields = {{ customer_id = \"...\" }}")
     rename = {column: element for element, column in layout.fields.items()}
     columns, elements, warnings = [], [], []
     for position, column in enumerate(header):

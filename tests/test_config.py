@@ -42,7 +42,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         "sources.c.search[1]: must be one of 'customer_id', 'email', 'phone', 'name'",
         "sources.c.timeout: must be more than 0",
         "sources.c.columns: 'bad name' is not a valid XML element name",
-        "sources.d e: a source name may only use letters, digits",
+        "sources.d e: a name may only use letters, digits",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in found), (start, found)

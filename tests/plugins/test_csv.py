@@ -48,7 +48,7 @@ def test_field_mapping_renames_columns(tmp_path: Path) -> None:
 
 def test_missing_customer_id_column_is_a_clear_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "x.csv", ["id", "name"], [["1", "a"]])
-    with pytest.raises(BackendError, match=r"no 'customer_id' column.*fields"):
+    with pytest.raises(BackendError, match=r"neither a .customer_id. column.*fields"):
         backend(path).find(ById("1"), 5)
 
 
@@ -132,3 +132,9 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_an_options_file_cannot_answer_live_lookups(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "o.csv", ["value", "description"], [["a", "A"]])
+    with pytest.raises(BackendError, match="cannot answer Live Lookups"):
+        backend(path).find(ById("1"), 5)

@@ -1,0 +1,27 @@
+"""``GET /ajax/<source>``: HelpSpot's AJAX selection fields (HELPSPOT.md §4).
+
+HelpSpot appends its query to the configured URL with a bare ``?``, so a URL
+that already has a query string corrupts the first parameter: the shared key
+travels in the path instead (``/ajax/<source>/<key>``).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from lookup_server.answers import error_answer, options_answer
+from lookup_server.blueprints.common import check_caller, request_params, respond, state
+from lookup_server.service import ServiceError
+
+bp = Blueprint("ajax", __name__)
+
+
+@bp.route("/ajax/<source>", methods=["GET"])
+@bp.route("/ajax/<source>/<path_key>", methods=["GET"])
+def ajax(source: str, path_key: str | None = None) -> Response:
+    """Drop-down options for the field, searched by ``callingField``."""
+    try:
+        check_caller(path_key)
+    except ServiceError as exc:
+        return respond(error_answer(exc))
+    return respond(options_answer(state().sources, source, request_params()))
