@@ -51,7 +51,8 @@ def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, s
     except ServiceError as exc:
         log.warning("livelookup %s: %s", source_name, exc.reason)
         return error_answer(exc)
-    log.info("livelookup %s: %d customer(s) in %.1f ms", source_name, len(customers),
+    # every call is in the access log already; the count and time are for debugging
+    log.debug("livelookup %s: %d customer(s) in %.1f ms", source_name, len(customers),
              (time.perf_counter() - started) * 1000)
     return Answer(200, render_livelookup(customers, source.settings), XML)
 
@@ -68,5 +69,5 @@ def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]
     except ServiceError as exc:
         log.warning("ajax %s: %s", source_name, exc.reason)
         return error_answer(exc)
-    log.info("ajax %s: %d option(s)", source_name, len(options))
+    log.debug("ajax %s: %d option(s)", source_name, len(options))
     return Answer(200, render_ajaxfield(options, source.settings.ascii), XML)

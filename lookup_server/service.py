@@ -145,7 +145,8 @@ class Source:
         self.settings: SourceSettings = config.settings
         self.backend: Backend[Any] = create_backend(config)
         self.capabilities = config.backend_class.capabilities()
-        self._runner = DeadlineRunner(self.settings.name)
+        self._runner = (DeadlineRunner(self.settings.name)
+                        if config.backend_class.waits_on_network else None)
         self._cache = ResultCache(self.settings.cache_ttl)
 
     def lookup(self, query: LookupQuery) -> list[Customer]:
@@ -153,11 +154,16 @@ class Source:
         self._require("livelookup", "Live Lookup")
         if query.is_empty():
             return []
+        s = self.settings
+
+        def find() -> list[Customer]:
+            return find_customers(self.backend, query, s.search, s.max_results).customers
+
+        if s.cache_ttl <= 0:
+            return self._call(find)
         key = ("lookup", query.customer_id, query.first_name, query.last_name, query.email,
                query.phone)
-        s = self.settings
-        return self._cache.get_or_compute(key, lambda: self._call(
-            lambda: find_customers(self.backend, query, s.search, s.max_results).customers))
+        return self._cache.get_or_compute(key, lambda: self._call(find))
 
     def options(self, query: OptionsQuery) -> list[Option]:
         """Options for an AJAX selection field, within the source's timeout."""
@@ -173,9 +179,8 @@ class Source:
 
     def _call(self, call: Callable[[], T]) -> T:
         name, timeout = self.settings.name, self.settings.timeout
-        started = time.perf_counter()
         try:
-            return self._runner.run(call, timeout)
+            return call() if self._runner is None else self._runner.run(call, timeout)
         except TimeoutError:
             raise TimedOut(f"source {name!r} did not answer within {timeout:g} s") from None
         except BackendTimeout as exc:
@@ -187,9 +192,6 @@ class Source:
         except Exception:
             log.exception("source %r: unexpected error in backend", name)
             raise BackendFailed(f"source {name!r} failed (details in the server log)") from None
-        finally:
-            log.debug("source %r answered in %.1f ms", name,
-                      (time.perf_counter() - started) * 1000)
 
 
 class _UnusableBackend(Backend[Any]):

@@ -54,6 +54,9 @@ class CsvBackend(Backend[CsvOptions]):
     """Customers (and AJAX options) from a CSV file, through a persistent index."""
 
     Options = CsvOptions
+    # Index lookups in a local SQLite file take microseconds and cannot hang on a
+    # remote system, so the core calls them inline (see Backend.waits_on_network).
+    waits_on_network = False
 
     def __init__(self, options: CsvOptions, source: SourceSettings) -> None:
         super().__init__(options, source)

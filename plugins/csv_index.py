@@ -11,8 +11,9 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from lookup_server.backend import BackendError
@@ -240,6 +241,13 @@ def _first_non_utf8_line(path: Path) -> int:
     return 0
 
 
+def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """Like itemgetter(*positions), but always returning a tuple (even of 0 or 1)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda row: tuple(row[i] for i in positions)
+
+
 def _columns(name: str, header: list[str], layout: IndexLayout
              ) -> tuple[list[int], list[str], list[str]]:
     """Positions of the emitted columns, their element names, and warnings."""
@@ -265,17 +273,23 @@ def _columns(name: str, header: list[str], layout: IndexLayout
 
 
 def _rows(reader: Iterator[list[str]], columns: list[int], keys: list[int | None], width: int
-          ) -> Iterator[list[str]]:
-    """Each CSV row as the index stores it: normalised keys, then the emitted columns."""
-    width = max([width, *columns, *(k for k in keys if k is not None)]) + 1
-    padding = [""] * width
-    # absent key columns read the always-empty padding cell at the end
-    k_id, k_email, k_phone, k_last, k_first = (width if k is None else k for k in keys)
-    tail = -PHONE_SUFFIX_DIGITS
+          ) -> Iterator[tuple[str, ...]]:
+    """Each CSV row as the index stores it: normalised keys, then the emitted columns.
+
+    This runs once per row of files with millions of them, hence the shortcuts:
+    rows of the header's width take the fast path; others are padded or cut,
+    and a key column the file lacks reads an empty cell added after the row.
+    """
+    blank = width  # the index of the empty cell appended to every row
+    get_keys = itemgetter(*(blank if k is None else k for k in keys))
+    get_columns = None if columns == list(range(width)) else _picker(columns)
+    tail, sub = -PHONE_SUFFIX_DIGITS, _NON_DIGITS.sub
     for row in reader:
-        if len(row) <= width:
-            row = row + padding[: width + 1 - len(row)]
-        digits = _NON_DIGITS.sub("", row[k_phone])
-        yield [row[k_id].strip(), row[k_email].strip().casefold(), digits, digits[tail:],
-               row[k_last].strip().casefold(), row[k_first].strip().casefold(),
-               *[row[i] for i in columns]]
+        if len(row) != width:
+            row = (row + [""] * width)[:width]
+        row.append("")
+        cid, email, phone, last, first = get_keys(row)
+        digits = sub("", phone)
+        data = row[:width] if get_columns is None else get_columns(row)
+        yield (cid.strip(), email.strip().casefold(), digits, digits[tail:],
+               last.strip().casefold(), first.strip().casefold(), *data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Response, current_app, request
+from werkzeug.datastructures import MultiDict
 
 from lookup_server.answers import Answer
 from lookup_server.auth import authorize, bearer_token
@@ -30,14 +31,23 @@ def state() -> AppState:
 
 def check_caller(path_key: str | None) -> None:
     """Raise Refused unless this request may be served (key in path, query or header)."""
-    presented = path_key or shared_key(request.values.get(KEY_PARAM)) or bearer_token(
+    server = state().config.server
+    if server.shared_key is None and not server.allowed_ips:
+        return
+    presented = path_key or shared_key(_values().get(KEY_PARAM)) or bearer_token(
         request.headers.get("Authorization"))
-    authorize(state().config.server, request.remote_addr, presented)
+    authorize(server, request.remote_addr, presented)
 
 
 def request_params() -> dict[str, str]:
     """The request's query and form parameters, decoded the HelpSpot way."""
-    return decode_params(request.values.items(multi=True))  # type: ignore[arg-type]
+    return decode_params(_values().items(multi=True))
+
+
+def _values() -> MultiDict[str, str]:
+    # Query first, then form (HelpSpot's http-post mode sends both). A GET has no
+    # form to parse: skipping request.values spares every lookup that work.
+    return request.values if request.method == "POST" else request.args
 
 
 def respond(answer: Answer) -> Response:

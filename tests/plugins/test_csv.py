@@ -138,3 +138,15 @@ def test_an_options_file_cannot_answer_live_lookups(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "o.csv", ["value", "description"], [["a", "A"]])
     with pytest.raises(BackendError, match="cannot answer Live Lookups"):
         backend(path).find(ById("1"), 5)
+
+
+@pytest.mark.parametrize("header,row,expected", [
+    (["customer_id", "bad name"], ["1", "x"], {"customer_id": "1"}),
+    (["bad name", "customer_id", "also bad"], ["x", "1", "y"], {"customer_id": "1"}),
+    (["customer_id", "email"], ["1"], {"customer_id": "1", "email": ""}),  # short row
+    (["customer_id", "email"], ["1", "a@b.c", "extra"], {"customer_id": "1", "email": "a@b.c"}),
+])
+def test_odd_rows_and_columns(tmp_path: Path, header: list[str], row: list[str],
+                              expected: dict[str, str]) -> None:
+    path = write_csv(tmp_path / "x.csv", header, [row])
+    assert dict(backend(path).find(ById("1"), 5)[0].fields) == expected
