@@ -11,16 +11,13 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from lookup_server.blueprints import ajax, health, livelookup
+from lookup_server.blueprints import ajax, health, livelookup, push, webhook
 from lookup_server.blueprints.common import EXTENSION, AppState
 from lookup_server.config import Config, config_from_mapping, load_config
-from lookup_server.service import Sources
+from lookup_server.service import Sources, Targets
+from lookup_server.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
-
-#: HelpSpot's Live Lookup and AJAX calls are small; refuse anything absurd early.
-MAX_REQUEST_BYTES = 1024 * 1024
-
 
 def create_app(test_config: Config | Mapping[str, Any] | None = None,
                base_dir: Path | None = None) -> Flask:
@@ -36,14 +33,22 @@ def create_app(test_config: Config | Mapping[str, Any] | None = None,
     else:
         config = load_config()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    sources = Sources(config)
+    # Refused with 413 before anything is read, let alone stored.
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    sources, targets = Sources(config), Targets(config)
     sources.prepare()
-    app.extensions[EXTENSION] = AppState(config, sources)
-    atexit.register(sources.close)
-    app.register_blueprint(livelookup.bp)
-    app.register_blueprint(ajax.bp)
-    app.register_blueprint(health.bp)
+    targets.prepare()
+    webhooks = Webhooks(config.server.outbox, targets)
+    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks)
+    for closing in (sources.close, targets.close, webhooks.close):
+        atexit.register(closing)
+    # Pending webhooks are delivered with nothing but the server running; a process
+    # forked after this point (gunicorn --preload) starts its own worker on its
+    # first request.
+    webhooks.ensure_worker()
+    app.before_request(webhooks.ensure_worker)
+    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
+        app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app

@@ -82,6 +82,10 @@ def render_bridge(target: str, base_url: str, key: str | None, name: str,
     if key is not None and _HEADER_BREAKERS.search(key):
         raise BridgeError("the shared key holds a control character (a line break?); "
                           "it travels in an HTTP header, so it cannot")
+    if key is not None and key != key.strip():
+        # Header values lose surrounding blanks in transit: the key would never match.
+        raise BridgeError("the shared key starts or ends with a space; remove it from the "
+                          "key in the config and in --key")
     values = {
         "NAME": check_name(name),
         "CLASS": bridge_class(name),

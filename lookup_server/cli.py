@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import click
 
 if TYPE_CHECKING:
     from lookup_server.config import Config
+    from lookup_server.outbox import Outbox
 
 CONFIG_HELP = "TOML configuration (default: $LOOKUP_SERVER_CONFIG, else the built-in demo)."
 
@@ -184,3 +186,110 @@ def validate(file: Path) -> None:
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
     sys.exit(1 if problems else 0)
+
+
+# -- Request Push bridge and the webhook outbox ------------------------------------------
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--url", "base_url", required=True,
+              help="This server's address as HelpSpot's PHP reaches it (https://lookup.example.com).")
+@click.option("--key", help="The shared key (default: [server] shared_key of the config).")
+@click.option("--name", help="Writes RequestPush-NAME.php (default: the target's name).")
+@click.option("--config", "config_path", help=CONFIG_HELP)
+@click.option("--insecure", is_flag=True, help="Do not verify this server's TLS certificate.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder to write into: HelpSpot's custom_code/.")
+def bridge(target: str, base_url: str, key: str | None, name: str | None,
+           config_path: str | None, insecure: bool, output: Path) -> None:
+    """Write the PHP class through which HelpSpot's Request Push reaches TARGET."""
+    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge
+    from lookup_server.config import ENV_VAR
+
+    if key is None or config_path or os.environ.get(ENV_VAR):
+        config = _load(config_path)
+        if target not in config.targets or "push" not in config.targets[target].backend_class \
+                .capabilities():
+            _fail(f"{config.origin}: no [targets.{target}] that accepts Request Push")
+        if key is None and config.server.shared_key is not None:
+            key = config.server.shared_key.reveal()
+    try:
+        file = output / bridge_filename(name or target)
+        text = render_bridge(target, base_url, key, name or target, verify_tls=not insecure)
+    except BridgeError as exc:
+        _fail(str(exc))
+    # created readable by its owner and group only: the file holds the shared key
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    click.echo(f"wrote {file}")
+    if key:
+        click.echo(f"{file} holds the shared key: keep it out of reach of other users (chmod "
+                   "640, owned by the web server's group), never world-readable", err=True)
+    else:
+        click.echo("no shared key: anyone who can reach the server can push", err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(2)
+
+
+@cli.group()
+def outbox() -> None:
+    """See and handle stored webhooks ([server] outbox)."""
+
+
+def _outbox(config_path: str | None) -> Outbox:
+    from lookup_server.outbox import Outbox
+
+    path = _load(config_path).server.outbox
+    if not path.exists():
+        _fail(f"{path}: no outbox yet (no webhook was ever received)")
+    return Outbox(path)
+
+
+@outbox.command("list")
+@click.option("--config", "config_path", help=CONFIG_HELP)
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["pending", "delivering", "delivered", "failed"]))
+def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
+    """Webhooks with their state, attempts and last error."""
+    import time
+
+    entries = _outbox(config_path).entries(states or None)  # type: ignore[arg-type]
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created_at))
+        error = f"  last error: {e.last_error}" if e.last_error else ""
+        click.echo(f"{e.id:>6}  {when}  {e.target:<16} {e.state:<10} "
+                   f"attempts={e.attempts}{error}")
+    click.echo(f"{len(entries)} webhook(s)", err=True)
+
+
+@outbox.command("retry")
+@click.argument("webhook_id", type=int)
+@click.option("--config", "config_path", help=CONFIG_HELP)
+def outbox_retry(webhook_id: int, config_path: str | None) -> None:
+    """Deliver a failed or waiting webhook again, now (the running server picks it up)."""
+    from lookup_server.outbox import OutboxError
+
+    try:
+        entry = _outbox(config_path).retry(webhook_id)
+    except OutboxError as exc:
+        _fail(str(exc))
+    click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
+
+
+@outbox.command("purge")
+@click.option("--older-than", "days", type=float, required=True, help="Age in days.")
+@click.option("--config", "config_path", help=CONFIG_HELP)
+def outbox_purge(days: float, config_path: str | None) -> None:
+    """Delete delivered and failed webhooks older than DAYS (pending ones are kept)."""
+    from lookup_server.outbox import OutboxError
+
+    try:
+        removed = _outbox(config_path).purge(days)
+    except OutboxError as exc:
+        _fail(str(exc))
+    click.echo(f"purged {removed} webhook(s)")

@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
-from lookup_server.models import LookupQuery, OptionsQuery
+from lookup_server.models import LookupQuery, OptionsQuery, PushRequest
 
 #: Standard name -> the request-page names that stand in for it, in order.
 FALLBACKS: dict[str, tuple[str, ...]] = {
@@ -99,3 +100,34 @@ def cli_params(args: Sequence[str]) -> dict[str, str]:
     # know those ids, and a Live Lookup search never uses custom fields, so the
     # extra positional values are ignored.
     return decode_params(zip(POSITIONAL_ORDER, args, strict=False))
+
+
+class InputError(ValueError):
+    """A request body that cannot be used; the message says why, for a 400 answer."""
+
+
+def request_body(body: bytes, content_type: str) -> dict[str, object]:
+    """A push or webhook body as nested data: JSON (our PHP bridge) or PHP-style form.
+
+    HelpSpot's webhooks are form-encoded with PHP bracket nesting
+    (``request_history[item][678][tNote]=...``), parsed as PHP's parse_str does.
+    """
+    from lookup_server.php_form import FormError, parse_form
+
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError("the JSON body must be an object")
+        return data
+    try:
+        return dict(parse_form(body))
+    except FormError as exc:
+        raise InputError(str(exc)) from None
+
+
+def push_request(data: dict[str, object]) -> PushRequest:
+    """A PushRequest, without ``documents`` (PHP objects HelpSpot cannot encode)."""
+    return PushRequest({k: v for k, v in data.items() if k != "documents"})

@@ -164,15 +164,21 @@ class Outbox:
                     f"cannot create the webhook outbox {self.path} ({exc.strerror}); check "
                     "[server] outbox and that the folder exists and is writable by the server"
                 ) from None
-        conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-        finally:
-            conn.close()
-        with self._transaction() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            finally:
+                conn.close()
+            with self._transaction() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise OutboxError(
+                f"cannot use the webhook outbox {self.path} ({exc}); is [server] outbox "
+                "another kind of file?"
+            ) from None
 
     # -- the HTTP side -------------------------------------------------------------
 

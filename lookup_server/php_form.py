@@ -133,7 +133,7 @@ def _key(data: bytes) -> _Key:
     return text
 
 
-def _split_name(name: bytes) -> tuple[bytes, list[bytes | None]] | None:
+def _split_name(name: bytes, max_depth: int) -> tuple[bytes, list[bytes | None]] | None:
     """The top-level name and the bracket indexes (None: append), or None to ignore."""
     name = name.split(b"\0", 1)[0].lstrip(b" ")
     base, bracket, rest = name.partition(b"[")
@@ -150,20 +150,20 @@ def _split_name(name: bytes) -> tuple[bytes, list[bytes | None]] | None:
                 return base + b"_" + tail, []
             break
         indexes.append(None if index in (b"", b" ") else index)
+        if len(indexes) > max_depth:  # stop early: a megabyte of "[]" is not worth reading
+            raise FormError(
+                f"the field {_text(base)[:40]!r} is nested more than {max_depth} levels "
+                "deep; that many are not accepted"
+            )
         nested, rest = after[:1] == b"[", after[1:]
     return base, indexes
 
 
 def _register(root: _PhpArray, name: bytes, value: bytes, max_depth: int) -> None:
-    split = _split_name(name)
+    split = _split_name(name, max_depth)
     if split is None:
         return
     base, indexes = split
-    if len(indexes) > max_depth:
-        raise FormError(
-            f"the field {_text(base)[:40]!r} is nested {len(indexes)} levels deep; "
-            f"at most {max_depth} are accepted"
-        )
     keys: list[_Key | None] = [_key(base), *(None if i is None else _key(i) for i in indexes)]
     target = root
     for key in keys[:-1]:

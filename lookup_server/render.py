@@ -19,11 +19,12 @@ import re
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
+from urllib.parse import urlsplit
 
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer, Option, is_insertable
+from lookup_server.models import Customer, Option, PushDetails, is_insertable
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -90,6 +91,33 @@ def transliterate(text: str) -> str:
     from anyascii import anyascii  # only AJAX sources with ascii = true need it
 
     return str(anyascii(text))
+
+
+def push_error_text(reason: str) -> str:
+    """A push failure's reason as HelpSpot will show it: inside its own HTML page."""
+    return html.escape(xml_safe(reason), quote=True)
+
+
+def render_push_details(details: PushDetails) -> str:
+    """The HTML HelpSpot inserts raw into the request page for ``details($id)``.
+
+    Every text comes from another system, so all of it is escaped, and a link
+    is kept only when it is http(s): never ``javascript:``.
+    """
+    root = etree.Element("div", {"class": "lookup-server-push"})
+    etree.SubElement(etree.SubElement(root, "p"), "strong").text = xml_safe(details.title)
+    if details.rows:
+        table = etree.SubElement(root, "table")
+        for label, value in details.rows:
+            row = etree.SubElement(table, "tr")
+            etree.SubElement(row, "th", align="left").text = xml_safe(label)
+            etree.SubElement(row, "td").text = xml_safe(value)
+    link = xml_safe(details.link)
+    if urlsplit(link).scheme in ("http", "https"):
+        anchor = etree.SubElement(etree.SubElement(root, "p"), "a", href=link, target="_blank",
+                                  rel="noopener noreferrer")
+        anchor.text = "Open"
+    return str(etree.tostring(root, method="html", encoding="unicode"))
 
 
 # -- validation (tests, `lookup-server validate`) ----------------------------------

@@ -16,11 +16,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
 from lookup_server.config import BackendConfig, Config
-from lookup_server.models import Customer, LookupQuery, Option, OptionsQuery
+from lookup_server.models import (
+    Customer,
+    LookupQuery,
+    Option,
+    OptionsQuery,
+    PushDetails,
+    PushRequest,
+    Webhook,
+)
 from lookup_server.search import find_customers
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,12 @@ class ServiceError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BadInput(ServiceError):
+    """The request body cannot be used: malformed, not an object, too deep."""
+
+    status = 400
 
 
 class Refused(ServiceError):
@@ -138,8 +152,10 @@ class ResultCache:
         return value
 
 
-class Source:
-    """One configured source: its settings, backend instance, runner and cache."""
+class Plugged:
+    """A configured backend instance: a source or a target, with its runner."""
+
+    kind = "source"
 
     def __init__(self, config: BackendConfig) -> None:
         self.settings: SourceSettings = config.settings
@@ -147,6 +163,35 @@ class Source:
         self.capabilities = config.backend_class.capabilities()
         self._runner = (DeadlineRunner(self.settings.name)
                         if config.backend_class.waits_on_network else None)
+
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            raise UnknownSource(f"{self.kind} {self.settings.name!r} does not offer {what}")
+
+    def _call(self, call: Callable[[], T]) -> T:
+        """``call()`` bounded by the timeout, its failures turned into ServiceErrors."""
+        what = f"{self.kind} {self.settings.name!r}"
+        timeout = self.settings.timeout
+        try:
+            return call() if self._runner is None else self._runner.run(call, timeout)
+        except TimeoutError:
+            raise TimedOut(f"{what} did not answer within {timeout:g} s") from None
+        except BackendTimeout as exc:
+            raise TimedOut(f"{what} timed out: {exc}") from None
+        except BackendError as exc:
+            raise BackendFailed(f"{what} failed: {exc}") from None
+        except ServiceError:
+            raise
+        except Exception:
+            log.exception("%s: unexpected error in backend", what)
+            raise BackendFailed(f"{what} failed (details in the server log)") from None
+
+
+class Source(Plugged):
+    """One configured source: Live Lookup and AJAX options, with an optional cache."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
         self._cache = ResultCache(self.settings.cache_ttl)
 
     def lookup(self, query: LookupQuery) -> list[Customer]:
@@ -173,25 +218,26 @@ class Source:
         return self._cache.get_or_compute(key, lambda: self._call(
             lambda: list(self.backend.find_options(query, limit))[:limit]))
 
-    def _require(self, capability: str, what: str) -> None:
-        if capability not in self.capabilities:
-            raise UnknownSource(f"source {self.settings.name!r} does not offer {what}")
 
-    def _call(self, call: Callable[[], T]) -> T:
-        name, timeout = self.settings.name, self.settings.timeout
-        try:
-            return call() if self._runner is None else self._runner.run(call, timeout)
-        except TimeoutError:
-            raise TimedOut(f"source {name!r} did not answer within {timeout:g} s") from None
-        except BackendTimeout as exc:
-            raise TimedOut(f"source {name!r} timed out: {exc}") from None
-        except BackendError as exc:
-            raise BackendFailed(f"source {name!r} failed: {exc}") from None
-        except ServiceError:
-            raise
-        except Exception:
-            log.exception("source %r: unexpected error in backend", name)
-            raise BackendFailed(f"source {name!r} failed (details in the server log)") from None
+class Target(Plugged):
+    """One configured Request Push / webhook target."""
+
+    kind = "target"
+
+    def push(self, request: PushRequest) -> str:
+        """Push a request; the id the other system gave it."""
+        self._require("push", "Request Push")
+        return self._call(lambda: str(self.backend.push(request)))
+
+    def details(self, push_id: str) -> PushDetails:
+        """What to show in the request page about an earlier push."""
+        self._require("details", "push details")
+        return self._call(lambda: self.backend.details(push_id))
+
+    def deliver(self, webhook: Webhook) -> None:
+        """Deliver one webhook (from the delivery worker), within the target's timeout."""
+        self._require("webhook", "webhook delivery")
+        self._call(lambda: self.backend.deliver(webhook))
 
 
 class _UnusableBackend(Backend[Any]):
@@ -207,47 +253,75 @@ class _UnusableBackend(Backend[Any]):
     def find_options(self, query: Any, limit: int) -> Any:
         raise BackendError(self.reason)
 
+    def push(self, request: Any) -> str:
+        raise BackendError(self.reason)
+
+    def details(self, push_id: str) -> Any:
+        raise BackendError(self.reason)
+
+    def deliver(self, webhook: Any) -> None:
+        raise BackendError(self.reason)
+
     def check(self) -> list[str]:
         raise BackendError(self.reason)
 
 
 def create_backend(config: BackendConfig) -> Backend[Any]:
-    """The source's backend; one that cannot be built must not stop the other sources."""
+    """The backend of a source or target; one that cannot be built must not stop the rest."""
     try:
         return config.create_backend()
     except BackendError as exc:
         return _UnusableBackend(config, str(exc))
     except Exception:
-        log.exception("source %r: the backend could not be created", config.settings.name)
+        log.exception("%r: the backend could not be created", config.settings.name)
         return _UnusableBackend(config, "the backend could not be created "
                                         "(details in the server log)")
 
 
-class Sources:
-    """Every configured source, created once per process."""
+P = TypeVar("P", bound=Plugged)
 
-    def __init__(self, config: Config) -> None:
-        self._sources = {name: Source(sc) for name, sc in config.sources.items()}
 
-    def __getitem__(self, name: str) -> Source:
+class Configured(Generic[P]):
+    """Every configured source (or target), created once per process."""
+
+    def __init__(self, configs: Mapping[str, BackendConfig], make: Callable[[BackendConfig], P],
+                 kind: str) -> None:
+        self.kind = kind
+        self._items = {name: make(config) for name, config in configs.items()}
+
+    def __getitem__(self, name: str) -> P:
         try:
-            return self._sources[name]
+            return self._items[name]
         except KeyError:
-            raise UnknownSource(f"no source named {name!r} is configured") from None
+            raise UnknownSource(f"no {self.kind} named {name!r} is configured") from None
 
-    def items(self) -> Mapping[str, Source]:
-        """Name -> source."""
-        return self._sources
+    def items(self) -> Mapping[str, P]:
+        """Name -> source or target."""
+        return self._items
 
     def prepare(self) -> None:
-        """Warm every backend up; a failure is logged, and the source answers with errors."""
-        for name, source in self._sources.items():
+        """Warm every backend up; a failure is logged, and that one answers with errors."""
+        for name, item in self._items.items():
             try:
-                source.backend.prepare()
+                item.backend.prepare()
             except BackendError as exc:
-                log.error("source %r is not ready: %s", name, exc)
+                log.error("%s %r is not ready: %s", self.kind, name, exc)
 
     def close(self) -> None:
         """Close every backend."""
-        for source in self._sources.values():
-            source.backend.close()
+        for item in self._items.values():
+            item.backend.close()
+
+
+class Sources(Configured[Source]):
+    """Every configured source."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config.sources, Source, "source")
+
+
+class Targets(Configured[Target]):
+    """Every configured Request Push / webhook target."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config.targets, Target, "target")

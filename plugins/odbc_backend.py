@@ -342,8 +342,10 @@ class OdbcBackend(Backend[OdbcOptions]):
         expected = {"mssql": "sql server", "postgresql": "postgres", "mysql": "mysql|mariadb",
                     "sqlite": "sqlite"}[self.dialect.name]
         if not re.search(expected, dbms, re.IGNORECASE):
-            warnings.append(f"{self._where}.dialect: {self.dialect.name!r} but the database "
-                            f"says it is {dbms!r}")
+            # Nothing dialect-specific can be probed on the wrong database: with the
+            # wrong text decoding, even reading the answer can fail.
+            return [f"{self._where}.dialect: {self.dialect.name!r} but the database says it "
+                    f"is {dbms!r}"]
         if self.dialect.name == "postgresql":
             lowered = conn.execute("SELECT LOWER('ÀÉÑ')").fetchone()[0]
             if lowered != "àéñ":

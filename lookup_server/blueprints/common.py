@@ -11,7 +11,8 @@ from lookup_server.answers import Answer
 from lookup_server.auth import authorize, bearer_token
 from lookup_server.config import Config
 from lookup_server.helpspot_input import KEY_PARAM, decode_params, shared_key
-from lookup_server.service import Sources
+from lookup_server.service import Sources, Targets
+from lookup_server.webhooks import Webhooks
 
 EXTENSION = "lookup_server"
 
@@ -22,6 +23,8 @@ class AppState:
 
     config: Config
     sources: Sources
+    targets: Targets
+    webhooks: Webhooks
 
 
 def state() -> AppState:

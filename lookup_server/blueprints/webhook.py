@@ -1,0 +1,38 @@
+"""``POST /webhook/<target>``: HelpSpot's webhooks, stored before they are answered.
+
+HelpSpot cannot send a credential with a webhook: the shared key travels in
+the URL (``?ll_key=`` or ``/webhook/<target>/<key>``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+
+from lookup_server.blueprints.common import check_caller, state
+from lookup_server.helpspot_input import InputError, request_body
+from lookup_server.outbox import OutboxError
+from lookup_server.service import ServiceError
+
+bp = Blueprint("webhook", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.route("/webhook/<target>", methods=["POST"])
+@bp.route("/webhook/<target>/<path_key>", methods=["POST"])
+def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
+    """Store the webhook durably, then answer 202; delivery happens in the background."""
+    body = request.get_data()  # before check_caller may parse a form from the stream
+    try:
+        check_caller(path_key)
+        payload = request_body(body, request.content_type or "")
+        entry = state().webhooks.accept(target, payload)
+    except InputError as exc:
+        return jsonify(error=str(exc)), 400
+    except ServiceError as exc:
+        return jsonify(error=exc.reason), exc.status
+    except OutboxError as exc:
+        log.error("webhook for %r NOT stored: %s", target, exc)
+        return jsonify(error="the webhook could not be stored (see the server log)"), 503
+    return jsonify(id=entry.id), 202

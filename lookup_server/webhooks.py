@@ -1,0 +1,78 @@
+"""Webhooks: stored durably before HelpSpot gets its answer, delivered in the background.
+
+HelpSpot never retries a webhook and discards our answer (HELPSPOT.md §6), so a
+webhook exists only once it is committed to the outbox. Every server process
+runs its own delivery worker, so nothing but the server has to run; the
+outbox's leases keep several processes from delivering one webhook twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from lookup_server.backend import BackendError
+from lookup_server.models import Webhook
+from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry
+from lookup_server.service import ServiceError, Targets, UnknownSource
+
+log = logging.getLogger(__name__)
+
+
+class Webhooks:
+    """Accepts webhooks for the configured targets and delivers them."""
+
+    def __init__(self, outbox_path: Path, targets: Targets) -> None:
+        self.outbox_path = outbox_path
+        self.targets = targets
+        self.enabled = any("webhook" in t.capabilities for t in targets.items().values())
+        self._outbox: Outbox | None = None
+        self._worker: DeliveryWorker | None = None
+        self._worker_pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox, opened (and created) on first use."""
+        with self._lock:
+            return self._open_outbox()
+
+    def _open_outbox(self) -> Outbox:  # with self._lock held
+        if self._outbox is None:
+            self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+            self._outbox = Outbox(self.outbox_path)
+        return self._outbox
+
+    def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
+        """Store a webhook for ``target``; it is on disk when this returns."""
+        if "webhook" not in self.targets[target].capabilities:
+            raise UnknownSource(f"target {target!r} does not accept webhooks")
+        entry = self.outbox.store(target, payload)
+        self.ensure_worker()
+        return entry
+
+    def ensure_worker(self) -> None:
+        """Run a delivery worker in this process (again, after a fork)."""
+        if not self.enabled or self._worker_pid == os.getpid():
+            return
+        with self._lock:
+            if self._worker_pid == os.getpid():
+                return
+            # A worker inherited through fork() has no thread here: start our own.
+            self._worker = DeliveryWorker(self._open_outbox(), self._deliver)
+            self._worker_pid = os.getpid()
+        self._worker.start()
+
+    def _deliver(self, target: str, webhook: Webhook) -> None:
+        try:
+            self.targets[target].deliver(webhook)
+        except ServiceError as exc:
+            raise BackendError(exc.reason) from None
+
+    def close(self) -> None:
+        """Stop this process's delivery worker."""
+        if self._worker is not None and self._worker_pid == os.getpid():
+            self._worker.stop(timeout=5)

@@ -1,0 +1,413 @@
+"""The webhook outbox on real SQLite files, with real processes competing for it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lookup_server.backend import BackendError
+from lookup_server.models import Webhook
+from lookup_server.outbox import (
+    BACKOFF_CAP,
+    DeliveryWorker,
+    Outbox,
+    OutboxError,
+    backoff_delay,
+    safe_error,
+)
+
+T0 = 1_800_000_000.0
+#: Guards against a hang only; a passing test never waits this long.
+HANG_GUARD = 30.0
+PAYLOAD = {"xRequest": "12345", "sTitle": "Printer on fire",
+           "request_history": {"678": {"tNote": "<p>Hi</p>"}}, "files": ["a", "b"]}
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.sqlite3"
+
+
+@pytest.fixture
+def outbox(path: Path) -> Outbox:
+    return Outbox(path, rng=random.Random(1))
+
+
+# -- storing ---------------------------------------------------------------------------
+
+
+def test_store_is_committed_before_it_returns(outbox: Outbox, path: Path) -> None:
+    entry = outbox.store("crm", PAYLOAD, now=T0)
+    other = sqlite3.connect(path)
+    try:
+        row = other.execute("SELECT target, payload, state, idempotency_key FROM webhooks"
+                            " WHERE id = ?", (entry.id,)).fetchone()
+    finally:
+        other.close()
+    assert row[0] == "crm" and row[2] == "pending" and row[3] == entry.idempotency_key
+    assert entry.payload == PAYLOAD and entry.state == "pending" and entry.attempts == 0
+
+
+def test_the_file_is_in_wal_mode_and_private(outbox: Outbox, path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_each_webhook_gets_its_own_uuid4_key(outbox: Outbox) -> None:
+    keys = {outbox.store("crm", {"n": str(i)}).idempotency_key for i in range(20)}
+    assert len(keys) == 20
+    assert all(len(key) == 36 and key[14] == "4" for key in keys)
+
+
+def test_non_ascii_payload_round_trips(outbox: Outbox) -> None:
+    entry = outbox.store("crm", {"sTitle": "Zoë € <b>&amp;</b>", "x": {"ü": ["1"]}})
+    assert outbox.get(entry.id) == entry
+    assert entry.payload == {"sTitle": "Zoë € <b>&amp;</b>", "x": {"ü": ["1"]}}
+
+
+def test_an_unusable_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match=r"\[server\] outbox"):
+        Outbox(tmp_path / "no-such-folder" / "outbox.sqlite3")
+
+
+def test_a_file_that_is_not_an_outbox_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[server]\n" * 100)
+    with pytest.raises(OutboxError, match=r"is \[server\] outbox another kind of file"):
+        Outbox(path)
+
+
+def test_a_restarted_outbox_resumes_pending_webhooks(path: Path) -> None:
+    first = Outbox(path)
+    stored = [first.store("crm", {"n": str(i)}, now=T0) for i in range(3)]
+    claimed = first.claim("old-process", now=T0)
+    assert claimed is not None and first.mark_delivered(claimed.id, now=T0)
+    second = Outbox(path)  # a new process after a restart
+    resumed = [second.claim("new-process", now=T0 + 1) for _ in range(3)]
+    assert [e.id for e in resumed if e is not None] == [s.id for s in stored[1:]]
+    assert resumed[2] is None
+
+
+# -- claiming and leases -----------------------------------------------------------------
+
+
+def test_claim_leases_the_oldest_due_webhook(outbox: Outbox) -> None:
+    first = outbox.store("crm", {"n": "1"}, now=T0)
+    outbox.store("crm", {"n": "2"}, now=T0 + 5)
+    assert outbox.claim("w1", now=T0 - 1) is None  # nothing due yet
+    claimed = outbox.claim("w1", now=T0 + 10)
+    assert claimed is not None and claimed.id == first.id
+    assert claimed.state == "delivering" and claimed.attempts == 1
+    assert claimed.lease_owner == "w1" and claimed.lease_expires_at == T0 + 10 + 600
+
+
+def test_a_leased_webhook_is_not_claimed_again(outbox: Outbox) -> None:
+    outbox.store("crm", PAYLOAD, now=T0)
+    assert outbox.claim("w1", now=T0) is not None
+    assert outbox.claim("w2", now=T0 + 599) is None
+
+
+def test_an_expired_lease_is_taken_over(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    assert outbox.claim("crashed", now=T0) is not None
+    taken = outbox.claim("w2", now=T0 + 600)
+    assert taken is not None and taken.id == stored.id
+    assert taken.lease_owner == "w2" and taken.attempts == 2
+    assert taken.idempotency_key == stored.idempotency_key
+    # The first owner's late result is ignored; the new owner's counts.
+    assert not outbox.mark_delivered(stored.id, owner="crashed", now=T0 + 601)
+    assert outbox.mark_delivered(stored.id, owner="w2", now=T0 + 601)
+    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+
+
+def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
+    outbox = Outbox(path, max_attempts=1)
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    assert outbox.claim("crashed", now=T0) is not None
+    assert outbox.claim("w2", now=T0 + 600) is None
+    entry = outbox.get(stored.id)
+    assert entry is not None and entry.state == "failed"
+    assert "stopped while delivering" in entry.last_error
+
+
+# -- failures, backoff, giving up ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attempts", "ceiling"), [
+    (1, 30), (2, 60), (3, 120), (4, 240), (5, 480), (6, 960), (7, 1920), (8, 3600),
+    (9, 3600), (30, 3600), (10_000, 3600),
+])
+def test_backoff_doubles_from_30_seconds_up_to_an_hour(attempts: int, ceiling: float) -> None:
+    low = backoff_delay(attempts, _Fixed(0.0))
+    high = backoff_delay(attempts, _Fixed(1.0))
+    assert (low, high) == (ceiling / 2, ceiling)
+
+
+def test_backoff_is_jittered() -> None:
+    rng = random.Random(7)
+    delays = {backoff_delay(3, rng) for _ in range(50)}
+    assert len(delays) > 40 and all(60 <= d <= 120 for d in delays)
+    assert max(backoff_delay(99, rng) for _ in range(100)) <= BACKOFF_CAP
+
+
+def test_a_failed_try_is_retried_after_the_backoff(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    assert outbox.mark_failed(stored.id, "CRM answered HTTP 503", owner="w1", now=T0)
+    entry = outbox.get(stored.id)
+    assert entry is not None and entry.state == "pending"
+    assert entry.last_error == "CRM answered HTTP 503" and entry.attempts == 1
+    assert T0 + 15 <= entry.next_attempt_at <= T0 + 30
+    assert outbox.claim("w1", now=entry.next_attempt_at - 0.001) is None
+    again = outbox.claim("w1", now=entry.next_attempt_at)
+    assert again is not None and again.attempts == 2
+    assert again.idempotency_key == stored.idempotency_key
+
+
+def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
+    outbox = Outbox(path, max_attempts=3, rng=random.Random(3))
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    now = T0
+    for attempt in range(1, 4):
+        claimed = outbox.claim("w1", now=now)
+        assert claimed is not None and claimed.attempts == attempt
+        outbox.mark_failed(stored.id, f"failure {attempt}", now=now)
+        now = outbox.get(stored.id).next_attempt_at + 1  # type: ignore[union-attr]
+    assert outbox.claim("w1", now=now + 10**6) is None
+    (failed,) = outbox.entries(["failed"])
+    assert failed.id == stored.id and failed.last_error == "failure 3"
+    assert failed.attempts == 3
+
+
+def test_long_errors_are_shortened(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    outbox.mark_failed(stored.id, "x" * 5000, now=T0)
+    assert len(outbox.get(stored.id).last_error) == 500  # type: ignore[union-attr]
+
+
+def test_safe_error_keeps_backend_messages_only() -> None:
+    assert safe_error(BackendError("CRM is down; try later")) == "CRM is down; try later"
+    leaked = safe_error(RuntimeError("GET https://x/?token=hunter2 failed"))
+    assert "hunter2" not in leaked and leaked.startswith("RuntimeError")
+
+
+# -- admin: list, retry, purge --------------------------------------------------------------
+
+
+def test_entries_filters_by_state(outbox: Outbox) -> None:
+    a = outbox.store("crm", {"n": "a"}, now=T0)
+    b = outbox.store("crm", {"n": "b"}, now=T0)
+    outbox.claim("w1", now=T0)
+    outbox.mark_delivered(a.id, now=T0)
+    assert [e.id for e in outbox.entries()] == [a.id, b.id]
+    assert [e.id for e in outbox.entries(["pending"])] == [b.id]
+    assert [e.id for e in outbox.entries(["delivered", "failed"])] == [a.id]
+    assert outbox.entries([]) == []
+
+
+def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> None:
+    outbox = Outbox(path, max_attempts=1)
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    outbox.mark_failed(stored.id, "down", now=T0)
+    retried = outbox.retry(stored.id, now=T0 + 100)
+    assert retried.state == "pending" and retried.attempts == 0
+    assert retried.last_error == "down"  # still visible until the next try
+    claimed = outbox.claim("w1", now=T0 + 100)
+    assert claimed is not None and claimed.idempotency_key == stored.idempotency_key
+
+
+def test_retry_refuses_unknown_and_delivered_webhooks(outbox: Outbox) -> None:
+    with pytest.raises(OutboxError, match="no webhook with id 99"):
+        outbox.retry(99)
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    with pytest.raises(OutboxError, match="is delivering"):
+        outbox.retry(stored.id)
+    outbox.mark_delivered(stored.id, now=T0)
+    with pytest.raises(OutboxError, match="is delivered"):
+        outbox.retry(stored.id)
+
+
+def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
+    outbox = Outbox(path, max_attempts=1)
+    day = 86400.0
+    finished = {}
+    for name, outcome, when in (("old_done", "delivered", T0), ("old_failed", "failed", T0),
+                                ("new_done", "delivered", T0 + 9 * day)):
+        entry = finished[name] = outbox.store("crm", {"n": name}, now=when)
+        claimed = outbox.claim("w1", now=when)
+        assert claimed is not None and claimed.id == entry.id
+        if outcome == "delivered":
+            outbox.mark_delivered(entry.id, now=when)
+        else:
+            outbox.mark_failed(entry.id, "gone", now=when)
+    old_pending = outbox.store("crm", {"n": "old_pending"}, now=T0)
+    assert outbox.purge(7, now=T0 + 10 * day) == 2
+    assert [e.id for e in outbox.entries()] == [finished["new_done"].id, old_pending.id]
+    with pytest.raises(OutboxError):
+        outbox.purge(-1)
+
+
+def test_ids_are_not_reused_after_a_purge(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    outbox.mark_delivered(stored.id, now=T0)
+    outbox.purge(0, now=T0 + 1)
+    assert outbox.store("crm", PAYLOAD).id == stored.id + 1
+
+
+# -- several processes --------------------------------------------------------------------
+
+
+def _drain(path: str, owner: str, start: Any, log_path: str) -> None:
+    """Child process: claim and 'deliver' (append to a shared log) until nothing is due."""
+    outbox = Outbox(path)
+    start.wait()
+    while (entry := outbox.claim(owner)) is not None:
+        with open(log_path, "a", encoding="utf-8") as log:  # O_APPEND: whole lines
+            log.write(f"{entry.id} {owner}\n")
+        outbox.mark_delivered(entry.id, owner=owner)
+
+
+def test_two_processes_never_deliver_the_same_webhook(path: Path, tmp_path: Path) -> None:
+    outbox = Outbox(path)
+    ids = {outbox.store("crm", {"n": str(i)}).id for i in range(150)}
+    log_path = tmp_path / "deliveries.log"
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    children = [ctx.Process(target=_drain, args=(str(path), f"p{i}", start, str(log_path)))
+                for i in range(2)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(HANG_GUARD * 4)
+        assert child.exitcode == 0
+    lines = log_path.read_text(encoding="utf-8").splitlines()
+    delivered = [int(line.split()[0]) for line in lines]
+    assert sorted(delivered) == sorted(ids)  # each exactly once
+    assert {line.split()[1] for line in lines} <= {"p0", "p1"}
+    assert all(e.state == "delivered" and e.attempts == 1 for e in outbox.entries())
+
+
+# -- the delivery worker --------------------------------------------------------------------
+
+
+class _Fixed(random.Random):
+    """A "random" source whose uniform() always returns the same end of the range."""
+
+    def __init__(self, where: float) -> None:
+        super().__init__(0)
+        self.where = where
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.where
+
+
+class Recorder:
+    """A deliver callable that records calls and fails on request."""
+
+    def __init__(self, failures: list[BaseException] | None = None) -> None:
+        self.calls: list[tuple[str, Webhook]] = []
+        self.failures = list(failures or [])
+        self.called = threading.Event()
+
+    def __call__(self, target: str, webhook: Webhook) -> None:
+        self.calls.append((target, webhook))
+        self.called.set()
+        if self.failures:
+            raise self.failures.pop(0)
+
+
+def test_run_once_delivers_and_records(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    deliver = Recorder()
+    worker = DeliveryWorker(outbox, deliver, owner="w1")
+    assert worker.run_once(now=T0)
+    assert deliver.calls == [("crm", stored.webhook)]
+    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+    assert not worker.run_once(now=T0)
+
+
+def test_run_once_keeps_the_key_across_retries_and_hides_unexpected_errors(
+        outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    deliver = Recorder([BackendError("CRM answered HTTP 502"),
+                        ValueError("https://crm/?api_key=hunter2")])
+    worker = DeliveryWorker(outbox, deliver, owner="w1")
+    assert worker.run_once(now=T0)
+    assert outbox.get(stored.id).last_error == "CRM answered HTTP 502"  # type: ignore[union-attr]
+    assert worker.run_once(now=T0 + BACKOFF_CAP)
+    entry = outbox.get(stored.id)
+    assert entry is not None and entry.state == "pending" and "hunter2" not in entry.last_error
+    assert worker.run_once(now=T0 + 2 * BACKOFF_CAP)
+    keys = {webhook.idempotency_key for _, webhook in deliver.calls}
+    assert keys == {stored.idempotency_key} and len(deliver.calls) == 3
+    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+
+
+def test_the_worker_thread_wakes_when_a_webhook_is_stored(outbox: Outbox) -> None:
+    deliver = Recorder()
+    # An hour between polls: only the wake-up from store() can deliver in time.
+    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
+    worker.start()
+    try:
+        stored = outbox.store("crm", PAYLOAD)
+        assert deliver.called.wait(HANG_GUARD)
+    finally:
+        worker.stop()
+    assert deliver.calls == [("crm", stored.webhook)]
+    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+
+
+def test_the_worker_picks_up_what_was_stored_before_it_started(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD)
+    deliver = Recorder()
+    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
+    worker.start()
+    try:
+        assert deliver.called.wait(HANG_GUARD)
+    finally:
+        worker.stop()
+    assert deliver.calls == [("crm", stored.webhook)]
+
+
+def test_stop_joins_the_thread(outbox: Outbox) -> None:
+    worker = DeliveryWorker(outbox, Recorder(), poll_seconds=3600)
+    worker.start()
+    thread = worker._thread
+    assert thread is not None and thread.is_alive() and thread.daemon
+    worker.stop()
+    assert not thread.is_alive()
+    outbox.store("crm", PAYLOAD)  # no listener left behind
+    assert outbox.entries(["pending"])
+
+
+def test_the_worker_survives_a_failing_delivery(outbox: Outbox) -> None:
+    deliver = Recorder([RuntimeError("boom")])
+    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
+    worker.start()
+    try:
+        first = outbox.store("crm", {"n": "1"})
+        assert deliver.called.wait(HANG_GUARD)
+        deliver.called.clear()
+        second = outbox.store("crm", {"n": "2"})
+        assert deliver.called.wait(HANG_GUARD)
+    finally:
+        worker.stop()
+    assert outbox.get(first.id).state == "pending"  # type: ignore[union-attr]
+    assert outbox.get(second.id).state == "delivered"  # type: ignore[union-attr]

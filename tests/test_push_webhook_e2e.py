@@ -1,0 +1,255 @@
+"""Request Push and webhooks end to end, through a running lookup-server.
+
+The other system is a small HTTP receiver on 127.0.0.1. lookup-server runs as
+a real HTTP server in a thread; Request Push goes through the PHP bridge that
+`lookup-server bridge` generates, loaded in php-cli as HelpSpot loads it;
+webhooks are posted form-encoded with PHP bracket nesting, as HelpSpot does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+import requests
+from click.testing import CliRunner
+from werkzeug.serving import make_server
+
+from lookup_server.app import create_app
+from lookup_server.bridge import bridge_filename
+from lookup_server.cli import cli
+from lookup_server.outbox import Outbox
+from tests.test_bridge import run_bridge
+
+KEY = "push-and-webhook-key_0123456789"
+
+
+@dataclass
+class Receiver:
+    """The other system: records what it gets, answers as told."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], Any]] = field(default_factory=list)
+    status: int = 200
+    answer: dict[str, Any] = field(default_factory=lambda: {"id": "R-1"})
+
+
+def _receiver_handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.received.append((dict(self.headers), json.loads(body)))
+            data = json.dumps(state.answer).encode()
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _receiver_handler(state))
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/in"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+
+
+@dataclass
+class Running:
+    """lookup-server serving on 127.0.0.1, and its config file."""
+
+    url: str
+    config: Path
+    outbox: Path
+
+
+@pytest.fixture
+def running(tmp_path: Path, receiver: Receiver) -> Iterator[Running]:
+    config = tmp_path / "lookup.toml"
+    config.write_text(f"""
+[server]
+shared_key = "{KEY}"
+outbox = "outbox.sqlite3"
+max_body_bytes = 65536
+
+[targets.crm]
+backend = "http"
+url = "{receiver.url}"
+store = "pushes.sqlite3"
+link = "https://crm.example.com/items/{{id}}"
+
+[targets.hooks]
+backend = "http"
+url = "{receiver.url}"
+store = "hooks.sqlite3"
+""")
+    from lookup_server.config import load_config
+
+    app = create_app(load_config(config))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Running(f"http://127.0.0.1:{server.server_port}", config, tmp_path / "outbox.sqlite3")
+    server.shutdown()
+    app.extensions["lookup_server"].webhooks.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# -- Request Push through the generated PHP bridge ----------------------------------------
+
+
+def generate_bridge(running: Running, folder: Path) -> str:
+    result = CliRunner().invoke(cli, ["bridge", "crm", "--url", running.url, "--config",
+                                      str(running.config), "--name", "Crm",
+                                      "--output", str(folder)])
+    assert result.exit_code == 0, result.output
+    file = folder / bridge_filename("Crm")
+    assert file.stat().st_mode & 0o777 == 0o640
+    assert "never world-readable" in result.output
+    return file.read_text()
+
+
+def test_push_and_details_round_trip_through_php(tmp_path: Path, running: Running,
+                                                 receiver: Receiver) -> None:
+    receiver.answer = {"id": "CRM-<7>"}
+    source = generate_bridge(running, tmp_path)
+    result = run_bridge(tmp_path, source, "Crm", "12345", details_id="CRM-<7>")
+    assert result["id"] == "CRM-<7>" and result["errorMsg"] == ""
+    _headers, pushed = receiver.received[-1]
+    assert pushed["xRequest"] == "12345" and "documents" not in pushed
+    assert pushed["request_history"]["678"]["files"][0]["sFilename"] == "photo.jpg"
+    details = result["details"]  # the HTML HelpSpot inserts raw into the request page
+    assert details.startswith('<div class="lookup-server-push"><p><strong>Pushed to 127.0.0.1')
+    assert "<td>CRM-&lt;7&gt;</td>" in details and "CRM-<7>" not in details
+    assert "<td>Printer &lt;on&gt; \"fire\"</td>" in details
+    assert '<a href="https://crm.example.com/items/CRM-%3C7%3E" target="_blank"' in details
+
+
+def test_push_failure_reaches_staff_as_errormsg(tmp_path: Path, running: Running,
+                                                receiver: Receiver) -> None:
+    receiver.status, receiver.answer = 500, {"message": "CRM is <down>"}
+    result = run_bridge(tmp_path, generate_bridge(running, tmp_path), "Crm", "12345")
+    assert result["id"] is False
+    assert result["errorMsg"].startswith("target &#x27;crm&#x27; failed:")
+    assert "<down>" not in result["errorMsg"]  # HelpSpot shows errorMsg in its page
+
+
+def test_push_refuses_a_wrong_key_and_bad_bodies(running: Running, receiver: Receiver) -> None:
+    url = f"{running.url}/push/crm"
+    assert requests.post(url, json={"xRequest": "1"}, timeout=10).status_code == 403
+    auth = {"Authorization": f"Bearer {KEY}"}
+    bad = requests.post(url, data=b"{nope", headers={**auth, "Content-Type":
+                                                     "application/json"}, timeout=10)
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    listed = requests.post(url, json=[1, 2], headers=auth, timeout=10)
+    assert listed.status_code == 400 and "must be an object" in listed.json()["error"]
+    unknown = requests.post(f"{running.url}/push/nope", json={}, headers=auth, timeout=10)
+    assert unknown.status_code == 404
+    assert receiver.received == []
+
+
+def test_push_details_for_an_unknown_id_is_an_escaped_message(running: Running) -> None:
+    response = requests.get(f"{running.url}/push/crm/{quote('<b>x</b>', safe='')}",
+                            headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert response.status_code == 502
+    assert "&lt;b&gt;x&lt;/b&gt;" in response.text and "<b>x</b>" not in response.text
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+HELPSPOT_WEBHOOK = [
+    ("xRequest", "12345"), ("sTitle", "Printer & <fire>"), ("sStatus", "Active"),
+    ("sCategory", "Hardware"), ("fullname", "Zoë Núñez"), ("acting_person", "Ada"),
+    ("note_type", "public"), ("note_content", "<p>Hot</p>"),
+    ("request_history[item][678][tNote]", "First"), ("request_history[item][679][tNote]", "Next"),
+    ("Custom1[]", "a"), ("Custom1[]", "b"),
+]
+
+
+def post_webhook(running: Running, body: bytes | str, path_key: str = KEY,
+                 content_type: str = "application/x-www-form-urlencoded") -> requests.Response:
+    return requests.post(f"{running.url}/webhook/hooks/{path_key}", data=body,
+                         headers={"Content-Type": content_type}, timeout=10)
+
+
+def test_webhook_is_stored_before_the_answer_then_delivered(running: Running,
+                                                            receiver: Receiver) -> None:
+    response = post_webhook(running, urlencode(HELPSPOT_WEBHOOK))
+    assert response.status_code == 202
+    stored = Outbox(running.outbox).get(response.json()["id"])  # a second connection
+    assert stored is not None and stored.payload["sTitle"] == "Printer & <fire>"
+    wait_for(lambda: len(receiver.received) == 1)
+    headers, payload = receiver.received[0]
+    assert payload["request_history"] == {"item": {"678": {"tNote": "First"},
+                                                   "679": {"tNote": "Next"}}}
+    assert payload["Custom1"] == ["a", "b"] and payload["fullname"] == "Zoë Núñez"
+    assert headers["Idempotency-Key"] == stored.idempotency_key
+    wait_for(lambda: Outbox(running.outbox).get(stored.id).state == "delivered")  # type: ignore[union-attr]
+
+
+def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
+        running: Running, receiver: Receiver) -> None:
+    receiver.status = 503
+    webhook_id = post_webhook(running, urlencode(HELPSPOT_WEBHOOK)).json()["id"]
+    outbox = Outbox(running.outbox)
+    wait_for(lambda: outbox.get(webhook_id).attempts == 1)  # type: ignore[union-attr]
+    listed = CliRunner().invoke(cli, ["outbox", "list", "--config", str(running.config)])
+    assert f"{webhook_id:>6}" in listed.output and "HTTP 503" in listed.output
+    receiver.status = 200
+    retried = CliRunner().invoke(cli, ["outbox", "retry", str(webhook_id), "--config",
+                                       str(running.config)])
+    assert retried.exit_code == 0, retried.output
+    wait_for(lambda: outbox.get(webhook_id).state == "delivered")  # type: ignore[union-attr]
+    keys = {headers["Idempotency-Key"] for headers, _ in receiver.received}
+    assert len(receiver.received) == 2 and len(keys) == 1
+
+
+@pytest.mark.parametrize("body,content_type,key,status", [
+    ("a" + "[x]" * 100 + "=1", "application/x-www-form-urlencoded", KEY, 400),
+    ("{not json", "application/json", KEY, 400),
+    ("xRequest=1", "application/x-www-form-urlencoded", "wrong-key-0123456789", 403),
+    ("x=" + "y" * 70000, "application/x-www-form-urlencoded", KEY, 413),
+])
+def test_bad_webhooks_get_a_clear_answer_and_nothing_is_stored(
+        running: Running, body: str, content_type: str, key: str, status: int) -> None:
+    response = post_webhook(running, body, key, content_type)
+    assert response.status_code == status
+    assert not running.outbox.exists() or Outbox(running.outbox).entries() == []
+
+
+def test_webhook_for_an_unknown_target_is_refused(running: Running) -> None:
+    response = requests.post(f"{running.url}/webhook/nope/{KEY}", data="a=1", timeout=10)
+    assert response.status_code == 404
+    assert "no target named 'nope'" in response.json()["error"]
+
+
+def test_purge_keeps_pending_webhooks(running: Running, receiver: Receiver) -> None:
+    receiver.status = 500
+    webhook_id = post_webhook(running, "a=1").json()["id"]
+    result = CliRunner().invoke(cli, ["outbox", "purge", "--older-than", "0", "--config",
+                                      str(running.config)])
+    assert result.exit_code == 0 and "purged 0 webhook(s)" in result.output
+    assert Outbox(running.outbox).get(webhook_id) is not None
