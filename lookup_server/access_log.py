@@ -41,9 +41,13 @@ class GunicornLogger(_GunicornLogger):  # type: ignore[misc]
     """gunicorn's logger with keys hidden from access-log lines (gunicorn.conf.py)."""
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
-        """The access-log fields, with the request line, path and query redacted."""
+        """Every access-log field redacted: the request line, path and query appear in
+        several of them (``r``, ``U``, ``q``, ``{raw_uri}e``, ...), and the key in the
+        ``Authorization`` header as ``{authorization}i``."""
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for key in ("r", "U", "q"):
-            if key in atoms:
-                atoms[key] = redact(str(atoms[key]))
+        for name, value in atoms.items():
+            if name.lower() == "{authorization}i":
+                atoms[name] = "***"
+            elif isinstance(value, str):
+                atoms[name] = redact(value)
         return atoms

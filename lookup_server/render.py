@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -41,32 +41,46 @@ def render_livelookup(customers: Iterable[Customer], source: SourceSettings) -> 
     root = etree.Element("livelookup", version="1.0")
     if source.columns:
         root.set("columns", ",".join(source.columns))
+    labels, html_fields = source.labels, source.html_fields
     for customer in customers:
         node = etree.SubElement(root, "customer")
-        _add_field(node, "customer_id", customer.customer_id, source)
-        for name, value in customer.fields.items():
-            if name != "customer_id" and _ELEMENT_NAME.match(name):
-                _add_field(node, name, value, source)
+        fields = customer.fields
+        for name in ("customer_id", *(n for n in fields if n != "customer_id")):
+            kind = _field_kind(name, html_fields)
+            if kind == _SKIP:
+                continue
+            element = etree.SubElement(node, name)
+            label = labels.get(name)
+            if label:
+                element.set("label", xml_safe(label))
+            element.text = _field_text(kind, xml_safe(fields.get(name, "")))
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
 
 
-def _add_field(parent: etree._Element, name: str, value: str, source: SourceSettings) -> None:
-    element = etree.SubElement(parent, name)
-    label = source.labels.get(name)
-    if label:
-        element.set("label", xml_safe(label))
-    text = xml_safe(value)
+_SKIP, _PLAIN, _HTML, _ESCAPED = range(4)
+
+
+@lru_cache(maxsize=4096)
+def _field_kind(name: str, html_fields: frozenset[str]) -> int:
+    """How a field's value is sent: decided once per element name (lookups are hot)."""
+    if not _ELEMENT_NAME.match(name):
+        return _SKIP  # not an XML name: a backend's column that cannot be an element
     if is_insertable(name):
-        element.text = text
-    elif name in source.html_fields:
+        return _PLAIN
+    return _HTML if name in html_fields else _ESCAPED
+
+
+def _field_text(kind: int, text: str) -> str | etree.CDATA:
+    if kind == _PLAIN:
+        return text
+    if kind == _HTML:
         # A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
         # carriage return (parsers normalise it to a line feed). Such a value is
         # sent as escaped character data, which every XML parser, HelpSpot's
         # expat included, reports as exactly the same text.
         cdata_safe = "]]>" not in text and "\r" not in text
-        element.text = etree.CDATA(text) if cdata_safe else text
-    else:
-        element.text = html.escape(text, quote=True)
+        return etree.CDATA(text) if cdata_safe else text
+    return html.escape(text, quote=True)
 
 
 def render_ajaxfield(options: Iterable[Option], ascii_only: bool = False) -> bytes:

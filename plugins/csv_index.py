@@ -20,6 +20,8 @@ from lookup_server.backend import BackendError
 from lookup_server.models import Option, OptionsQuery
 from lookup_server.search import PHONE_SUFFIX_DIGITS
 
+#: SQLite page cache of each reading connection (one per serving thread).
+READ_CACHE_KIB = 64 * 1024
 #: Bump when the index layout changes: older indexes are rebuilt.
 FORMAT = 2
 _ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -134,6 +136,9 @@ class CsvIndex:
         if conn is None:
             conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
                                    check_same_thread=False)
+            # Lookups hit random pages of a file of hundreds of MB: SQLite's default
+            # 2 MB page cache missed on most of them (measured 58 -> 17 us a query).
+            conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
             self._local.conn = conn
         return conn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from flask import Response, current_app, request
 from werkzeug.datastructures import MultiDict
@@ -44,6 +45,10 @@ def check_caller(path_key: str | None) -> None:
 
 def request_params() -> dict[str, str]:
     """The request's query and form parameters, decoded the HelpSpot way."""
+    if request.method == "GET":
+        # the standard library's parser: werkzeug's MultiDict costs a lookup ~12 us
+        query = request.environ.get("QUERY_STRING", "")
+        return decode_params(parse_qsl(query, keep_blank_values=True, errors="replace"))
     return decode_params(_values().items(multi=True))
 
 
