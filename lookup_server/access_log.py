@@ -24,10 +24,11 @@ class RedactingRequestHandler(WSGIRequestHandler):
     """werkzeug's request handler, with keys hidden from its request-line log."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Log the request line with every shared key replaced by ***."""
-        method, _, rest = self.requestline.partition(" ")
-        target, _, protocol = rest.rpartition(" ")
-        self.requestline = f"{method} {redact(target)} {protocol}"
+        """Log the request with every shared key replaced by ***."""
+        # werkzeug logs self.path (or the request line when that fails); the
+        # request has been answered, so both can be redacted in place.
+        self.path = redact(self.path)
+        self.requestline = redact(self.requestline)
         super().log_request(code, size)
 
 

@@ -74,7 +74,7 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
 
 def test_no_config_means_the_demo() -> None:
     config = load_config(None, environ={})
-    assert list(config.sources) == ["demo"]
+    assert list(config.sources) == ["demo", "products"]
     assert config.sources["demo"].options.path.is_file()
 
 
