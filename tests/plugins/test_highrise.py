@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -297,3 +298,24 @@ def test_the_documented_source_is_valid(tmp_path: Any) -> None:
     config = config_from_mapping(sources, tmp_path, environ={"HIGHRISE_TOKEN": TOKEN})
     assert config.sources["crm"].options.url == "https://example.highrisehq.com"
     assert raw["targets"]["highrise"]["company_field"] == "Custom3"
+
+
+def test_push_and_details_through_the_push_route(emulator: tuple[HighriseEmulator, str],
+                                                 tmp_path: Path) -> None:
+    """What the PHP bridge calls: a [targets.NAME] of backend highrise, over HTTP."""
+    from lookup_server.app import create_app
+
+    app = create_app({"server": {"shared_key": "push-key_0123456789abcdef"},
+                      "targets": {"hr": {"backend": "highrise", "url": emulator[1],
+                                         "token": TOKEN, "company_field": "Custom3"}}},
+                     base_dir=tmp_path)
+    client = app.test_client()
+    auth = {"Authorization": "Bearer push-key_0123456789abcdef"}
+    answer = client.post("/push/hr", json=dict(pushed().data), headers=auth)
+    assert answer.status_code == 200, answer.text
+    person_id = answer.json["id"]  # type: ignore[index]
+    assert person_id == emulator[0].people[-1].id
+    details = client.get(f"/push/hr/{person_id}", headers=auth)
+    assert details.status_code == 200
+    assert "Grace Hopper" in details.text and "Navy &amp; &lt;Co&gt;" in details.text
+    assert TOKEN not in details.text
