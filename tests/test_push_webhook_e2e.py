@@ -215,7 +215,13 @@ def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
     receiver.status = 503
     webhook_id = post_webhook(running, urlencode(HELPSPOT_WEBHOOK)).json()["id"]
     outbox = Outbox(running.outbox)
-    wait_for(lambda: outbox.get(webhook_id).attempts == 1)  # type: ignore[union-attr]
+
+    def failure_recorded() -> bool:
+        # an attempt is counted when the webhook is claimed, before it fails
+        entry = outbox.get(webhook_id)
+        return entry is not None and entry.state == "pending" and entry.last_error != ""
+
+    wait_for(failure_recorded)
     listed = CliRunner().invoke(cli, ["outbox", "list", "--config", str(running.config)])
     assert f"{webhook_id:>6}" in listed.output and "HTTP 503" in listed.output
     receiver.status = 200
