@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from lookup_server.answers import Answer
     from lookup_server.config import Config
     from lookup_server.outbox import Outbox
 
@@ -108,10 +109,7 @@ def livelookup(args: tuple[str, ...]) -> None:
     _print_answer(answer)
 
 
-def _print_answer(answer: object) -> NoReturn:
-    from lookup_server.answers import Answer
-
-    assert isinstance(answer, Answer)
+def _print_answer(answer: Answer) -> NoReturn:
     sys.stdout.buffer.write(answer.body)
     sys.stdout.flush()
     # HelpSpot reads stdout only; the exit status is for people and scripts.

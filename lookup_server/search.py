@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from lookup_server.backend import Backend
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, Customer, LookupQuery, SearchTerm
@@ -74,21 +73,11 @@ def _usable(value: str) -> bool:
     return bool(value.strip()) and len(value) <= MAX_INPUT
 
 
-@dataclass(frozen=True)
-class SearchOutcome:
-    """The customers found and the term that found them (None when nothing was tried)."""
-
-    customers: list[Customer]
-    term: SearchTerm | None
-
-
 def find_customers(backend: Backend[object], query: LookupQuery, strategies: Sequence[str],
-                   limit: int) -> SearchOutcome:
+                   limit: int) -> list[Customer]:
     """Try each applicable strategy in order; stop at the first that finds someone."""
-    tried: SearchTerm | None = None
     for term in search_terms(query, strategies):
-        tried = term
         found = [c for c in backend.find(term, limit) if c.customer_id][:limit]
         if found:
-            return SearchOutcome(found, term)
-    return SearchOutcome([], tried)
+            return found
+    return []

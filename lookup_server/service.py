@@ -133,11 +133,14 @@ class ResultCache:
         self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The cached value for ``key``, computing and storing it when absent or stale."""
+    def get_or_compute(self, make_key: Callable[[], Hashable], compute: Callable[[], T]) -> T:
+        """The cached value for ``make_key()``, computed and stored when absent or stale.
+
+        The key is built only when caching is on: lookups are hot, caching is opt-in.
+        """
         if self.ttl <= 0:
             return compute()
-        now = time.monotonic()
+        key, now = make_key(), time.monotonic()
         with self._lock:
             hit = self._items.get(key)
             if hit is not None and hit[0] > now:
@@ -200,22 +203,19 @@ class Source(Plugged):
         if query.is_empty():
             return []
         s = self.settings
-
-        def find() -> list[Customer]:
-            return find_customers(self.backend, query, s.search, s.max_results).customers
-
-        if s.cache_ttl <= 0:
-            return self._call(find)
-        key = ("lookup", query.customer_id, query.first_name, query.last_name, query.email,
-               query.phone)
-        return self._cache.get_or_compute(key, lambda: self._call(find))
+        return self._cache.get_or_compute(
+            lambda: ("lookup", query.customer_id, query.first_name, query.last_name,
+                     query.email, query.phone),
+            lambda: self._call(
+                lambda: find_customers(self.backend, query, s.search, s.max_results)))
 
     def options(self, query: OptionsQuery) -> list[Option]:
         """Options for an AJAX selection field, within the source's timeout."""
         self._require("ajax", "AJAX options")
-        key = ("options", query.search, tuple(sorted(query.fields.items())))
         limit = self.settings.max_results
-        return self._cache.get_or_compute(key, lambda: self._call(
+        return self._cache.get_or_compute(
+            lambda: ("options", query.search, tuple(sorted(query.fields.items()))),
+            lambda: self._call(
             lambda: list(self.backend.find_options(query, limit))[:limit]))
 
 

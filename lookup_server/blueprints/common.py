@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from flask import Response, current_app, request
-from werkzeug.datastructures import MultiDict
+from flask import Response, current_app, g, request
 
 from lookup_server.answers import Answer
 from lookup_server.auth import authorize, bearer_token
@@ -38,24 +37,29 @@ def check_caller(path_key: str | None) -> None:
     server = state().config.server
     if server.shared_key is None and not server.allowed_ips:
         return
-    presented = path_key or shared_key(_values().get(KEY_PARAM)) or bearer_token(
+    in_params = next((value for name, value in _raw_params() if name == KEY_PARAM), None)
+    presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))
     authorize(server, request.remote_addr, presented)
 
 
 def request_params() -> dict[str, str]:
     """The request's query and form parameters, decoded the HelpSpot way."""
-    if request.method == "GET":
-        # the standard library's parser: werkzeug's MultiDict costs a lookup ~12 us
-        query = request.environ.get("QUERY_STRING", "")
-        return decode_params(parse_qsl(query, keep_blank_values=True, errors="replace"))
-    return decode_params(_values().items(multi=True))
+    return decode_params(_raw_params())
 
 
-def _values() -> MultiDict[str, str]:
-    # Query first, then form (HelpSpot's http-post mode sends both). A GET has no
-    # form to parse: skipping request.values spares every lookup that work.
-    return request.values if request.method == "POST" else request.args
+def _raw_params() -> list[tuple[str, str]]:
+    """Query then form parameters as sent, parsed once per request (auth reads them too)."""
+    if "raw_params" not in g:
+        if request.method == "POST":  # HelpSpot's http-post mode sends both
+            g.raw_params = list(request.values.items(multi=True))
+        else:
+            # a GET has no form; the standard library's parser spares werkzeug's
+            # MultiDict, which cost a lookup ~12 us
+            query = request.environ.get("QUERY_STRING", "")
+            g.raw_params = parse_qsl(query, keep_blank_values=True, errors="replace")
+    params: list[tuple[str, str]] = g.raw_params
+    return params
 
 
 def respond(answer: Answer) -> Response:
