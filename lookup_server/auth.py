@@ -14,7 +14,9 @@ import re
 from lookup_server.config import ServerSettings
 from lookup_server.service import Refused
 
-_KEY_IN_QUERY = re.compile(r"(?i)(ll_key=)[^&\s]*")
+# The query parser decodes names, so ``ll%5Fkey=`` is a key too: every spelling of
+# each letter is hidden.
+_KEY_IN_QUERY = re.compile(r"(?i)((?:l|%6c)(?:l|%6c)(?:_|%5f)(?:k|%6b)(?:e|%65)(?:y|%79)=)[^&\s]*")
 _KEY_IN_PATH = re.compile(r"((?:^|\s)/(?:livelookup|ajax|webhook)/[^/?\s]+/)[^/?\s]+")
 
 

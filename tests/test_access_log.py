@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +21,27 @@ from lookup_server.access_log import GunicornLogger, RedactingRequestHandler
 from lookup_server.auth import redact
 
 KEY = "s3cret-key_0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=limit) as response:
+                return bytes(response.read())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("line,expected", [
@@ -21,14 +51,18 @@ KEY = "s3cret-key_0123456789"
      "GET /ajax/products/***?callingField=x HTTP/1.1"),
     (f"/webhook/hooks/{KEY}", "/webhook/hooks/***"),
     ("/push/crm/ID-42", "/push/crm/ID-42"),  # a push id is not a key
+    # the query parser decodes names, so these are keys too
+    (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll%5Fkey=***"),
+    (f"/livelookup/crm?%6Cl%5f%6B%65%79={KEY}&x=1", "/livelookup/crm?%6Cl%5f%6B%65%79=***&x=1"),
 ])
 def test_redact(line: str, expected: str) -> None:
     assert redact(line) == expected
 
 
 def test_gunicorn_access_line_hides_the_key() -> None:
+    fields = "%(r)s %(U)s %(q)s %({raw_uri}e)s %({query_string}e)s %({authorization}i)s"
     logger = GunicornLogger(SimpleNamespace(  # the settings gunicorn's Logger reads
-        errorlog="-", loglevel="info", accesslog=None, access_log_format="", syslog=False,
+        errorlog="-", loglevel="info", accesslog=None, access_log_format=fields, syslog=False,
         capture_output=False, logconfig=None, logconfig_dict={}, logconfig_json=None,
         disable_redirect_access_to_syslog=False, user=0, group=0, syslog_addr=None,
         syslog_facility="user", syslog_prefix=None, dogstatsd_tags="", statsd_host=None,
@@ -43,8 +77,40 @@ def test_gunicorn_access_line_hides_the_key() -> None:
                "PATH_INFO": request.path, "QUERY_STRING": request.query}
     atoms = logger.atoms(response, request, environ, SimpleNamespace(
         seconds=0, microseconds=1000, total_seconds=lambda: 0.001))
-    assert KEY not in repr(atoms)
-    assert atoms["U"] == "/ajax/p/***" and atoms["q"] == "ll_key=***"
+    # what gunicorn's Logger.access hands to the logging module
+    line = fields % logger.atoms_wrapper_class(atoms)
+    assert KEY not in line
+    assert line == ("GET /ajax/p/***?ll_key=*** HTTP/1.1 /ajax/p/*** ll_key=*** "
+                    "/ajax/p/***?ll_key=*** ll_key=*** ***")
+
+
+def test_gunicorn_access_log_of_a_real_server_hides_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "lookup.toml"
+    shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
+    config.write_text(f'[server]\nshared_key = "{KEY}"\n'
+                      '[sources.demo]\nbackend = "csv"\npath = "customers.csv"\n')
+    log, port = tmp_path / "access.log", free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+         "-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", str(log), "wsgi:app"],
+        cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/livelookup/demo"
+    calls = [(f"{base}?ll_key={KEY}&customer_id=1001", {}),
+             (f"{base}?ll%5Fkey={KEY}&customer_id=1001", {}),
+             (f"{base}/{KEY}?customer_id=1001", {}),
+             (f"{base}?customer_id=1001", {"Authorization": f"Bearer {KEY}"})]
+    try:
+        for url, headers in calls:
+            answer = get_when_up(url, headers)
+            assert b"<customer_id>1001</customer_id>" in answer, url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert text.count("/livelookup/demo") == len(calls)
+    assert KEY not in text
+    assert text.count("***") >= len(calls) - 1  # the header is not in the default format
 
 
 def test_development_server_request_line_hides_the_key(caplog: pytest.LogCaptureFixture
