@@ -64,8 +64,12 @@ def shared_key(raw: str | None) -> str:
 
 def lookup_query(params: Mapping[str, str]) -> LookupQuery:
     """A LookupQuery from decoded parameters: standard names first, then fallbacks."""
-    standard = {name: _first_present(params, (name, *alternatives))
-                for name, alternatives in FALLBACKS.items()}
+    standard = {}
+    for name, alternatives in FALLBACKS.items():
+        value = params.get(name, "").strip()
+        if not value:
+            value = next(filter(None, (params.get(a, "").strip() for a in alternatives)), "")
+        standard[name] = value
     return LookupQuery(**standard, fields=_request_fields(params))
 
 
@@ -73,14 +77,6 @@ def options_query(params: Mapping[str, str]) -> OptionsQuery:
     """An OptionsQuery: ``callingField`` is the search text, the rest are fields."""
     return OptionsQuery(search=params.get("callingField", "").strip(),
                         fields=_request_fields(params))
-
-
-def _first_present(params: Mapping[str, str], names: Sequence[str]) -> str:
-    for name in names:
-        value = params.get(name, "").strip()
-        if value:
-            return value
-    return ""
 
 
 def _request_fields(params: Mapping[str, str]) -> dict[str, str]:

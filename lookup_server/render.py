@@ -33,6 +33,8 @@ _ELEMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 def xml_safe(text: str) -> str:
     """``text`` without the characters XML 1.0 cannot carry (NUL, most C0 controls...)."""
+    if text.isascii() and text.isprintable():
+        return text  # the common case, tested in C without the regular expression
     return _ILLEGAL_XML.sub("", text)
 
 
@@ -42,37 +44,40 @@ def render_livelookup(customers: Iterable[Customer], source: SourceSettings) -> 
     if source.columns:
         root.set("columns", ",".join(source.columns))
     labels, html_fields = source.labels, source.html_fields
+    sub_element = etree.SubElement
     for customer in customers:
-        node = etree.SubElement(root, "customer")
+        node = sub_element(root, "customer")
         fields = customer.fields
-        for name in ("customer_id", *(n for n in fields if n != "customer_id")):
-            kind = _field_kind(name, html_fields)
-            if kind == _SKIP:
-                continue
-            element = etree.SubElement(node, name)
-            label = labels.get(name)
-            if label:
-                element.set("label", xml_safe(label))
-            element.text = _field_text(kind, xml_safe(fields.get(name, "")))
+        for name, kind in _plan(tuple(fields), html_fields):
+            element = sub_element(node, name)
+            if labels and labels.get(name):
+                element.set("label", xml_safe(labels[name]))
+            text = xml_safe(fields.get(name, ""))
+            element.text = text if kind == _PLAIN else _field_text(kind, text)
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
 
 
-_SKIP, _PLAIN, _HTML, _ESCAPED = range(4)
+_PLAIN, _HTML, _ESCAPED = range(3)
 
 
-@lru_cache(maxsize=4096)
-def _field_kind(name: str, html_fields: frozenset[str]) -> int:
-    """How a field's value is sent: decided once per element name (lookups are hot)."""
-    if not _ELEMENT_NAME.match(name):
-        return _SKIP  # not an XML name: a backend's column that cannot be an element
-    if is_insertable(name):
-        return _PLAIN
-    return _HTML if name in html_fields else _ESCAPED
+@lru_cache(maxsize=1024)
+def _plan(names: tuple[str, ...], html_fields: frozenset[str]) -> tuple[tuple[str, int], ...]:
+    """Which fields are sent, in order, and how: decided once per set of names.
+
+    A backend's customers share their field names, and lookups are hot.
+    """
+    plan = []
+    for name in ("customer_id", *(n for n in names if n != "customer_id")):
+        if not _ELEMENT_NAME.match(name):
+            continue  # not an XML name: a backend's column that cannot be an element
+        if is_insertable(name):
+            plan.append((name, _PLAIN))
+        else:
+            plan.append((name, _HTML if name in html_fields else _ESCAPED))
+    return tuple(plan)
 
 
 def _field_text(kind: int, text: str) -> str | etree.CDATA:
-    if kind == _PLAIN:
-        return text
     if kind == _HTML:
         # A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
         # carriage return (parsers normalise it to a line feed). Such a value is

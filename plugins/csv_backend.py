@@ -32,7 +32,7 @@ from lookup_server.models import (
 )
 from lookup_server.search import PHONE_SUFFIX_DIGITS, phone_matches
 
-from .csv_index import CsvIndex, IndexLayout, open_fresh_index
+from .csv_index import CsvIndex, IndexLayout, IndexReplaced, open_fresh_index
 
 log = logging.getLogger(__name__)
 #: How often a lookup may stat the file to see whether it changed.
@@ -90,7 +90,22 @@ class CsvBackend(Backend[CsvOptions]):
 
     def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
         """Indexed lookup of one search term."""
-        index = self._current()
+        try:
+            return self._find(self._current(), term, limit)
+        except IndexReplaced:
+            return self._find(self._reopen(), term, limit)
+
+    def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
+        """Options from a CSV with ``value`` and ``description`` columns."""
+        try:
+            return self._current().options(query, limit)
+        except IndexReplaced:
+            return self._reopen().options(query, limit)
+
+    # -- the index -------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(index: CsvIndex, term: SearchTerm, limit: int) -> list[Customer]:
         index.require_customers()
         match term:
             case ById(customer_id):
@@ -101,8 +116,8 @@ class CsvBackend(Backend[CsvOptions]):
                 candidates = index.query("phone_tail = ?", (digits[-PHONE_SUFFIX_DIGITS:],),
                                          limit * 20)
                 rows = [r for r in candidates if phone_matches(r.get("phone", ""), digits)]
-            case ByPhone(digits):
-                rows = index.query("phone_tail = ? AND phone = ?", (digits, digits), limit)
+            case ByPhone(digits):  # shorter than any stored tail of a longer number
+                rows = index.query("phone_tail = ?", (digits,), limit)
             case ByName():
                 where = "last >= ? AND last <= ?"
                 params: tuple[str, ...] = (term.last_folded, term.last_folded + _TOP)
@@ -111,13 +126,6 @@ class CsvBackend(Backend[CsvOptions]):
                     params += (term.first_folded, term.first_folded + _TOP)
                 rows = index.query(where, params, limit)
         return [Customer(row) for row in rows[:limit]]
-
-    def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
-        """Options from a CSV with ``value`` and ``description`` columns."""
-        found: list[Option] = self._current().options(query, limit)
-        return found
-
-    # -- the index -------------------------------------------------------------------------
 
     def _current(self) -> CsvIndex:
         index, now = self._index, time.monotonic()
@@ -133,6 +141,13 @@ class CsvBackend(Backend[CsvOptions]):
         with self._lock:
             if self._index is None or not self._index.is_fresh():
                 self._index = self._open()
+            return self._index
+
+    def _reopen(self) -> CsvIndex:
+        # A new thread connected to index files that a rebuild has replaced since
+        # this process opened them: take the new ones.
+        with self._lock:
+            self._index = self._open()
             return self._index
 
     def _open(self) -> CsvIndex:

@@ -3,44 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 
 from lookup_server.backend import BackendError
 from lookup_server.models import Option, OptionsQuery
 from lookup_server.search import PHONE_SUFFIX_DIGITS
 
-#: SQLite page cache of each reading connection (one per serving thread).
-READ_CACHE_KIB = 64 * 1024
+from . import csv_build
+
 #: Bump when the index layout changes: older indexes are rebuilt.
-FORMAT = 2
+FORMAT = 3
+#: Readers map the index into memory rather than copy its pages into a page cache
+#: per connection: lookups hit random pages of a file of hundreds of MB
+#: (measured: 30 -> 20 us a query), and the pages are shared by every worker.
+MMAP_LIMIT = 1 << 30
 _ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_NON_DIGITS = re.compile(r"[^0-9]+")  # as lookup_server.search.phone_digits, inlined for speed
-#: Searched keys, normalised; then one column per emitted CSV column (c0, c1, ...),
-#: so that no row is encoded or decoded on the way in or out.
-_KEYS = "customer_id, email, phone, phone_tail, last, first"
-# A number shorter than PHONE_SUFFIX_DIGITS is its own tail, so the phone_tail
-# index also serves exact searches for short numbers.
-_INDEXES = """
-CREATE INDEX rows_customer_id ON rows (customer_id);
-CREATE INDEX rows_email ON rows (email);
-CREATE INDEX rows_phone_tail ON rows (phone_tail);
-CREATE INDEX rows_last ON rows (last);
-"""
-_FAST_BUILD = """
-PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
-PRAGMA cache_size = -262144; PRAGMA threads = 2;
-"""
 
 
 @dataclass(frozen=True)
@@ -78,17 +65,28 @@ def file_identity(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
+class IndexReplaced(Exception):
+    """The index files were replaced (the CSV changed) since this CsvIndex was opened."""
+
+
 class CsvIndex:
-    """An open, read-only index; one SQLite connection per thread."""
+    """An open, read-only index; one SQLite connection per thread.
+
+    A large file's rows are split between the index file and shard files
+    beside it (see csv_build); every query reads them all, in file order.
+    """
 
     def __init__(self, layout: IndexLayout, path: Path, meta: Mapping[str, str]) -> None:
         self.layout, self.path = layout, path
         self.identity = meta["identity"]
+        self.generation = meta["generation"]
         self.elements: list[str] = json.loads(meta["elements"])
         self.warnings: list[str] = json.loads(meta["warnings"])
         self.row_count = int(meta["rows"])
+        self.shards = [path.with_name(name) for name in json.loads(meta["shards"])]
         self._local = threading.local()
         self._columns = ", ".join(f"c{i}" for i in range(len(self.elements)))
+        self._tables = ["main.rows", *(f"s{k}.rows" for k in range(1, len(self.shards) + 1))]
 
     def require_customers(self) -> None:
         """Raise unless this file has a customer id column (it may hold only options)."""
@@ -106,9 +104,15 @@ class CsvIndex:
 
     def query(self, where: str, params: tuple[str, ...], limit: int) -> list[dict[str, str]]:
         """Rows matching a condition on the indexed columns, in file order."""
-        sql = f"SELECT {self._columns} FROM rows WHERE {where} ORDER BY id LIMIT ?"
-        cursor = self._connection().execute(sql, (*params, limit))
-        return [dict(zip(self.elements, row, strict=True)) for row in cursor]
+        if len(self._tables) == 1:
+            sql = f"SELECT {self._columns} FROM rows WHERE {where} ORDER BY id LIMIT ?"
+            cursor = self._connection().execute(sql, (*params, limit))
+            return [dict(zip(self.elements, row, strict=True)) for row in cursor]
+        sql = " UNION ALL ".join(f"SELECT {k}, id, {self._columns} FROM {table} WHERE {where}"
+                                 for k, table in enumerate(self._tables))
+        cursor = self._connection().execute(f"{sql} ORDER BY 1, 2 LIMIT ?",
+                                            (*params * len(self._tables), limit))
+        return [dict(zip(self.elements, row[2:], strict=True)) for row in cursor]
 
     def options(self, query: OptionsQuery, limit: int) -> list[Option]:
         """Rows as options: filter columns must be empty or equal the request's value."""
@@ -118,8 +122,7 @@ class CsvIndex:
         filters = [e for e in self.elements if e not in ("value", "description")]
         needle = query.search.casefold()
         found: list[Option] = []
-        sql = f"SELECT {self._columns} FROM rows ORDER BY id"
-        for values in self._connection().execute(sql):
+        for values in self._all_rows():
             row = dict(zip(self.elements, values, strict=True))
             if any(row[f] and row[f] != query.fields.get(f, "") for f in filters):
                 continue
@@ -131,15 +134,39 @@ class CsvIndex:
                 break
         return found
 
+    def _all_rows(self) -> Iterator[tuple[str, ...]]:
+        conn = self._connection()
+        for table in self._tables:
+            yield from conn.execute(f"SELECT {self._columns} FROM {table} ORDER BY id")
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # The index files are replaced when the CSV changes: a connection opened
+        # by name now may find another generation than this object describes.
+        try:
             conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
                                    check_same_thread=False)
-            # Lookups hit random pages of a file of hundreds of MB: SQLite's default
-            # 2 MB page cache missed on most of them (measured 58 -> 17 us a query).
-            conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
-            self._local.conn = conn
+            try:
+                conn.execute(f"PRAGMA mmap_size = {MMAP_LIMIT}")
+                for k, shard in enumerate(self.shards, start=1):
+                    conn.execute(f"ATTACH DATABASE ? AS s{k}", (f"{shard.as_uri()}?mode=ro",))
+                    conn.execute(f"PRAGMA s{k}.mmap_size = {MMAP_LIMIT}")
+                (generation,) = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            raise IndexReplaced(str(exc)) from None
+        if generation != self.generation:
+            conn.close()
+            raise IndexReplaced("another generation")
         return conn
 
 
@@ -185,77 +212,62 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _build(layout: IndexLayout, target: Path) -> None:
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    identity = file_identity(layout.csv_path)
-    conn = sqlite3.connect(tmp)
-    try:
-        conn.executescript(_FAST_BUILD)  # a throw-away file until os.replace: no journal
-        elements, warnings, count = _load_rows(layout, conn)
-        conn.executescript(_INDEXES)
-        meta = {"identity": identity, "signature": layout.signature(), "rows": str(count),
-                "elements": json.dumps(elements), "warnings": json.dumps(warnings)}
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-        conn.commit()
-    except BaseException:
-        conn.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    conn.close()
-    os.replace(tmp, target)
-
-
-def _load_rows(layout: IndexLayout, conn: sqlite3.Connection) -> tuple[list[str], list[str], int]:
+    """Build the index into new files, then put it in place atomically (lock held)."""
+    # Servers keep answering from the current index until this one is in place.
+    _remove_leftovers(target, keep=_shard_names(target))
     name = layout.csv_path.name
-    with open(layout.csv_path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=layout.delimiter)
-        try:
-            header = next(reader)
-            columns, elements, warnings = _columns(name, header, layout)
-            keys = [header.index(layout.key_columns[k]) if layout.key_columns[k] in header
-                    else None
-                    for k in ("customer_id", "email", "phone", "last_name", "first_name")]
-            data = [f"c{i}" for i in range(len(columns))]
+    identity = file_identity(layout.csv_path)
+    generation = secrets.token_hex(6)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        header = csv_build.read_header(layout.csv_path, layout.delimiter)
+        shape, elements, warnings = _shape(name, header, layout)
+        count, shards = csv_build.build(
+            layout.csv_path, layout.delimiter, shape, tmp,
+            lambda k: target.with_name(f"{target.name}.{generation}.{k}"))
+        meta = {"identity": identity, "signature": layout.signature(), "rows": str(count),
+                "generation": generation, "shards": json.dumps([s.name for s in shards]),
+                "elements": json.dumps(elements), "warnings": json.dumps(warnings)}
+        with contextlib.closing(sqlite3.connect(tmp)) as conn:
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute(f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {_KEYS}, "
-                         f"{', '.join(data)})")
-            conn.executemany(
-                f"INSERT INTO rows ({_KEYS}, {', '.join(data)}) "
-                f"VALUES ({', '.join('?' * (6 + len(data)))})",
-                _rows(reader, columns, keys, len(header)),
-            )
-        except StopIteration:
-            raise BackendError(f"{name} is empty: it needs a header row") from None
-        except UnicodeDecodeError:
-            raise BackendError(f"{name} line {_first_non_utf8_line(layout.csv_path)}: not "
-                               "UTF-8 text; save the file as UTF-8") from None
-        except csv.Error as exc:
-            raise BackendError(f"{name} line {reader.line_num}: {exc}") from None
-    (count,) = conn.execute("SELECT count(*) FROM rows").fetchone()
-    return elements, warnings, count
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            conn.commit()
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, csv_build.CsvFileError):
+            raise BackendError(f"{name} {exc}") from None
+        raise
+    os.replace(tmp, target)
+    # Readers of the previous generation keep the files they opened.
+    _remove_leftovers(target, keep={s.name for s in shards})
 
 
-def _first_non_utf8_line(path: Path) -> int:
-    # the text layer decodes in large chunks, so the csv reader's line count is not it
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 0
+def _shard_names(target: Path) -> set[str]:
+    try:
+        with contextlib.closing(sqlite3.connect(f"{target.as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
+    except sqlite3.Error:
+        return set()
+    return set(json.loads(row[0])) if row else set()
 
 
-def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
-    """Like itemgetter(*positions), but always returning a tuple (even of 0 or 1)."""
-    if len(positions) > 1:
-        return itemgetter(*positions)
-    return lambda row: tuple(row[i] for i in positions)
+def _remove_leftovers(target: Path, keep: set[str]) -> None:
+    """Temporary files of interrupted builds, and shards of other generations."""
+    if not target.parent.is_dir():
+        return
+    for path in target.parent.iterdir():
+        name = path.name
+        if (name.startswith(target.name) and name not in keep
+                and _LEFTOVER.fullmatch(name[len(target.name):])):
+            path.unlink(missing_ok=True)
 
 
-def _columns(name: str, header: list[str], layout: IndexLayout
-             ) -> tuple[list[int], list[str], list[str]]:
-    """Positions of the emitted columns, their element names, and warnings."""
+_LEFTOVER = re.compile(r"\.[0-9]+\.tmp|\.[0-9a-f]{12}\.[0-9]+")
+
+
+def _shape(name: str, header: list[str], layout: IndexLayout
+           ) -> tuple[csv_build.Shape, list[str], list[str]]:
+    """What the index stores of each row, the element names, and warnings."""
     is_options = "value" in header and "description" in header
     if layout.key_columns["customer_id"] not in header and not is_options:
         raise BackendError(
@@ -263,7 +275,9 @@ def _columns(name: str, header: list[str], layout: IndexLayout
             "Lookup nor 'value' and 'description' columns for AJAX fields (header: "
             f"{', '.join(header[:12])}); add them or map one: fields = {{ customer_id = \"...\" }}")
     rename = {column: element for element, column in layout.fields.items()}
-    columns, elements, warnings = [], [], []
+    columns: list[int] = []
+    elements: list[str] = []
+    warnings: list[str] = []
     for position, column in enumerate(header):
         element = rename.get(column, column)
         if not _ELEMENT.match(element):
@@ -274,27 +288,7 @@ def _columns(name: str, header: list[str], layout: IndexLayout
         else:
             columns.append(position)
             elements.append(element)
-    return columns, elements, warnings
-
-
-def _rows(reader: Iterator[list[str]], columns: list[int], keys: list[int | None], width: int
-          ) -> Iterator[tuple[str, ...]]:
-    """Each CSV row as the index stores it: normalised keys, then the emitted columns.
-
-    This runs once per row of files with millions of them, hence the shortcuts:
-    rows of the header's width take the fast path; others are padded or cut,
-    and a key column the file lacks reads an empty cell added after the row.
-    """
-    blank = width  # the index of the empty cell appended to every row
-    get_keys = itemgetter(*(blank if k is None else k for k in keys))
-    get_columns = None if columns == list(range(width)) else _picker(columns)
-    tail, sub = -PHONE_SUFFIX_DIGITS, _NON_DIGITS.sub
-    for row in reader:
-        if len(row) != width:
-            row = (row + [""] * width)[:width]
-        row.append("")
-        cid, email, phone, last, first = get_keys(row)
-        digits = sub("", phone)
-        data = row[:width] if get_columns is None else get_columns(row)
-        yield (cid.strip(), email.strip().casefold(), digits, digits[tail:],
-               last.strip().casefold(), first.strip().casefold(), *data)
+    keys = tuple(header.index(layout.key_columns[k]) if layout.key_columns[k] in header else None
+                 for k in ("customer_id", "email", "phone", "last_name", "first_name"))
+    shape = csv_build.Shape(len(header), keys, tuple(columns), PHONE_SUFFIX_DIGITS)
+    return shape, elements, warnings

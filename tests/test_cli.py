@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from lookup_server.cli import cli, split_own_options
+from tests.conftest import write_csv
 from tests.helpspot import assert_livelookup, helpspot_error
 
 #: The installed console script, as an admin enters it in HelpSpot.
@@ -100,6 +101,17 @@ def test_check_reports_ok_and_failures(config_file: Path, tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "FAIL sources.gone (csv: ajax, livelookup):" in result.output
     assert "missing.csv does not exist" in result.output
+
+
+def test_check_indexes_a_large_csv_however_long_it_takes(tmp_path: Path) -> None:
+    # as the server does: only backends that wait on a network run against the timeout
+    write_csv(tmp_path / "big.csv", ["customer_id", "email"],
+              ([str(i), f"user{i}@example.com"] for i in range(50_000)))
+    config = tmp_path / "lookup.toml"
+    config.write_text('[sources.big]\nbackend = "csv"\npath = "big.csv"\ntimeout = 0.001\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ok   sources.big" in result.output
 
 
 def test_check_lists_every_config_problem(tmp_path: Path) -> None:

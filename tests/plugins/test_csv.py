@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lookup_plugins import csv_build
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
+from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
-from lookup_server.models import ById, ByName, OptionsQuery
+from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
+from lookup_server.search import phone_digits
 from tests.backend_contract import PEOPLE, BackendContract
 from tests.conftest import CUSTOMER_HEADER, write_csv
 
@@ -25,6 +31,27 @@ class TestCsvContract(BackendContract):
         write_csv(folder / "people.csv", CUSTOMER_HEADER,
                   ([*p.as_fields().values()] for p in PEOPLE))
         return {"backend": "csv", "path": "people.csv", "_base_dir": str(folder)}
+
+
+class TestCsvShardedContract(TestCsvContract):
+    """The contract again, on an index built in three parts by three processes."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        folder = tmp_path_factory.mktemp("csv")
+        path = write_csv(folder / "people.csv", CUSTOMER_HEADER,
+                         ([*p.as_fields().values()] for p in PEOPLE))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(csv_build, "_shard_count", lambda size, cores: 3)
+            assert len(opened(CsvBackend(CsvOptions(path), SourceSettings("t", "csv"))).shards) == 2
+        return {"backend": "csv", "path": "people.csv", "_base_dir": str(folder)}
+
+
+def opened(b: CsvBackend) -> CsvIndex:
+    b.prepare()
+    assert b._index is not None
+    return b._index
 
 
 def backend(path: Path, **settings: Any) -> CsvBackend:
@@ -150,3 +177,123 @@ def test_odd_rows_and_columns(tmp_path: Path, header: list[str], row: list[str],
                               expected: dict[str, str]) -> None:
     path = write_csv(tmp_path / "x.csv", header, [row])
     assert dict(backend(path).find(ById("1"), 5)[0].fields) == expected
+
+
+# -- the index built on several cores (csv_build) -----------------------------------
+
+TRICKY_ROWS = [
+    [str(i), f"First{i}", f"Last{i % 7}", f"user{i}@example.com", f"+1 (555) {i:07d}",
+     # values spanning lines, quotes, the delimiter, and a stray quote in a bare value
+     f'line one\nline "two" of {i}, and more' if i % 5 == 0 else f'5" disk {i}']
+    for i in range(1, 400)
+]
+
+
+def every_answer(b: CsvBackend) -> list[Any]:
+    answers: list[Any] = []
+    for i in range(0, 402):
+        answers.append(b.find(ById(str(i)), 50))
+        answers.append(b.find(ByEmail(f"USER{i}@example.com"), 50))
+        answers.append(b.find(ByPhone(f"555{i:07d}"), 50))
+    answers += [b.find(ByName(f"last{k}"), 50) for k in range(8)]
+    answers.append(b.find(ByName("last", "first3"), 50))
+    return [[dict(c.fields) for c in found] for found in answers]
+
+
+def sharded(monkeypatch: pytest.MonkeyPatch, shards: int = 3) -> None:
+    monkeypatch.setattr(csv_build, "_shard_count", lambda size, cores: shards)
+
+
+def test_an_index_built_in_parts_answers_exactly_as_one_built_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole = backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS,
+                              encoding="utf-8-sig"))
+    assert opened(whole).shards == []
+    sharded(monkeypatch)
+    parts = backend(write_csv(tmp_path / "parts" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS,
+                              encoding="utf-8-sig"))
+    index = opened(parts)
+    assert len(index.shards) == 2 and index.row_count == len(TRICKY_ROWS)
+    assert every_answer(parts) == every_answer(whole)
+    # file order across the parts: the first customers of every part, in order
+    assert [c.customer_id for c in parts.find(ByName("last1"), 100)] == [
+        str(i) for i in range(1, 400) if i % 7 == 1]
+
+
+def test_a_cut_inside_a_quoted_value_is_caught_and_the_file_indexed_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    data = path.read_bytes()
+    inside = data.index(b"\nline \"\"two") + 1  # just after the line end inside row 5's value
+    monkeypatch.setattr(csv_build, "cut_points",
+                        lambda path, size, shards: [0, inside, len(data) // 2, len(data)])
+    b = backend(path)
+    assert opened(b).shards == []
+    assert every_answer(b)[15] == [dict(zip(CUSTOMER_HEADER, TRICKY_ROWS[4], strict=True))]
+    assert not [p for p in tmp_path.iterdir() if p.suffix not in (".csv", ".sqlite3", ".lock")]
+
+
+def test_a_failed_helper_process_means_the_file_is_indexed_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    monkeypatch.setattr(csv_build.sys, "executable", "/bin/false")
+    b = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
+    assert opened(b).shards == [] and opened(b).row_count == len(TRICKY_ROWS)
+
+
+def test_errors_in_a_file_built_in_parts_name_their_exact_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    lines = path.read_bytes().split(b"\n")
+    lines[-40] = lines[-40].replace(b"First", b"F\xfcrst")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(BackendError, match=f"line {len(lines) - 39}: not UTF-8"):
+        backend(path).find(ById("1"), 5)
+
+
+def test_rebuilds_remove_the_files_of_earlier_builds(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    index = tmp_path / "p.csv.lookup-index.sqlite3"
+    # what a build killed midway leaves behind
+    (tmp_path / f"{index.name}.4242.tmp").write_bytes(b"x")
+    (tmp_path / f"{index.name}.0123456789ab.1").write_bytes(b"x")
+    first = opened(backend(path))
+    write_csv(path, CUSTOMER_HEADER, TRICKY_ROWS[:300])
+    os.utime(path, ns=(1, 1))
+    second = opened(backend(path))
+    assert second.generation != first.generation
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["p.csv", index.name, f"{index.name}.lock", *(s.name for s in second.shards)])
+
+
+def test_a_thread_that_meets_replaced_index_files_takes_the_new_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    serving = backend(path)
+    old = opened(serving)
+    rows = [[*row[:2], "Renamed", *row[3:]] for row in TRICKY_ROWS]
+    write_csv(path, CUSTOMER_HEADER, rows)
+    os.utime(path, ns=(1, 1))
+    opened(backend(path))  # another process rebuilt the index
+    answers: list[Any] = []
+
+    def new_thread() -> None:
+        with pytest.raises(IndexReplaced):
+            old.query("customer_id = ?", ("1",), 5)
+        answers.append(serving.find(ById("1"), 5))
+
+    thread = threading.Thread(target=new_thread)
+    thread.start()
+    thread.join()
+    assert answers[0][0].fields["last_name"] == "Renamed"
+
+
+@given(st.text())
+def test_the_index_keeps_the_digits_the_search_keeps(text: str) -> None:
+    assert csv_build.phone_digits(text) == phone_digits(text)
