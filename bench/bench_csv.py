@@ -2,8 +2,9 @@
 
 Reports, in one run:
   * seconds from starting `gunicorn -w 2 wsgi:app` to the first answer: on a
-    never-indexed file (the index is built first), and again with the index
-    in place (every later start)                       target <= 5 s
+    never-indexed file (the index is built first, in one part per core), and
+    again with the index in place (every later start)  target <= 5 s
+  * seconds the background merge of those parts into one file took
   * RSS of both workers after the load                 target <= 500 MB
   * p50/p99 latency of single HTTP lookups
   * lookups/s under `gunicorn -w 2`, against a ceiling measured in the same run
@@ -68,6 +69,12 @@ def generate(path: Path, rows: int) -> None:
             out.writerow([i, rnd.choice(FIRST), f"{rnd.choice(LAST)}{i % 9973}",
                           f"user{i}@example.com", f"+1 555 {i:07d}", f"Org {i % 5000}",
                           rnd.choice(["Gold", "Silver", "Bronze"])])
+
+
+def parts_left(work: Path) -> list[Path]:
+    """Index parts not yet merged into the index file."""
+    return [p for p in work.glob("big.csv.lookup-index.sqlite3.*")
+            if p.suffix not in (".lock", ".tmp")]
 
 
 def free_port() -> int:
@@ -173,6 +180,14 @@ def main() -> None:
             cold = wait_for_answer(f"{url}?customer_id=1", 120)
         finally:
             stop(server)
+        # A file indexed in parts (one per core) is merged into one file by a process
+        # of its own; the rest is measured on that steady state.
+        started = time.perf_counter()
+        while parts_left(work):
+            if time.perf_counter() - started > 120:
+                raise SystemExit("the index parts were not merged within 120 s")
+            time.sleep(0.05)
+        merged = time.perf_counter() - started
         server = start_gunicorn("wsgi:app", port, env, ROOT)
         (work / "ceiling.py").write_text(CEILING_APP)
         ceiling_port = free_port()
@@ -195,6 +210,7 @@ def main() -> None:
             stop(ceiling_server)
         cli = cli_wall_ms(config, args.rows, 20)
     print(f"first answer, index built first:     {cold:.2f} s   (target <= 5 s)")
+    print(f"index parts merged, after that:      {merged:.2f} s")
     print(f"first answer, index in place:        {warm:.2f} s   (target <= 5 s)")
     print(f"RSS of both workers:                 {rss:.0f} MB  (target <= 500 MB)")
     print(f"HTTP lookup latency p50 / p99:       {p50:.2f} / {p99:.2f} ms")

@@ -14,7 +14,6 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +103,8 @@ class Config:
 
 def demo_config_path() -> Path:
     """The built-in demo configuration, used when no config is given."""
+    from importlib import resources  # a command-line lookup with a config never needs it
+
     return Path(str(resources.files("lookup_server.demo") / "config.toml"))
 
 

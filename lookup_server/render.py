@@ -18,7 +18,6 @@ import html
 import re
 from collections.abc import Iterable
 from functools import cache, lru_cache
-from importlib import resources
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -144,6 +143,8 @@ def render_push_details(details: PushDetails) -> str:
 
 @cache
 def _schema(name: str) -> etree.XMLSchema:
+    from importlib import resources  # costs a command-line lookup 60 ms; only validation needs it
+
     xsd = resources.files("lookup_server.xml_schemas") / f"{name}.xsd"
     with xsd.open("rb") as handle:
         return etree.XMLSchema(etree.parse(handle))

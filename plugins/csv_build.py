@@ -27,7 +27,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import chain, pairwise
+from itertools import chain, count, pairwise
 from operator import itemgetter
 from pathlib import Path
 
@@ -89,10 +89,12 @@ class Job:
     output: str
     delimiter: str
     shape: Shape
-    #: the range starts with the header row
+    #: the range starts with the header row (it is the first)
     header: bool
     #: the range ends where the file ends (else it is checked with the sentinel)
     at_end: bool
+    #: row id of the range's first row: ids grow in file order across ranges
+    first_id: int = 1
 
 
 def read_header(csv_path: Path, delimiter: str) -> list[str]:
@@ -165,7 +167,7 @@ def _build_in_parallel(csv_path: Path, delimiter: str, shape: Shape, output: Pat
                        shard_path: Callable[[int], Path], cuts: list[int]
                        ) -> tuple[int, list[Path]]:
     jobs = [Job(str(csv_path), start, end, str(output if k == 0 else shard_path(k)), delimiter,
-                shape, header=k == 0, at_end=end == cuts[-1])
+                shape, header=k == 0, at_end=end == cuts[-1], first_id=(k << 40) + 1)
             for k, (start, end) in enumerate(pairwise(cuts))]
     shards = [Path(job.output) for job in jobs[1:]]
     # New interpreters rather than fork(): the server's threads and locks stay behind.
@@ -193,6 +195,24 @@ def _build_in_parallel(csv_path: Path, delimiter: str, shape: Shape, output: Pat
     return rows, shards
 
 
+def merge(parts: list[Path], output: Path) -> None:
+    """Copy the rows of an index built in parts into one new file, and index them."""
+    conn = sqlite3.connect(output)
+    try:
+        conn.executescript(_FAST_BUILD)
+        for k, part in enumerate(parts):
+            conn.execute(f"ATTACH DATABASE ? AS p{k}", (f"{part.as_uri()}?mode=ro",))
+        (schema,) = conn.execute("SELECT sql FROM p0.sqlite_master WHERE name = 'rows'"
+                                 ).fetchone()
+        conn.execute(schema)
+        for k in range(len(parts)):  # ids grow across the parts: every insert appends
+            conn.execute(f"INSERT INTO main.rows SELECT * FROM p{k}.rows ORDER BY id")
+        conn.executescript(_INDEXES)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def index_range(job: Job) -> int:
     """Index one byte range of the CSV into a new SQLite file; the number of rows."""
     data = [f"c{i}" for i in range(len(job.shape.columns))]
@@ -211,9 +231,9 @@ def index_range(job: Job) -> int:
                 if job.header:
                     next(reader, None)
                 conn.executemany(
-                    f"INSERT INTO rows ({', '.join(KEYS)}, {', '.join(data)}) "
-                    f"VALUES ({', '.join('?' * (len(KEYS) + len(data)))})",
-                    _index_rows(reader, job.shape, sentinel=not job.at_end))
+                    f"INSERT INTO rows (id, {', '.join(KEYS)}, {', '.join(data)}) "
+                    f"VALUES ({', '.join('?' * (1 + len(KEYS) + len(data)))})",
+                    _index_rows(reader, job.shape, job.first_id, sentinel=not job.at_end))
             except UnicodeDecodeError:
                 raise CsvFileError(_not_utf8(Path(job.csv_path))) from None
             except csv.Error as exc:
@@ -246,9 +266,9 @@ class _ByteRange(io.RawIOBase):
         return count
 
 
-def _index_rows(reader: Iterator[list[str]], shape: Shape, sentinel: bool
-                ) -> Iterator[tuple[str, ...]]:
-    """Each CSV row as the index stores it: normalised keys, then the emitted columns.
+def _index_rows(reader: Iterator[list[str]], shape: Shape, first_id: int, sentinel: bool
+                ) -> Iterator[tuple[int | str, ...]]:
+    """Each CSV row as the index stores it: id, normalised keys, the emitted columns.
 
     This runs for every row of files with millions of them, hence the shortcuts:
     rows of the header's width take the fast path; others are padded or cut.
@@ -260,7 +280,7 @@ def _index_rows(reader: Iterator[list[str]], shape: Shape, sentinel: bool
     padded = None in shape.keys
     get_keys = itemgetter(*[width if k is None else k for k in shape.keys])
     get_columns = _picker(list(shape.columns))
-    seen = False
+    seen, ids = False, count(first_id)
     for row in reader:
         if seen:
             raise _BadCut  # records after the sentinel: the cut was inside a value
@@ -272,7 +292,7 @@ def _index_rows(reader: Iterator[list[str]], shape: Shape, sentinel: bool
         if padded:
             row.append("")
         cid, email, phone, last, first = get_keys(row)
-        yield (cid.strip(), email.strip().casefold(), phone_digits(phone)[tail:],
+        yield (next(ids), cid.strip(), email.strip().casefold(), phone_digits(phone)[tail:],
                last.strip().casefold(), first.strip().casefold(), *get_columns(row))
     if sentinel and not seen:
         raise _BadCut

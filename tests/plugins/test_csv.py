@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lookup_plugins import csv_build
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
+from lookup_plugins import csv_index
 from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
@@ -43,7 +44,7 @@ class TestCsvShardedContract(TestCsvContract):
         path = write_csv(folder / "people.csv", CUSTOMER_HEADER,
                          ([*p.as_fields().values()] for p in PEOPLE))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(csv_build, "_shard_count", lambda size, cores: 3)
+            sharded(patch, merge=False)
             assert len(opened(CsvBackend(CsvOptions(path), SourceSettings("t", "csv"))).shards) == 2
         return {"backend": "csv", "path": "people.csv", "_base_dir": str(folder)}
 
@@ -200,8 +201,11 @@ def every_answer(b: CsvBackend) -> list[Any]:
     return [[dict(c.fields) for c in found] for found in answers]
 
 
-def sharded(monkeypatch: pytest.MonkeyPatch, shards: int = 3) -> None:
-    monkeypatch.setattr(csv_build, "_shard_count", lambda size, cores: shards)
+def sharded(monkeypatch: pytest.MonkeyPatch, merge: bool = False) -> None:
+    """Index files in three parts; without ``merge``, they stay parts."""
+    monkeypatch.setattr(csv_build, "_shard_count", lambda size, cores: 3)
+    if not merge:
+        monkeypatch.setattr(csv_index, "start_merge", lambda target, generation: None)
 
 
 def test_an_index_built_in_parts_answers_exactly_as_one_built_whole(
@@ -297,3 +301,30 @@ def test_a_thread_that_meets_replaced_index_files_takes_the_new_ones(
 @given(st.text())
 def test_the_index_keeps_the_digits_the_search_keeps(text: str) -> None:
     assert csv_build.phone_digits(text) == phone_digits(text)
+
+
+def test_parts_are_merged_into_one_file_that_servers_switch_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "one").mkdir()
+    whole = backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
+    sharded(monkeypatch, merge=True)
+    serving = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
+    parts = opened(serving)
+    assert parts.shards
+    # a process of its own merges them, then servers notice the new file
+    _wait_for(lambda: not any(shard.exists() for shard in parts.shards), timeout=60)
+    assert opened(backend(tmp_path / "p.csv")).shards == []
+    serving._checked_at = 0.0
+    serving.find(ById("1"), 5)
+    _wait_for(lambda: serving._index is not None and not serving._index.shards)
+    assert every_answer(serving) == every_answer(whole)
+
+
+def test_a_merge_of_an_index_rebuilt_meanwhile_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    index = opened(backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
+    assert not csv_index.merge_parts(index.path, "0123456789ab")
+    assert all(shard.exists() for shard in index.shards)
+    assert csv_index.merge_parts(index.path, index.generation)
+    assert not any(shard.exists() for shard in index.shards)
