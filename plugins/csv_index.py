@@ -95,6 +95,7 @@ class CsvIndex:
         self._local = threading.local()
         self._columns = ", ".join(f"c{i}" for i in range(len(self.elements)))
         self._tables = ["main.rows", *(f"s{k}.rows" for k in range(1, len(self.shards) + 1))]
+        self._queries: dict[str, str] = {}  # condition -> SQL
 
     def require_customers(self) -> None:
         """Raise unless this file has a customer id column (it may hold only options)."""
@@ -115,13 +116,16 @@ class CsvIndex:
 
     def query(self, where: str, params: tuple[str, ...], limit: int) -> list[dict[str, str]]:
         """Rows matching a condition on the indexed columns, in file order."""
-        # Row ids grow in file order across the parts, and each part's index
-        # yields its matches in id order: SQLite merges them without sorting.
-        sql = " UNION ALL ".join(f"SELECT id, {self._columns} FROM {table} WHERE {where}"
-                                 for table in self._tables)
-        cursor = self._connection().execute(f"{sql} ORDER BY 1 LIMIT ?",
-                                            (*params * len(self._tables), limit))
-        return [dict(zip(self.elements, row[1:], strict=True)) for row in cursor]
+        sql = self._queries.get(where)
+        if sql is None:
+            # Row ids grow in file order across the parts, and each part's index
+            # yields its matches in id order: SQLite merges them without sorting.
+            sql = " UNION ALL ".join(f"SELECT {self._columns}, id FROM {table} WHERE {where}"
+                                     for table in self._tables) + " ORDER BY id LIMIT ?"
+            self._queries[where] = sql
+        cursor = self._connection().execute(sql, (*params * len(self._tables), limit))
+        # the id comes last, so that zip leaves it out
+        return [dict(zip(self.elements, row, strict=False)) for row in cursor]
 
     def options(self, query: OptionsQuery, limit: int) -> list[Option]:
         """Rows as options: filter columns must be empty or equal the request's value."""

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lookup_plugins import csv_build
+from lookup_plugins import csv_build, csv_index
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
-from lookup_plugins import csv_index
 from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
