@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -31,6 +32,7 @@ from itertools import chain, count, pairwise
 from operator import itemgetter
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 #: Ranges smaller than this are not worth a process of their own.
 MIN_SHARD_BYTES = 8 * 1024 * 1024
 MAX_SHARDS = 8
@@ -63,6 +65,9 @@ class CsvFileError(Exception):
 
 class _BadCut(Exception):
     """A cut fell inside a quoted value, or a child failed: index on one core instead."""
+
+
+_CUT_INSIDE = "a quoted value spans a cut between parts (the sentinel was read inside it)"
 
 
 @dataclass(frozen=True)
@@ -112,26 +117,26 @@ def read_header(csv_path: Path, delimiter: str) -> list[str]:
 
 
 def build(csv_path: Path, delimiter: str, shape: Shape, output: Path,
-          shard_path: Callable[[int], Path], cores: int | None = None) -> tuple[int, list[Path]]:
+          shard_path: Callable[[int], Path]) -> tuple[int, list[Path]]:
     """Index the rows of ``csv_path`` into ``output`` and shard files beside it.
 
     Returns the number of rows and the shard files besides ``output`` that
     hold some of them, in file order; ``shard_path(k)`` names the k-th one.
     """
     size = csv_path.stat().st_size
-    cuts = cut_points(csv_path, size, _shard_count(size, cores))
+    cuts = cut_points(csv_path, size, _shard_count(size))
     if len(cuts) > 2:
         try:
             return _build_in_parallel(csv_path, delimiter, shape, output, shard_path, cuts)
-        except _BadCut:
-            output.unlink()  # indexed again below, on one core
+        except _BadCut as exc:
+            log.warning("indexing %s on one core: %s", csv_path.name, exc)
+            output.unlink()
     job = Job(str(csv_path), 0, size, str(output), delimiter, shape, header=True, at_end=True)
     return index_range(job), []
 
 
-def _shard_count(size: int, cores: int | None) -> int:
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+def _shard_count(size: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     return max(1, min(cores, MAX_SHARDS, size // MIN_SHARD_BYTES))
 
 
@@ -178,12 +183,12 @@ def _build_in_parallel(csv_path: Path, delimiter: str, shape: Shape, output: Pat
     try:
         try:
             rows = index_range(jobs[0])
-        except CsvFileError:
-            raise _BadCut from None  # reported with its exact line by the one-core build
+        except CsvFileError as exc:  # reported with its exact line by the one-core build
+            raise _BadCut(str(exc)) from None
         for child in children:
-            out, _ = child.communicate()
+            out, err = child.communicate()
             if child.returncode != 0:
-                raise _BadCut
+                raise _BadCut(f"a helper process failed: {err.strip()[-300:]}")
             rows += int(out)
     except BaseException:
         for child in children:
@@ -283,7 +288,7 @@ def _index_rows(reader: Iterator[list[str]], shape: Shape, first_id: int, sentin
     seen, ids = False, count(first_id)
     for row in reader:
         if seen:
-            raise _BadCut  # records after the sentinel: the cut was inside a value
+            raise _BadCut(_CUT_INSIDE)
         if len(row) != width or row[0] == _SENTINEL:
             if sentinel and row == [_SENTINEL]:
                 seen = True
@@ -295,7 +300,7 @@ def _index_rows(reader: Iterator[list[str]], shape: Shape, first_id: int, sentin
         yield (next(ids), cid.strip(), email.strip().casefold(), phone_digits(phone)[tail:],
                last.strip().casefold(), first.strip().casefold(), *get_columns(row))
     if sentinel and not seen:
-        raise _BadCut
+        raise _BadCut(_CUT_INSIDE)
 
 
 def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:

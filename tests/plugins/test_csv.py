@@ -202,7 +202,7 @@ def every_answer(b: CsvBackend) -> list[Any]:
 
 def sharded(monkeypatch: pytest.MonkeyPatch, merge: bool = False) -> None:
     """Index files in three parts; without ``merge``, they stay parts."""
-    monkeypatch.setattr(csv_build, "_shard_count", lambda size, cores: 3)
+    monkeypatch.setattr(csv_build, "_shard_count", lambda size: 3)
     if not merge:
         monkeypatch.setattr(csv_index, "start_merge", lambda target, generation: None)
 
@@ -226,7 +226,8 @@ def test_an_index_built_in_parts_answers_exactly_as_one_built_whole(
 
 
 def test_a_cut_inside_a_quoted_value_is_caught_and_the_file_indexed_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     data = path.read_bytes()
     inside = data.index(b"\nline \"\"two") + 1  # just after the line end inside row 5's value
@@ -234,16 +235,19 @@ def test_a_cut_inside_a_quoted_value_is_caught_and_the_file_indexed_whole(
                         lambda path, size, shards: [0, inside, len(data) // 2, len(data)])
     b = backend(path)
     assert opened(b).shards == []
+    assert "indexing p.csv on one core: a quoted value spans a cut" in caplog.text
     assert every_answer(b)[15] == [dict(zip(CUSTOMER_HEADER, TRICKY_ROWS[4], strict=True))]
     assert not [p for p in tmp_path.iterdir() if p.suffix not in (".csv", ".sqlite3", ".lock")]
 
 
 def test_a_failed_helper_process_means_the_file_is_indexed_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     sharded(monkeypatch)
     monkeypatch.setattr(csv_build.sys, "executable", "/bin/false")
     b = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
     assert opened(b).shards == [] and opened(b).row_count == len(TRICKY_ROWS)
+    assert "indexing p.csv on one core: a helper process failed" in caplog.text
 
 
 def test_errors_in_a_file_built_in_parts_name_their_exact_line(
