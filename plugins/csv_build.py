@@ -130,7 +130,7 @@ def build(csv_path: Path, delimiter: str, shape: Shape, output: Path,
             return _build_in_parallel(csv_path, delimiter, shape, output, shard_path, cuts)
         except _BadCut as exc:
             log.warning("indexing %s on one core: %s", csv_path.name, exc)
-            output.unlink()
+            output.unlink(missing_ok=True)
     job = Job(str(csv_path), 0, size, str(output), delimiter, shape, header=True, at_end=True)
     return index_range(job), []
 
@@ -143,8 +143,9 @@ def _shard_count(size: int) -> int:
 def cut_points(path: Path, size: int, shards: int) -> list[int]:
     """Byte offsets 0 = c0 < c1 < ... = size, each cut just after a line end.
 
-    A cut is moved past line ends an even number of quote characters after the
-    start of the file could not be in: in a well-formed file those end records.
+    Each cut is the first line end past its share of the file that follows an
+    even number of quote characters: in a well-formed file, one outside any
+    quoted value. Files that break the rule are caught by the sentinel.
     """
     cuts = [0]
     with open(path, "rb") as handle:
