@@ -71,7 +71,8 @@ def file_identity(path: Path) -> str:
 
 
 class IndexReplaced(Exception):
-    """The index files were replaced (the CSV changed) since this CsvIndex was opened."""
+    """The index files were replaced (the CSV changed, or its parts were merged) since
+    this CsvIndex was opened."""
 
 
 class CsvIndex:
