@@ -23,11 +23,16 @@ PHONE_SUFFIX_DIGITS = 7
 MAX_INPUT = 256
 
 _NON_DIGITS = re.compile(r"[^0-9]+")
+_ASCII_NON_DIGITS = str.maketrans("", "", "".join(chr(c) for c in range(128)
+                                                  if not "0" <= chr(c) <= "9"))
 
 
 def phone_digits(text: str) -> str:
     """Only the ASCII digits of a phone number."""
-    return _NON_DIGITS.sub("", text)
+    # str.translate drops ASCII non-digits twice as fast as the regular expression
+    # (the CSV index calls this for every row); what it leaves is not always ASCII.
+    digits = text.translate(_ASCII_NON_DIGITS)
+    return digits if digits.isascii() else _NON_DIGITS.sub("", digits)
 
 
 def phone_matches(stored: str, digits: str) -> bool:

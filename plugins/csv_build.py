@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from itertools import chain, count, pairwise
 from operator import itemgetter
 from pathlib import Path
 
+from lookup_server.search import PHONE_SUFFIX_DIGITS, phone_digits
+
 log = logging.getLogger(__name__)
 #: Ranges smaller than this are not worth a process of their own.
 MIN_SHARD_BYTES = 8 * 1024 * 1024
@@ -39,7 +40,7 @@ MAX_SHARDS = 8
 #: Searched keys, normalised; then one column per emitted CSV column (c0, c1, ...),
 #: so that no row is encoded or decoded on the way in or out.
 KEYS = ("customer_id", "email", "phone_tail", "last", "first")
-# phone_tail holds a number's last Shape.phone_tail digits: a shorter number is
+# phone_tail holds a number's last PHONE_SUFFIX_DIGITS digits: a shorter number is
 # its own tail, and a longer one's tail has exactly that many digits, so the
 # index also serves exact searches for short numbers.
 _INDEXES = """
@@ -52,9 +53,6 @@ _FAST_BUILD = """
 PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
 PRAGMA cache_size = -262144; PRAGMA threads = 2;
 """
-_NON_DIGITS = re.compile(r"[^0-9]+")
-_ASCII_NON_DIGITS = str.maketrans("", "", "".join(chr(c) for c in range(128)
-                                                  if not chr(c).isdigit()))
 #: Private-use characters no customer file holds, without quotes or delimiters.
 _SENTINEL = "\ue000\ue001\ue000"
 
@@ -79,9 +77,6 @@ class Shape:
     keys: tuple[int | None, ...]
     #: positions of the emitted columns, in order
     columns: tuple[int, ...]
-    #: trailing digits of a phone number that its index keys on (child processes
-    #: are told, so that they start without importing the server)
-    phone_tail: int
 
 
 @dataclass(frozen=True)
@@ -281,7 +276,7 @@ def _index_rows(reader: Iterator[list[str]], shape: Shape, first_id: int, sentin
     (Normalising a column at a time with ``map`` was measured twice as slow.)
     With ``sentinel``, the last record must be the sentinel, and is dropped.
     """
-    width, tail = shape.width, -shape.phone_tail
+    width, tail = shape.width, -PHONE_SUFFIX_DIGITS
     # a key column the file lacks reads an empty cell appended to the row
     padded = None in shape.keys
     get_keys = itemgetter(*[width if k is None else k for k in shape.keys])
@@ -311,12 +306,6 @@ def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
     return lambda row: tuple(row[i] for i in positions)
 
 
-def phone_digits(text: str) -> str:
-    """The ASCII digits of ``text``: lookup_server.search.phone_digits, twice as fast."""
-    digits = text.translate(_ASCII_NON_DIGITS)
-    return digits if digits.isascii() else _NON_DIGITS.sub("", digits)
-
-
 def _not_utf8(path: Path) -> str:
     # the text layer decodes in large chunks, so the csv reader's line count is not it
     with open(path, "rb") as handle:
@@ -331,8 +320,7 @@ def _not_utf8(path: Path) -> str:
 def _child_main(argument: str) -> None:
     data = json.loads(argument)
     shape = data.pop("shape")
-    job = Job(**data, shape=Shape(shape["width"], tuple(shape["keys"]), tuple(shape["columns"]),
-                                  shape["phone_tail"]))
+    job = Job(**data, shape=Shape(shape["width"], tuple(shape["keys"]), tuple(shape["columns"])))
     try:
         print(index_range(job))
     except (CsvFileError, _BadCut, OSError, sqlite3.Error) as exc:

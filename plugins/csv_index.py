@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from lookup_server.backend import BackendError
 from lookup_server.models import Option, OptionsQuery
-from lookup_server.search import PHONE_SUFFIX_DIGITS
 
 if TYPE_CHECKING:
     from .csv_build import Shape
@@ -352,7 +351,7 @@ def _shape(name: str, header: list[str], layout: IndexLayout
                  for k in ("customer_id", "email", "phone", "last_name", "first_name"))
     from .csv_build import Shape
 
-    shape = Shape(len(header), keys, tuple(columns), PHONE_SUFFIX_DIGITS)
+    shape = Shape(len(header), keys, tuple(columns))
     return shape, elements, warnings
 
 

@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from lookup_plugins import csv_build, csv_index
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
 from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
-from lookup_server.search import phone_digits
 from tests.backend_contract import PEOPLE, BackendContract
 from tests.conftest import CUSTOMER_HEADER, write_csv
 
@@ -300,10 +297,6 @@ def test_a_thread_that_meets_replaced_index_files_takes_the_new_ones(
     thread.join()
     assert answers[0][0].fields["last_name"] == "Renamed"
 
-
-@given(st.text())
-def test_the_index_keeps_the_digits_the_search_keeps(text: str) -> None:
-    assert csv_build.phone_digits(text) == phone_digits(text)
 
 
 def test_parts_are_merged_into_one_file_that_servers_switch_to(
