@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from lookup_server.answers import error_answer, options_answer
-from lookup_server.blueprints.common import check_caller, request_params, respond, state
+from lookup_server.blueprints.common import check_caller, raw_params, respond, state
+from lookup_server.helpspot_input import decode_params
 from lookup_server.service import ServiceError
 
 bp = Blueprint("ajax", __name__)
@@ -20,8 +21,9 @@ bp = Blueprint("ajax", __name__)
 @bp.route("/ajax/<source>/<path_key>", methods=["GET"])
 def ajax(source: str, path_key: str | None = None) -> Response:
     """Drop-down options for the field, searched by ``callingField``."""
+    params = raw_params()
     try:
-        check_caller(path_key)
+        check_caller(path_key, params)
     except ServiceError as exc:
         return respond(error_answer(exc))
-    return respond(options_answer(state().sources, source, request_params()))
+    return respond(options_answer(state().sources, source, decode_params(params)))

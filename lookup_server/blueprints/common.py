@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, request
 
 from lookup_server.answers import Answer
 from lookup_server.auth import authorize, bearer_token
 from lookup_server.config import Config
-from lookup_server.helpspot_input import KEY_PARAM, decode_params, shared_key
+from lookup_server.helpspot_input import KEY_PARAM, shared_key
 from lookup_server.service import Sources, Targets
 from lookup_server.webhooks import Webhooks
 
@@ -32,34 +32,29 @@ def state() -> AppState:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
-def check_caller(path_key: str | None) -> None:
-    """Raise Refused unless this request may be served (key in path, query or header)."""
+def check_caller(path_key: str | None, params: list[tuple[str, str]]) -> None:
+    """Raise Refused unless this request may be served (key in path, query or header).
+
+    ``params`` are the request's raw parameters (:func:`raw_params`), parsed once
+    by the view for both this check and the answer.
+    """
     server = state().config.server
     if server.shared_key is None and not server.allowed_ips:
         return
-    in_params = next((value for name, value in _raw_params() if name == KEY_PARAM), None)
+    in_params = next((value for name, value in params if name == KEY_PARAM), None)
     presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))
     authorize(server, request.remote_addr, presented)
 
 
-def request_params() -> dict[str, str]:
-    """The request's query and form parameters, decoded the HelpSpot way."""
-    return decode_params(_raw_params())
-
-
-def _raw_params() -> list[tuple[str, str]]:
-    """Query then form parameters as sent, parsed once per request (auth reads them too)."""
-    if "raw_params" not in g:
-        if request.method == "POST":  # HelpSpot's http-post mode sends both
-            g.raw_params = list(request.values.items(multi=True))
-        else:
-            # a GET has no form; the standard library's parser spares werkzeug's
-            # MultiDict, which cost a lookup ~12 us
-            query = request.environ.get("QUERY_STRING", "")
-            g.raw_params = parse_qsl(query, keep_blank_values=True, errors="replace")
-    params: list[tuple[str, str]] = g.raw_params
-    return params
+def raw_params() -> list[tuple[str, str]]:
+    """Query then form parameters as sent (decode them with decode_params)."""
+    if request.method == "POST":  # HelpSpot's http-post mode sends both, query first
+        return [(name, value) for name, values in request.values.lists() for value in values]
+    # a GET has no form; the standard library's parser spares werkzeug's
+    # MultiDict, which cost a lookup ~12 us
+    return parse_qsl(request.environ.get("QUERY_STRING", ""), keep_blank_values=True,
+                     errors="replace")
 
 
 def respond(answer: Answer) -> Response:

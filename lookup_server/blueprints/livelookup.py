@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from lookup_server.answers import error_answer, livelookup_answer
-from lookup_server.blueprints.common import check_caller, request_params, respond, state
+from lookup_server.blueprints.common import check_caller, raw_params, respond, state
+from lookup_server.helpspot_input import decode_params
 from lookup_server.service import ServiceError
 
 bp = Blueprint("livelookup", __name__)
@@ -15,8 +16,9 @@ bp = Blueprint("livelookup", __name__)
 @bp.route("/livelookup/<source>/<path_key>", methods=["GET", "POST"])
 def livelookup(source: str, path_key: str | None = None) -> Response:
     """Find customers in ``source`` from what HelpSpot sent."""
+    params = raw_params()
     try:
-        check_caller(path_key)  # before anything else: refused calls never reach a backend
+        check_caller(path_key, params)  # first: refused calls never reach a backend
     except ServiceError as exc:
         return respond(error_answer(exc))
-    return respond(livelookup_answer(state().sources, source, request_params()))
+    return respond(livelookup_answer(state().sources, source, decode_params(params)))
