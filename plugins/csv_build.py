@@ -53,6 +53,11 @@ _FAST_BUILD = """
 PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
 PRAGMA cache_size = -262144; PRAGMA threads = 2;
 """
+#: Page size of the parts of an index built in parallel, which serve lookups only
+#: until they are merged: their indexes build about a quarter faster than with
+#: SQLite's default 4 KiB pages, which files kept for lookups use (measured on a
+#: million rows: 4.7 -> 4.35 s to the first answer; 4% fewer lookups a second).
+PART_PAGE_SIZE = 16384
 #: Private-use characters no customer file holds, without quotes or delimiters.
 _SENTINEL = "\ue000\ue001\ue000"
 
@@ -220,6 +225,8 @@ def index_range(job: Job) -> int:
     conn = sqlite3.connect(job.output)
     try:
         conn.executescript(_FAST_BUILD)  # a throw-away file until it is complete: no journal
+        if not (job.start == 0 and job.at_end):
+            conn.execute(f"PRAGMA page_size = {PART_PAGE_SIZE}")
         conn.execute(f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(KEYS)}, "
                      f"{', '.join(data)})")
         with open(job.csv_path, "rb") as raw:

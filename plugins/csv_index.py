@@ -368,6 +368,8 @@ def _shape(name: str, header: list[str], layout: IndexLayout
 
 if __name__ == "__main__":  # python -m lookup_plugins.csv_index merge TARGET GENERATION
     if sys.argv[1:2] == ["merge"] and len(sys.argv) == 4:
+        # Background work: the lookups staff wait on come first.
+        os.nice(10)
         merge_parts(Path(sys.argv[2]), sys.argv[3])
     else:
         sys.exit("usage: python -m lookup_plugins.csv_index merge TARGET GENERATION")

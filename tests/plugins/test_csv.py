@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -314,6 +316,23 @@ def test_parts_are_merged_into_one_file_that_servers_switch_to(
     serving.find(ById("1"), 5)
     _wait_for(lambda: serving._index is not None and not serving._index.shards)
     assert every_answer(serving) == every_answer(whole)
+
+
+def _page_size(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def test_only_parts_have_the_larger_pages_that_build_faster(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "one").mkdir()
+    whole = opened(backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
+    assert _page_size(whole.path) == 4096  # SQLite's default: the fastest lookups
+    sharded(monkeypatch)
+    index = opened(backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
+    assert {_page_size(p) for p in (index.path, *index.shards)} == {csv_build.PART_PAGE_SIZE}
+    assert csv_index.merge_parts(index.path, index.generation)
+    assert _page_size(index.path) == 4096
 
 
 def test_a_merge_of_an_index_rebuilt_meanwhile_changes_nothing(
