@@ -318,6 +318,24 @@ def test_parts_are_merged_into_one_file_that_servers_switch_to(
     assert every_answer(serving) == every_answer(whole)
 
 
+def test_lookups_take_no_locks_on_the_index_files(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Index files never change once in place, so they are opened immutable: a
+    # lock held by anyone else cannot delay or fail a lookup.
+    sharded(monkeypatch)
+    b = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
+    index = opened(b)
+    holders = [sqlite3.connect(p, timeout=0) for p in (index.path, *index.shards)]
+    try:
+        for holder in holders:
+            holder.execute("BEGIN EXCLUSIVE")
+        assert [c.customer_id for c in b.find(ById("1"), 5)] == ["1"]
+        assert b._index is index  # answered from these files, not from a rebuild
+    finally:
+        for holder in holders:
+            holder.close()
+
+
 def _page_size(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return int(conn.execute("PRAGMA page_size").fetchone()[0])
