@@ -32,15 +32,19 @@ def state() -> AppState:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
-def check_caller(path_key: str | None, params: list[tuple[str, str]]) -> None:
+def check_caller(path_key: str | None,
+                 params: list[tuple[str, str]] | None = None) -> None:
     """Raise Refused unless this request may be served (key in path, query or header).
 
-    ``params`` are the request's raw parameters (:func:`raw_params`), parsed once
-    by the view for both this check and the answer.
+    ``params`` are the request's raw parameters when the view has parsed them
+    anyway (:func:`raw_params`); else they are read only when a key or address
+    list is configured (a webhook's form body is not parsed twice for nothing).
     """
     server = state().config.server
     if server.shared_key is None and not server.allowed_ips:
         return
+    if params is None:
+        params = raw_params()
     in_params = next((value for name, value in params if name == KEY_PARAM), None)
     presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from lookup_server.blueprints.common import check_caller, raw_params, state
+from lookup_server.blueprints.common import check_caller, state
 from lookup_server.helpspot_input import InputError, push_request, request_body
 from lookup_server.models import PushDetails
 from lookup_server.render import push_error_text, render_push_details
@@ -24,7 +24,7 @@ def push(target: str) -> tuple[Response, int]:
     """Push a request to ``target``; answer its id there."""
     body = request.get_data()  # before check_caller may parse a form from the stream
     try:
-        check_caller(None, raw_params())
+        check_caller(None)
         data = request_body(body, request.content_type or "")
         push_id = state().targets[target].push(push_request(data))
     except InputError as exc:
@@ -39,7 +39,7 @@ def push(target: str) -> tuple[Response, int]:
 def details(target: str, push_id: str) -> tuple[Response, int]:
     """The request page's HTML about an earlier push."""
     try:
-        check_caller(None, raw_params())
+        check_caller(None)
         shown, status = state().targets[target].details(push_id), 200
     except ServiceError as exc:
         shown, status = PushDetails(title=f"lookup-server: {exc.reason}"), exc.status

@@ -10,7 +10,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from lookup_server.blueprints.common import check_caller, raw_params, state
+from lookup_server.blueprints.common import check_caller, state
 from lookup_server.helpspot_input import InputError, request_body
 from lookup_server.outbox import OutboxError
 from lookup_server.service import ServiceError
@@ -25,7 +25,7 @@ def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
     """Store the webhook durably, then answer 202; delivery happens in the background."""
     body = request.get_data()  # before check_caller may parse a form from the stream
     try:
-        check_caller(path_key, raw_params())
+        check_caller(path_key)
         payload = request_body(body, request.content_type or "")
         entry = state().webhooks.accept(target, payload)
     except InputError as exc:
