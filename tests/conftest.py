@@ -18,6 +18,13 @@ from tests.backend_contract import PEOPLE
 CUSTOMER_HEADER = ["customer_id", "first_name", "last_name", "email", "phone", "title"]
 
 
+def assert_not_revealed(secrets: Iterable[str], text: str,
+                        caplog: pytest.LogCaptureFixture) -> None:
+    """None of ``secrets`` is in ``text`` nor in any log record."""
+    logged = [r.getMessage() for r in caplog.records]
+    assert not [s for s in secrets if s in text or any(s in m for m in logged)]
+
+
 def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[str]],
               encoding: str = "utf-8") -> Path:
     """Write a CSV file (``encoding="utf-8-sig"`` adds a BOM)."""

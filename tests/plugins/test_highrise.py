@@ -16,6 +16,7 @@ from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, PushRequest
 from tests.backend_contract import PEOPLE, BackendContract, Lookup
+from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.highrise import HighriseEmulator, HighrisePerson
 
@@ -61,12 +62,6 @@ def make_backend(url: str, token: str = TOKEN, timeout: float = 5.0,
 def backend(emulator: tuple[HighriseEmulator, str]) -> HighriseBackend:
     """A backend for ``emulator`` whose company comes from Custom3."""
     return make_backend(emulator[1], company_field="Custom3", notes_shown=2)
-
-
-def assert_no_secret(text: str, caplog: pytest.LogCaptureFixture) -> None:
-    """The token appears neither in ``text`` nor in any log record."""
-    assert TOKEN not in text
-    assert all(TOKEN not in r.getMessage() for r in caplog.records)
 
 
 class TestHighriseContract(BackendContract):
@@ -154,7 +149,7 @@ def test_bad_token(emulator: tuple[HighriseEmulator, str],
     with pytest.raises(BackendError, match=r"rejected the API token") as err:
         make_backend(emulator[1], token="wrong" + TOKEN).check()
     assert "wrong" not in str(err.value)
-    assert_no_secret(str(err.value), caplog)
+    assert_not_revealed([TOKEN], str(err.value), caplog)
 
 
 def test_unknown_account(emulator: tuple[HighriseEmulator, str],
@@ -177,7 +172,7 @@ def test_rate_limit_beyond_the_timeout(emulator: tuple[HighriseEmulator, str],
     with pytest.raises(BackendError, match=r"rate-limiting requests and asks to wait 10 s") as err:
         make_backend(emulator[1], timeout=1).find(ByEmail("ada@example.com"), 5)
     assert len(emulator[0].seen) == 1
-    assert_no_secret(str(err.value), caplog)
+    assert_not_revealed([TOKEN], str(err.value), caplog)
 
 
 @pytest.mark.parametrize("status", [500, 502])

@@ -17,6 +17,7 @@ from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
 from lookup_server.models import ByEmail, ById, ByName, ByPhone
 from tests.backend_contract import PEOPLE, BackendContract, Lookup
+from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.msgraph import (
     GraphEmulator,
@@ -88,9 +89,7 @@ def backend(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path]) -> MsGrap
 def assert_no_secret(text: str, caplog: pytest.LogCaptureFixture,
                      emulator: GraphEmulator) -> None:
     """Neither the secret nor any issued token is in ``text`` or a log record."""
-    secrets = [SECRET, *emulator.issued]
-    logged = [r.getMessage() for r in caplog.records]
-    assert not [s for s in secrets if s in text or any(s in m for m in logged)]
+    assert_not_revealed([SECRET, *emulator.issued], text, caplog)
 
 
 class TestMsGraphContract(BackendContract):

@@ -20,6 +20,7 @@ from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
 from lookup_server.models import ByEmail, ById, ByName, ByPhone
 from tests.backend_contract import PEOPLE, BackendContract
+from tests.conftest import assert_not_revealed
 from tests.helpspot import assert_livelookup
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.shopify import ShopifyCustomer, ShopifyEmulator, Term, flatten, parse
@@ -73,12 +74,6 @@ def make_backend(base_url: str, token: str = TOKEN, timeout: float = 5.0,
 def backend(emulator: tuple[ShopifyEmulator, str]) -> ShopifyBackend:
     """A backend for ``emulator``."""
     return make_backend(emulator[1])
-
-
-def assert_no_secret(text: str, caplog: pytest.LogCaptureFixture) -> None:
-    """The token appears neither in ``text`` nor in any log record."""
-    assert TOKEN not in text
-    assert all(TOKEN not in r.getMessage() for r in caplog.records)
 
 
 class TestShopifyContract(BackendContract):
@@ -190,7 +185,7 @@ def test_throttling_beyond_the_timeout_fails_at_once(
     with pytest.raises(BackendError, match=r"rate-limiting.*20 s") as err:
         make_backend(emulator[1], timeout=2).find(ById("1001"), 5)
     assert emulator[0].requests_seen == 1
-    assert_no_secret(str(err.value), caplog)
+    assert_not_revealed([TOKEN], str(err.value), caplog)
 
 
 def test_http_429_waits_for_retry_after(emulator: tuple[ShopifyEmulator, str],
@@ -232,7 +227,7 @@ def test_outage(emulator: tuple[ShopifyEmulator, str], backend: ShopifyBackend,
     emulator[0].fail_next(status, "<html>Oops</html>")
     with pytest.raises(BackendError, match=rf"having problems \(HTTP {status}\)") as err:
         backend.find(ById("1001"), 5)
-    assert_no_secret(str(err.value), caplog)
+    assert_not_revealed([TOKEN], str(err.value), caplog)
 
 
 @pytest.mark.parametrize("body,message", [
