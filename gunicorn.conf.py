@@ -13,3 +13,8 @@ timeout = 330
 # Access log to stderr, with shared keys hidden from the request line.
 accesslog = "-"
 logger_class = "lookup_server.access_log.GunicornLogger"
+# HelpSpot puts every custom field of the request in the URL, URL-encoded twice
+# (HELPSPOT.md §1), also in http-post mode: allow gunicorn's largest bounded request
+# line rather than its 4094-byte default. (0 would mean unbounded, which lets any
+# client make a worker buffer without end.)
+limit_request_line = 8190

@@ -27,6 +27,9 @@ def authorize(server: ServerSettings, remote_addr: str | None, presented: str | 
             address = ipaddress.ip_address(remote_addr or "")
         except ValueError:
             raise Refused("caller address not allowed") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
+            address = address.ipv4_mapped
         if not any(address in network for network in server.allowed_ips):
             raise Refused("caller address not allowed")
     if server.shared_key is not None:

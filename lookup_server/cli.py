@@ -100,12 +100,19 @@ def livelookup(args: tuple[str, ...]) -> None:
                                 b"(run lookup-server check)\n", TEXT))
     # build only the source asked for: the others may be slow to start or down
     only = {k: v for k, v in config.sources.items() if k == own["source"]}
-    sources = Sources(dataclasses.replace(config, sources=only))
-    sources.prepare()  # e.g. the first index of a CSV: outside the lookup's deadline
     try:
-        answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args))
-    finally:
-        sources.close()
+        sources = Sources(dataclasses.replace(config, sources=only))
+        try:
+            sources.prepare()  # e.g. the first index of a CSV: outside the lookup's deadline
+            answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args))
+        finally:
+            sources.close()
+    except Exception:
+        # HelpSpot reads stdout only, and an empty one as "No customers found"
+        # (HELPSPOT.md §3): a failure must print a reason there too.
+        logging.getLogger(__name__).exception("livelookup: unexpected error")
+        answer = Answer(500, b"lookup-server error: internal error (details on standard "
+                             b"error)\n", TEXT)
     _print_answer(answer)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from lookup_server import config_schema
 from lookup_server.backend import Backend, SourceSettings
 from lookup_server.config_schema import Context, Problem, Secret
+from lookup_server.models import is_element_name
 from lookup_server.registry import PluginError, Registry
 
 if sys.version_info >= (3, 11):
@@ -28,9 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_VAR = "LOOKUP_SERVER_CONFIG"
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_KEY = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
-_ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_KEY = re.compile(r"[A-Za-z0-9._~-]{16,}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -168,7 +168,7 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
     if keys is None:
         return None
     key = keys.shared_key.reveal() if keys.shared_key else None
-    if key is not None and not _KEY.match(key):
+    if key is not None and not _KEY.fullmatch(key):
         # It travels in a URL query, a URL path, and after HelpSpot's http-post quirk
         # everything from a "?" on is cut off: only URL-unreserved characters survive all.
         ctx.problem("server.shared_key", "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ "
@@ -196,7 +196,7 @@ def default_outbox(base_dir: Path) -> Path:
 def _backend_class(path: str, table: Any, ctx: Context, registry: Registry
                    ) -> type[Backend[Any]] | None:
     """The backend class a source or target table names, or None after a problem."""
-    if not _NAME.match(path.split(".", 1)[1]):
+    if not _NAME.fullmatch(path.split(".", 1)[1]):
         ctx.problem(path, "a name may only use letters, digits, '_' and '-'")
     if not isinstance(table, dict):
         ctx.problem(path, "must be a table")
@@ -269,7 +269,7 @@ def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> N
         ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
     for key in ("columns", "labels", "html_fields", "fields"):
         for element in table.get(key) or ():
-            if isinstance(element, str) and not _ELEMENT.match(element):
+            if isinstance(element, str) and not is_element_name(element):
                 ctx.problem(f"{path}.{key}", f"{element!r} is not a valid XML element name")
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote
@@ -33,9 +34,9 @@ _DOUBLE_ENCODED = frozenset(
     {"sUserId", "sUserID", "sFirstName", "sLastName", "sEmail", "sPhone", "xStatus",
      "xCategory", "xPersonAssignedTo"}
 )
-_CUSTOM = re.compile(r"^Custom\d+$")
+_CUSTOM = re.compile(r"Custom\d+")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_NAMED_ARG = re.compile(r"^--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$", re.DOTALL)
+_NAMED_ARG = re.compile(r"--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?", re.DOTALL)
 POSITIONAL_ORDER = ("customer_id", "first_name", "last_name", "email", "phone")
 #: Parameters that carry our own key; never kept among the request fields.
 KEY_PARAM = "ll_key"
@@ -43,7 +44,7 @@ KEY_PARAM = "ll_key"
 
 def decode_value(name: str, raw: str) -> str:
     """One parameter's value, with HelpSpot's double encoding and ``null`` undone."""
-    value = unquote(raw) if (name in _DOUBLE_ENCODED or _CUSTOM.match(name)) else raw
+    value = unquote(raw) if (name in _DOUBLE_ENCODED or _CUSTOM.fullmatch(name)) else raw
     value = _CONTROL.sub("", value)  # no legitimate input carries NUL or escapes
     return "" if value == "null" else value
 
@@ -85,10 +86,11 @@ def _request_fields(params: Mapping[str, str]) -> dict[str, str]:
 
 def cli_params(args: Sequence[str]) -> dict[str, str]:
     """HelpSpot's command-line arguments as parameters (5.3+ named or 5.0.x positional)."""
-    if args and _NAMED_ARG.match(args[0]):
+    args = [argv_text(arg) for arg in args]
+    if args and _NAMED_ARG.fullmatch(args[0]):
         pairs = []
         for arg in args:
-            match = _NAMED_ARG.match(arg)
+            match = _NAMED_ARG.fullmatch(arg)
             if match:  # anything else is not HelpSpot's and is ignored
                 pairs.append((match.group(1), match.group(2) or ""))
         return decode_params(pairs)
@@ -96,6 +98,23 @@ def cli_params(args: Sequence[str]) -> dict[str, str]:
     # know those ids, and a Live Lookup search never uses custom fields, so the
     # extra positional values are ignored.
     return decode_params(zip(POSITIONAL_ORDER, args, strict=False))
+
+
+def argv_text(arg: str) -> str:
+    """A command-line argument as text, whatever bytes it was.
+
+    Python turns bytes that are not UTF-8 into lone surrogates, which no
+    backend can encode. HelpSpot is PHP, whose data is often Latin-1: such an
+    argument is read as Latin-1 (the bytes ``N\\xfa\\xf1ez`` as "Núñez"), as a
+    form body is.
+    """
+    if arg.isascii():
+        return arg
+    raw = os.fsencode(arg)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 class InputError(ValueError):
@@ -117,6 +136,11 @@ def request_body(body: bytes, content_type: str) -> dict[str, object]:
             raise InputError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InputError("the JSON body must be an object")
+        try:  # "\ud800" is valid JSON but not text: nothing could store or send it
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("the JSON body holds an unpaired surrogate escape "
+                             "(like \\ud800), which is not text") from None
         return data
     try:
         return dict(parse_form(body))

@@ -5,12 +5,23 @@ Backends receive these and return these; none of them knows about Flask or lxml.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 #: Elements HelpSpot can insert into a request; their values must round-trip
 #: byte for byte, so the renderer never HTML-escapes them.
 INSERTABLE_FIELDS = frozenset({"customer_id", "first_name", "last_name", "email", "phone"})
+
+
+#: XML element names lookup-server emits: ASCII, no namespace prefix.
+_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def is_element_name(name: str) -> bool:
+    """True when ``name`` can be an element of our answers (the whole of it: a
+    trailing line break, which ``$`` would let through, cannot)."""
+    return _ELEMENT_NAME.fullmatch(name) is not None
 
 
 def is_insertable(element: str) -> bool:

@@ -23,11 +23,10 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer, Option, PushDetails, is_insertable
+from lookup_server.models import Customer, Option, PushDetails, is_element_name, is_insertable
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ELEMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 def xml_safe(text: str) -> str:
@@ -67,7 +66,7 @@ def _plan(names: tuple[str, ...], html_fields: frozenset[str]) -> tuple[tuple[st
     """
     plan = []
     for name in ("customer_id", *(n for n in names if n != "customer_id")):
-        if not _ELEMENT_NAME.match(name):
+        if not is_element_name(name):
             continue  # not an XML name: a backend's column that cannot be an element
         if is_insertable(name):
             plan.append((name, _PLAIN))

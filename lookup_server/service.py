@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
+from concurrent import futures
 from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
@@ -110,7 +111,10 @@ class DeadlineRunner:
         if start_thread:
             threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True).start()
         self._queue.put((call, future))
-        return future.result(timeout=timeout)
+        try:
+            return future.result(timeout=timeout)
+        except futures.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
 
     def _work(self) -> None:
         while True:

@@ -71,6 +71,14 @@ class CsvBackend(Backend[CsvOptions]):
         self._checked_at = 0.0
         self._rebuilding = False
 
+    @classmethod
+    def validate(cls, options: CsvOptions, source: SourceSettings) -> list[tuple[str, str]]:
+        """The delimiter must be one character that cannot be part of a value's syntax."""
+        if len(options.delimiter) != 1 or options.delimiter in '"\r\n':
+            return [("delimiter", "must be one character other than a quote or a line break, "
+                                  'like "," or ";" (a tab: "\\t")')]
+        return []
+
     # -- life cycle ------------------------------------------------------------------
 
     def prepare(self) -> None:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 VENDOR = "Microsoft Graph"
 PAGE_SIZE = 25
 MAX_PAGES = 4
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: AADSTS codes that mean "no such tenant".
 _UNKNOWN_TENANT = {90002, 900023, 90013}
@@ -170,7 +170,7 @@ class MsGraphBackend(Backend[MsGraphOptions]):
         base = {"$select": select, "$top": str(PAGE_SIZE)}
         if isinstance(term, ById):
             prop = self.options.id_property
-            if prop == "id" and not _GUID.match(term.customer_id):
+            if prop == "id" and not _GUID.fullmatch(term.customer_id):
                 return None, False  # not an object id: Graph would answer 400
             flt = f"{prop} eq {odata_string(term.customer_id)}"
         elif isinstance(term, ByEmail):

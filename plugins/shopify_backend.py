@@ -36,8 +36,8 @@ REQUIRED_SCOPES = ("read_customers", "read_orders")
 PAGE_SIZE = 25
 MAX_PAGES = 4
 
-_SHOP = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
-_VERSION = re.compile(r"^\d{4}-\d{2}$")
+_SHOP = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
+_VERSION = re.compile(r"\d{4}-\d{2}")
 #: Shopify's special characters, the quote that delimits our values, and the
 #: prefix-query star (escaped so only the star we add means "prefix").
 _SPECIAL = re.compile(r'([\\"():*])')
@@ -185,10 +185,10 @@ class ShopifyBackend(Backend[ShopifyOptions]):
     def _graphql(self) -> ShopifyGraphQL:
         if self._client is None:
             shop, version = self.options.shop.strip().lower(), self.options.api_version
-            if not _SHOP.match(shop):
+            if not _SHOP.fullmatch(shop):
                 raise BackendError(f"sources.{self.source.name}.shop: {shop!r} is not a "
                                    "myshopify.com domain (like mystore.myshopify.com)")
-            if not _VERSION.match(version) or version < MIN_API_VERSION:
+            if not _VERSION.fullmatch(version) or version < MIN_API_VERSION:
                 raise BackendError(f"sources.{self.source.name}.api_version: {version!r} must "
                                    f"be a release like 2026-10, {MIN_API_VERSION} or newer")
             session = shopify.Session(shop, version, self.options.access_token.reveal())

@@ -76,6 +76,38 @@ def test_broken_config_is_an_error_for_helpspot_and_details_on_stderr(tmp_path: 
     assert b"sources.people.path: required" in done.stderr
 
 
+@pytest.mark.parametrize("encoded", ["latin-1", "utf-8"])
+def test_names_arrive_whatever_bytes_helpspots_shell_passed(config_file: Path,
+                                                            encoded: str) -> None:
+    # PHP data is often Latin-1, and a C locale mangles nothing here: "accept what
+    # arrives" (HELPSPOT.md §2). Latin-1 bytes are not UTF-8, and were a lookup error.
+    last = os.fsdecode("Núñez".encode(encoded))  # as Python hands such argv bytes on
+    for args in (("--customer_id", "--first_name", f"--last_name={last}", "--email"),
+                 ("", "", last, "", "")):
+        done = helpspot_runs(configured_command(config_file, "--"), *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1002"]
+
+
+def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(
+        tmp_path: Path) -> None:
+    # A bug anywhere (here, lxml refusing a tag a plugin returned) must not leave
+    # stdout empty: HelpSpot would read "No customers found".
+    write_csv(tmp_path / "people.csv", ["customer_id", "last_name"], [["1", "Lovelace"]])
+    config = tmp_path / "lookup.toml"
+    config.write_text('[sources.people]\nbackend = "csv"\npath = "people.csv"\n')
+    code = ("import sys; from lookup_server import answers; from lookup_server.cli import main\n"
+            "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
+            "answers.render_livelookup = broken\n"
+            f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "
+            "'--source', 'people', '--customer_id=1']\nmain()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1
+    assert helpspot_error(done.stdout) and b"internal error" in done.stdout
+    assert b"Invalid tag name" in done.stderr and b"Invalid tag name" not in done.stdout
+
+
 @pytest.mark.parametrize("args,own,rest", [
     (["--source", "ad", "--customer_id=1"], {"source": "ad"}, ["--customer_id=1"]),
     (["--source=ad", "--config=c.toml", "--source_id=0"], {"source": "ad", "config": "c.toml"},

@@ -28,6 +28,9 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
             "c": {"backend": "csv", "path": "x.csv", "max_results": "ten", "pth": 1,
                   "search": ["email", "fax"], "timeout": 0, "columns": ["bad name"]},
             "d e": {"backend": "csv", "path": "x.csv"},
+            # a trailing line break once passed the name checks ("$" matches before it)
+            "f\n": {"backend": "csv", "path": "x.csv", "delimiter": ";;",
+                    "html_fields": ["notes\n"]},
         },
         "extra": {},
     }, tmp_path)
@@ -43,6 +46,9 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         "sources.c.timeout: must be more than 0",
         "sources.c.columns: 'bad name' is not a valid XML element name",
         "sources.d e: a name may only use letters, digits",
+        "sources.f\n: a name may only use letters, digits",
+        "sources.f\n.html_fields: 'notes\\n' is not a valid XML element name",
+        "sources.f\n.delimiter: must be one character",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in found), (start, found)

@@ -225,6 +225,11 @@ def test_allowed_ips(tmp_path: Path) -> None:
     refused = client.get("/livelookup/ok?customer_id=1",
                          environ_base={"REMOTE_ADDR": "192.168.1.1"})
     assert refused.status_code == 403
+    # a server bound to [::] sees IPv4 callers as IPv4-mapped IPv6 addresses
+    for address, status in (("::ffff:10.1.2.3", 200), ("::ffff:192.168.1.1", 403)):
+        answer = client.get("/livelookup/ok?customer_id=1",
+                            environ_base={"REMOTE_ADDR": address})
+        assert answer.status_code == status, address
 
 
 def test_people_fixture_is_what_the_contract_expects() -> None:

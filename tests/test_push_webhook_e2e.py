@@ -9,6 +9,7 @@ webhooks are posted form-encoded with PHP bracket nesting, as HelpSpot does.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -236,14 +237,19 @@ def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
 @pytest.mark.parametrize("body,content_type,key,status", [
     ("a" + "[x]" * 100 + "=1", "application/x-www-form-urlencoded", KEY, 400),
     ("{not json", "application/json", KEY, 400),
+    ('{"sTitle": "\\ud800"}', "application/json", KEY, 400),  # an escape that is not text
     ("xRequest=1", "application/x-www-form-urlencoded", "wrong-key-0123456789", 403),
     ("x=" + "y" * 70000, "application/x-www-form-urlencoded", KEY, 413),
 ])
 def test_bad_webhooks_get_a_clear_answer_and_nothing_is_stored(
-        running: Running, body: str, content_type: str, key: str, status: int) -> None:
-    response = post_webhook(running, body, key, content_type)
+        running: Running, body: str, content_type: str, key: str, status: int,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="lookup_server"):
+        response = post_webhook(running, body, key, content_type)
     assert response.status_code == status
     assert not running.outbox.exists() or Outbox(running.outbox).entries() == []
+    # HelpSpot drops the answer: the log is where an admin learns of the loss
+    assert "webhook for 'hooks' refused" in caplog.text
 
 
 def test_webhook_for_an_unknown_target_is_refused(running: Running) -> None:
