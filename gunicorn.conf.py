@@ -18,3 +18,11 @@ logger_class = "lookup_server.access_log.GunicornLogger"
 # line rather than its 4094-byte default. (0 would mean unbounded, which lets any
 # client make a worker buffer without end.)
 limit_request_line = 8190
+
+
+def on_starting(server: object) -> None:
+    """Before the workers fork: gunicorn's own error pages in plain text, which
+    HelpSpot shows as an error rather than as "No customers found"."""
+    from lookup_server import gunicorn_errors
+
+    gunicorn_errors.install()

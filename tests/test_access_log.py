@@ -20,7 +20,7 @@ import pytest
 
 from lookup_server.access_log import GunicornLogger, RedactingRequestHandler
 from lookup_server.auth import redact
-from tests.helpspot import double_encode
+from tests.helpspot import double_encode, helpspot_error
 
 KEY = "s3cret-key_0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,11 +92,6 @@ def test_a_real_gunicorn_serves_helpspots_calls_and_logs_no_key(tmp_path: Path) 
     config.write_text(f'[server]\nshared_key = "{KEY}"\n'
                       '[sources.demo]\nbackend = "csv"\npath = "customers.csv"\n')
     log, port = tmp_path / "access.log", free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
-         "-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", str(log), "wsgi:app"],
-        cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/livelookup/demo"
     # HelpSpot sends every custom field in the URL, encoded twice: a long text field
     # makes a request line longer than gunicorn's default limit of 4094 bytes
@@ -107,10 +102,23 @@ def test_a_real_gunicorn_serves_helpspots_calls_and_logs_no_key(tmp_path: Path) 
              (f"{base}?customer_id=1001", {"Authorization": f"Bearer {KEY}"}),
              (f"{base}/{KEY}?customer_id=1001&Custom9={notes}", {})]
     assert 6000 < len(calls[-1][0]) < 8000
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+         "-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", str(log), "wsgi:app"],
+        cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for url, headers in calls:
             answer = get_when_up(url, headers)
             assert b"<customer_id>1001</customer_id>" in answer, url
+        # past the limit gunicorn refuses the call itself: with its HTML page, well-formed
+        # XML without customers, staff would read "No customers found"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/{KEY}?customer_id=1001&Custom9={notes * 2}",
+                                   timeout=30)
+        assert refused.value.code == 414
+        body = refused.value.read()
+        assert helpspot_error(body) and b"URI Too Long" in body
     finally:
         server.terminate()
         server.wait(timeout=30)
