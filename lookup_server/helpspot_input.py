@@ -110,11 +110,9 @@ def argv_text(arg: str) -> str:
     """
     if arg.isascii():
         return arg
-    raw = os.fsencode(arg)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    from lookup_server.php_form import php_text  # a command-line lookup rarely needs it
+
+    return php_text(os.fsencode(arg))
 
 
 class InputError(ValueError):

@@ -117,7 +117,8 @@ def _url_decode(data: bytes) -> bytes:
     return unquote_to_bytes(data.replace(b"+", b" "))
 
 
-def _text(data: bytes) -> str:
+def php_text(data: bytes) -> str:
+    """PHP's bytes as text: UTF-8 when valid, otherwise Latin-1 (see above)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -125,7 +126,7 @@ def _text(data: bytes) -> str:
 
 
 def _key(data: bytes) -> _Key:
-    text = _text(data)
+    text = php_text(data)
     if _CANONICAL_INT.match(text):
         number = int(text)
         if _PHP_INT_MIN <= number <= _PHP_INT_MAX:
@@ -152,7 +153,7 @@ def _split_name(name: bytes, max_depth: int) -> tuple[bytes, list[bytes | None]]
         indexes.append(None if index in (b"", b" ") else index)
         if len(indexes) > max_depth:  # stop early: a megabyte of "[]" is not worth reading
             raise FormError(
-                f"the field {_text(base)[:40]!r} is nested more than {max_depth} levels "
+                f"the field {php_text(base)[:40]!r} is nested more than {max_depth} levels "
                 "deep; that many are not accepted"
             )
         nested, rest = after[:1] == b"[", after[1:]
@@ -176,9 +177,9 @@ def _register(root: _PhpArray, name: bytes, value: bytes, max_depth: int) -> Non
             target = target.child_array(key)
     last = keys[-1]
     if last is None:
-        target.append(_text(value))
+        target.append(php_text(value))
     else:
-        target.set(last, _text(value))
+        target.set(last, php_text(value))
 
 
 def _export(value: _PhpArray | str) -> FormValue:

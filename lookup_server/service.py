@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from concurrent import futures
-from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
@@ -95,7 +94,7 @@ class DeadlineRunner:
     def __init__(self, name: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.name = name
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._queue: SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = SimpleQueue()
+        self._queue: SimpleQueue[tuple[Callable[[], Any], futures.Future[Any]]] = SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
 
@@ -103,7 +102,7 @@ class DeadlineRunner:
         """``call()``'s result; TimeoutError when it takes longer than ``timeout``."""
         if not self._slots.acquire(timeout=min(timeout, 0.05)):
             raise Busy(f"source {self.name!r} is busy: earlier lookups have not returned yet")
-        future: Future[T] = Future()
+        future: futures.Future[T] = futures.Future()
         with self._lock:
             start_thread = self._idle == 0
             if not start_thread:
