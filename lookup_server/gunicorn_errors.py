@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import socket
 
+from gunicorn import util
+
 
 def install() -> None:
     """Make gunicorn answer its own refusals in plain text (called by gunicorn.conf.py)."""
-    from gunicorn import util
-
     util.write_error = write_plain_error
 
 
@@ -27,8 +27,6 @@ def write_plain_error(sock: socket.socket, status_int: int, reason: str, mesg: s
 
     ``mesg`` is left out: it can quote the refused request back.
     """
-    from gunicorn import util
-
     body = f"lookup-server error: {reason} (refused before it reached lookup-server)\n".encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n")
