@@ -8,21 +8,20 @@ import os
 
 bind = os.environ.get("LOOKUP_SERVER_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("LOOKUP_SERVER_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
-# Every backend call is bounded by its source's timeout (at most 300 s).
+# An event loop reads each request whole, then one of `threads` threads answers it:
+# idle and slow connections cost no thread (see lookup_server/gunicorn_worker.py).
+worker_class = "lookup_server.gunicorn_worker.LookupWorker"
+threads = int(os.environ.get("LOOKUP_SERVER_THREADS", 32))
+# Seconds an idle kept-alive connection stays open.
+keepalive = 5
+# The event loop tells gunicorn it is alive every second, whatever the threads do;
+# a worker that stays silent this long is restarted. Starting counts too, and a
+# worker's start may build the index of a large CSV file.
 timeout = 330
 # Access log to stderr, with shared keys hidden from the request line.
 accesslog = "-"
 logger_class = "lookup_server.access_log.GunicornLogger"
-# HelpSpot puts every custom field of the request in the URL, URL-encoded twice
-# (HELPSPOT.md §1), also in http-post mode: allow gunicorn's largest bounded request
-# line rather than its 4094-byte default. (0 would mean unbounded, which lets any
-# client make a worker buffer without end.)
-limit_request_line = 8190
+# The request line's bound is [server] max_request_line of lookup-server's own
+# configuration: this worker does not use gunicorn's parser, which stops at 8,190
+# bytes (HelpSpot puts every custom field in the URL, encoded twice).
 
-
-def on_starting(server: object) -> None:
-    """Before the workers fork: gunicorn's own error pages in plain text, which
-    HelpSpot shows as an error rather than as "No customers found"."""
-    from lookup_server import gunicorn_errors
-
-    gunicorn_errors.install()

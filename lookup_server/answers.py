@@ -11,8 +11,10 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
-from lookup_server.helpspot_input import lookup_query, options_query
+from lookup_server.helpspot_input import audience, lookup_query, options_query
+from lookup_server.models import Audience
 from lookup_server.render import render_ajaxfield, render_livelookup
 from lookup_server.service import BackendFailed, Busy, ServiceError, Sources, TimedOut
 
@@ -35,8 +37,31 @@ def error_answer(error: ServiceError) -> Answer:
     return Answer(error.status, f"lookup-server error: {error.reason}\n".encode(), TEXT)
 
 
-def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:
-    """Answer one Live Lookup call whose parameters are already decoded."""
+def request_line_answer(query: str, path_length: int, limit: int) -> Answer | None:
+    """An error naming the field to shorten when the URL is longer than ``limit``.
+
+    HelpSpot puts every custom field in the URL, encoded twice (HELPSPOT.md §1):
+    staff must learn which field made a lookup fail, not just that it did.
+    """
+    length = path_length + 1 + len(query)
+    if length <= limit:
+        return None
+    pairs = [pair for pair in query.split("&") if pair]
+    longest = max(pairs, key=len, default="")
+    name = unquote(longest.partition("=")[0]) or "(unnamed)"
+    reason = (f"the request's URL is {length // 1024} KB, more than [server] max_request_line "
+              f"({limit // 1024} KB); its longest field is {name} ({len(longest) // 1024} KB): "
+              f"shorten that field, or raise max_request_line in lookup-server's configuration")
+    return Answer(414, f"lookup-server error: {reason}\n".encode(), TEXT)
+
+
+def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, str],
+                      command_line: bool = False) -> Answer:
+    """Answer one Live Lookup call whose parameters are already decoded.
+
+    On the command line the caller cannot be told apart (HELPSPOT.md §2): the
+    answer is made for the request page, which shows every value as HTML.
+    """
     started = time.perf_counter()
     try:
         source = sources[source_name]
@@ -54,7 +79,8 @@ def livelookup_answer(sources: Sources, source_name: str, params: Mapping[str, s
     # every call is in the access log already; the count and time are for debugging
     log.debug("livelookup %s: %d customer(s) in %.1f ms", source_name, len(customers),
              (time.perf_counter() - started) * 1000)
-    return Answer(200, render_livelookup(customers, source.settings), XML)
+    reader = Audience.REQUEST_PAGE if command_line else audience(params)
+    return Answer(200, render_livelookup(customers, source.settings, reader), XML)
 
 
 def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:

@@ -20,8 +20,9 @@ _KEY_IN_QUERY = re.compile(r"(?i)((?:l|%6c)(?:l|%6c)(?:_|%5f)(?:k|%6b)(?:e|%65)(
 _KEY_IN_PATH = re.compile(r"((?:^|\s)/(?:livelookup|ajax|webhook)/[^/?\s]+/)[^/?\s]+")
 
 
-def authorize(server: ServerSettings, remote_addr: str | None, presented: str | None) -> None:
-    """Raise Refused unless the caller's address and key are acceptable."""
+def authorize(server: ServerSettings, kind: str, remote_addr: str | None,
+              presented: str | None) -> None:
+    """Raise Refused unless the caller's address and key are acceptable for a ``kind`` call."""
     if server.allowed_ips:
         try:
             address = ipaddress.ip_address(remote_addr or "")
@@ -32,8 +33,9 @@ def authorize(server: ServerSettings, remote_addr: str | None, presented: str | 
             address = address.ipv4_mapped
         if not any(address in network for network in server.allowed_ips):
             raise Refused("caller address not allowed")
-    if server.shared_key is not None:
-        expected = server.shared_key.reveal().encode()
+    key = server.key_for(kind)
+    if key is not None:
+        expected = key.reveal().encode()
         given = (presented or "").encode()
         # compare_digest takes the same time wherever the first difference is
         if not (given and hmac.compare_digest(given, expected)):

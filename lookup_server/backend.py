@@ -69,6 +69,9 @@ class SourceSettings:
     cache_ttl: float = 0.0
     #: AJAX fields: transliterate descriptions to ASCII (HelpSpot mangles the rest).
     ascii: bool = False
+    #: Send insertable fields that are empty, so that automation rules clear them
+    #: in the request (and Insert empties them); by default they are left out.
+    clear_empty: bool = False
 
     def backend_field(self, element: str, default: str | None = None) -> str:
         """The backend field that feeds ``element`` (identity unless mapped)."""

@@ -104,7 +104,8 @@ def livelookup(args: tuple[str, ...]) -> None:
         sources = Sources(dataclasses.replace(config, sources=only))
         try:
             sources.prepare()  # e.g. the first index of a CSV: outside the lookup's deadline
-            answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args))
+            answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args),
+                                       command_line=True)
         finally:
             sources.close()
     except Exception:
@@ -200,7 +201,7 @@ def validate(file: Path) -> None:
 @click.argument("target")
 @click.option("--url", "base_url", required=True,
               help="This server's address as HelpSpot's PHP reaches it (https://lookup.example.com).")
-@click.option("--key", help="The shared key (default: [server] shared_key of the config).")
+@click.option("--key", help="The key (default: [server] push_key, else shared_key, of the config).")
 @click.option("--name", help="Writes RequestPush-NAME.php (default: the target's name).")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--insecure", is_flag=True, help="Do not verify this server's TLS certificate.")
@@ -217,8 +218,9 @@ def bridge(target: str, base_url: str, key: str | None, name: str | None,
         if target not in config.targets or "push" not in config.targets[target].backend_class \
                 .capabilities():
             _fail(f"{config.origin}: no [targets.{target}] that accepts Request Push")
-        if key is None and config.server.shared_key is not None:
-            key = config.server.shared_key.reveal()
+        push_key = config.server.key_for("push")
+        if key is None and push_key is not None:
+            key = push_key.reveal()
     try:
         file = output / bridge_filename(name or target)
         text = render_bridge(target, base_url, key, name or target, verify_tls=not insecure)

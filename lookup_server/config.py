@@ -46,26 +46,52 @@ class ConfigError(Exception):
         super().__init__(f"{origin}: {count}:\n{lines}")
 
 
+#: HelpSpot's calls, each of which may have a key of its own (``[server] <kind>_key``).
+ENDPOINT_KINDS = ("livelookup", "ajax", "push", "webhook")
+#: Measured with PHP's http_build_query, as HelpSpot sends webhooks: a thread of 25
+#: replies of 40 KB is 1.5 MB, and one attachment of 10 MB (HelpSpot's default cap
+#: on e-mail attachments) stored in its database makes it 26 MB. 64 MiB holds two.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: HelpSpot puts every custom field in the Live Lookup URL, encoded twice, and after
+#: a trigger's Webhook action the whole thread too (HELPSPOT.md §1).
+DEFAULT_MAX_REQUEST_LINE = 256 * 1024
+MIN_MAX_REQUEST_LINE = 64 * 1024
+
+
 @dataclass(frozen=True)
 class ServerKeys:
     """The ``[server]`` table as written."""
 
     shared_key: Secret | None = None
+    livelookup_key: Secret | None = None
+    ajax_key: Secret | None = None
+    push_key: Secret | None = None
+    webhook_key: Secret | None = None
     allowed_ips: tuple[str, ...] = ()
     outbox: Path | None = None
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_request_line: int = DEFAULT_MAX_REQUEST_LINE
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     """The ``[server]`` table, validated."""
 
+    #: The key of every call that has no key of its own in ``endpoint_keys``.
     shared_key: Secret | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
     #: The webhook outbox (SQLite); default: next to the config file.
     outbox: Path = Path("lookup-server-outbox.sqlite3")
-    #: Larger request bodies are refused with 413 before anything is stored.
-    max_body_bytes: int = 1024 * 1024
+    #: Larger request bodies are refused with 413 and nothing is stored.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Longer request lines (Live Lookup URLs) are answered with an error naming the field.
+    max_request_line: int = DEFAULT_MAX_REQUEST_LINE
+    #: Endpoint kind (livelookup, ajax, push, webhook) -> its own key.
+    endpoint_keys: Mapping[str, Secret] = field(default_factory=dict)
+
+    def key_for(self, kind: str) -> Secret | None:
+        """The one key that opens calls of ``kind``: its own, else the shared key."""
+        return self.endpoint_keys.get(kind, self.shared_key)
 
 
 @dataclass(frozen=True)
@@ -167,12 +193,16 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
     keys = config_schema.build(ServerKeys, table, "server", ctx)
     if keys is None:
         return None
-    key = keys.shared_key.reveal() if keys.shared_key else None
-    if key is not None and not _KEY.fullmatch(key):
-        # It travels in a URL query, a URL path, and after HelpSpot's http-post quirk
-        # everything from a "?" on is cut off: only URL-unreserved characters survive all.
-        ctx.problem("server.shared_key", "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ "
-                    "(generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    endpoint_keys = {kind: key for kind in ENDPOINT_KINDS
+                     if (key := getattr(keys, f"{kind}_key")) is not None}
+    for name, secret in (("shared_key", keys.shared_key),
+                         *((f"{kind}_key", key) for kind, key in endpoint_keys.items())):
+        if secret is not None and not _KEY.fullmatch(secret.reveal()):
+            # It travels in a URL query, a URL path, and after HelpSpot's http-post quirk
+            # everything from a "?" on is cut off: only URL-unreserved characters survive all.
+            ctx.problem(f"server.{name}", "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ "
+                        "(generate one: python3 -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))')")
     networks = []
     for i, cidr in enumerate(keys.allowed_ips):
         try:
@@ -181,8 +211,27 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
             ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
     if keys.max_body_bytes < 1024:
         ctx.problem("server.max_body_bytes", "must be at least 1024")
+    if keys.max_request_line < MIN_MAX_REQUEST_LINE:
+        ctx.problem("server.max_request_line", f"must be at least {MIN_MAX_REQUEST_LINE} "
+                    "(HelpSpot puts every custom field in the Live Lookup URL)")
     outbox = keys.outbox or default_outbox(ctx.base_dir)
-    return ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes)
+    settings = ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes,
+                              keys.max_request_line, endpoint_keys)
+    _check_ajax_key(settings, ctx)
+    return settings
+
+
+def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
+    """An AJAX field's key is in every request page's HTML: it must open nothing else."""
+    ajax = server.endpoint_keys.get("ajax")
+    if ajax is None:
+        return
+    others = [kind for kind in ENDPOINT_KINDS if kind != "ajax"
+              and (key := server.key_for(kind)) is not None and key.reveal() == ajax.reveal()]
+    if others:
+        ctx.problem("server.ajax_key", "must differ from the key of " + ", ".join(others) +
+                    ": HelpSpot writes the AJAX field's URL, key included, into every request "
+                    "page, so every staff member can read it")
 
 
 def default_outbox(base_dir: Path) -> Path:

@@ -18,9 +18,10 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 from urllib.parse import unquote
 
-from lookup_server.models import LookupQuery, OptionsQuery, PushRequest
+from lookup_server.models import Audience, LookupQuery, OptionsQuery, PushRequest
 
 #: Standard name -> the request-page names that stand in for it, in order.
 FALLBACKS: dict[str, tuple[str, ...]] = {
@@ -38,6 +39,8 @@ _CUSTOM = re.compile(r"Custom\d+")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NAMED_ARG = re.compile(r"--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?", re.DOTALL)
 POSITIONAL_ORDER = ("customer_id", "first_name", "last_name", "email", "phone")
+#: Sent by the request page or rules, never by the address book (with ``CustomN``).
+_NOT_FROM_ADDRESS_BOOK = ("sUserId", "sUserID", "customer_id", "email", "phone")
 #: Parameters that carry our own key; never kept among the request fields.
 KEY_PARAM = "ll_key"
 
@@ -74,10 +77,38 @@ def lookup_query(params: Mapping[str, str]) -> LookupQuery:
     return LookupQuery(**standard, fields=_request_fields(params))
 
 
+def audience(params: Mapping[str, str]) -> Audience:
+    """Which HelpSpot page made this Live Lookup call (HELPSPOT.md §1, §3).
+
+    The request page always sends ``request`` (maybe empty); automation rules and
+    triggers send the request row (``xRequest``) and no ``request``; the address
+    book sends ``source_id``, the names and ``acting_person_*`` only. Anything
+    else is read as the request page, which shows every value as HTML.
+    """
+    if "request" in params:
+        return Audience.REQUEST_PAGE
+    if "xRequest" in params:
+        return Audience.AUTOMATION
+    if any(name in params for name in _NOT_FROM_ADDRESS_BOOK) or any(
+            map(_CUSTOM.fullmatch, params)):
+        return Audience.REQUEST_PAGE
+    return Audience.ADDRESS_BOOK
+
+
 def options_query(params: Mapping[str, str]) -> OptionsQuery:
-    """An OptionsQuery: ``callingField`` is the search text, the rest are fields."""
-    return OptionsQuery(search=params.get("callingField", "").strip(),
-                        fields=_request_fields(params))
+    """An OptionsQuery: the text typed into the calling field, and the other fields.
+
+    HelpSpot sends ``callingField=Custom5``, the id of the AJAX field whose button
+    was pressed; what staff typed is that field's own (double-encoded) value. A
+    ``callingField`` that is not a field id is taken as the search text itself,
+    as other callers send it: no text HelpSpot sends looks like ``CustomN``.
+    """
+    calling = params.get("callingField", "")
+    fields = _request_fields(params)
+    if _CUSTOM.fullmatch(calling):
+        fields.pop("callingField", None)
+        return OptionsQuery(search=fields.pop(calling, "").strip(), fields=fields)
+    return OptionsQuery(search=calling.strip(), fields=fields)
 
 
 def _request_fields(params: Mapping[str, str]) -> dict[str, str]:
@@ -115,6 +146,20 @@ def argv_text(arg: str) -> str:
     return php_text(os.fsencode(arg))
 
 
+#: An attachment's bytes, when HelpSpot stores attachments in its database
+#: (HELPSPOT.md §5, §6): ``request_history[item][ID][documents][0][blobFile]``.
+FILE_BYTES = "blobFile"
+
+
+def without_file_bytes(value: object) -> object:
+    """``value`` with every attachment's bytes left out, at any depth; metadata stays."""
+    if isinstance(value, dict):
+        return {k: without_file_bytes(v) for k, v in value.items() if k != FILE_BYTES}
+    if isinstance(value, list):
+        return [without_file_bytes(v) for v in value]
+    return value
+
+
 class InputError(ValueError):
     """A request body that cannot be used; the message says why, for a 400 answer."""
 
@@ -139,13 +184,16 @@ def request_body(body: bytes, content_type: str) -> dict[str, object]:
         except UnicodeEncodeError:
             raise InputError("the JSON body holds an unpaired surrogate escape "
                              "(like \\ud800), which is not text") from None
-        return data
-    try:
-        return dict(parse_form(body))
-    except FormError as exc:
-        raise InputError(str(exc)) from None
+    else:
+        try:
+            data = dict(parse_form(body))
+        except FormError as exc:
+            raise InputError(str(exc)) from None
+    # Bytes of files are no text: stored, they would be megabytes of garbled data.
+    return cast(dict[str, object], without_file_bytes(data))
 
 
 def push_request(data: dict[str, object]) -> PushRequest:
     """A PushRequest, without ``documents`` (PHP objects HelpSpot cannot encode)."""
     return PushRequest({k: v for k, v in data.items() if k != "documents"})
+

@@ -5,6 +5,7 @@ Backends receive these and return these; none of them knows about Flask or lxml.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,17 @@ def is_insertable(element: str) -> bool:
     return element in INSERTABLE_FIELDS or (
         element.startswith("Custom") and element[6:].isdigit() and element[6:] != ""
     )
+
+
+class Audience(enum.Enum):
+    """Which of HelpSpot's pages reads a Live Lookup answer, and so how it shows values."""
+
+    #: The request page (and the command line): every value is shown as raw HTML.
+    REQUEST_PAGE = "request page"
+    #: The address book: HelpSpot HTML-escapes names, e-mail, title and description itself.
+    ADDRESS_BOOK = "address book"
+    #: Automation rules and triggers: values are applied to the request, never shown.
+    AUTOMATION = "automation rule"
 
 
 @dataclass(frozen=True)

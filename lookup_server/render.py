@@ -1,13 +1,27 @@
 """Every XML document lookup-server emits, rendered with lxml; the escaping policy.
 
-HelpSpot shows livelookup values as raw HTML (HELPSPOT.md §3). So:
+HelpSpot's request page shows every livelookup value as raw HTML: the single
+match, the ``columns`` table and every row's hidden pop-up (HELPSPOT.md §3).
+And what staff can insert into the request (``customer_id``, names, email,
+phone, ``CustomN``) is that same text: it cannot be both HTML and data. So on
+the request page (and the command line, which cannot tell its caller):
 
-* values HelpSpot may insert into a request (``customer_id``, names, email,
-  phone, ``CustomN``) are only XML-escaped, so they round-trip exactly;
-* values listed in a source's ``html_fields`` are deliberate HTML and go in
-  CDATA;
-* every other value is HTML-escaped before lxml XML-escapes it, so staff see
-  ``AT&T`` and ``<script>`` as text.
+* an insertable value that holds no ``<`` and no ``&`` is sent exactly as
+  stored: no other character makes markup or an entity in HTML text, so it
+  shows as stored and inserts as stored;
+* an insertable value that holds ``<`` or ``&`` is HTML-escaped: staff see it
+  exactly as stored and it can never run as script or break into an entity;
+  Insert then puts the escaped text (``AT&amp;T``) into the request, which
+  staff see and can mend, instead of markup that would run;
+* values listed in a source's ``html_fields`` are deliberate HTML, in CDATA;
+* every other value is HTML-escaped, so staff see ``AT&T`` and ``<script>``
+  as text.
+
+Automation rules and triggers only apply values, never show them, so there
+insertable values go out exactly; the address book HTML-escapes what it shows
+itself, so there every value goes out exactly (escaping twice would show
+``R&amp;D``). Empty insertable values are left out unless the source sets
+``clear_empty``: HelpSpot would otherwise wipe what staff had entered.
 
 Characters XML 1.0 forbids are dropped everywhere.
 """
@@ -23,7 +37,14 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer, Option, PushDetails, is_element_name, is_insertable
+from lookup_server.models import (
+    Audience,
+    Customer,
+    Option,
+    PushDetails,
+    is_element_name,
+    is_insertable,
+)
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -36,46 +57,58 @@ def xml_safe(text: str) -> str:
     return _ILLEGAL_XML.sub("", text)
 
 
-def render_livelookup(customers: Iterable[Customer], source: SourceSettings) -> bytes:
+def render_livelookup(customers: Iterable[Customer], source: SourceSettings,
+                      audience: Audience = Audience.REQUEST_PAGE) -> bytes:
     """The ``<livelookup>`` document for these customers: only ``<customer>`` children."""
     root = etree.Element("livelookup", version="1.0")
     if source.columns:
         root.set("columns", ",".join(source.columns))
-    labels, html_fields = source.labels, source.html_fields
+    labels, html_fields, keep_empty = source.labels, source.html_fields, source.clear_empty
     sub_element = etree.SubElement
     for customer in customers:
         node = sub_element(root, "customer")
         fields = customer.fields
-        for name, kind in _plan(tuple(fields), html_fields):
+        for name, kind, insertable in _plan(tuple(fields), html_fields, audience):
+            text = xml_safe(fields.get(name, ""))
+            if insertable and not text and not keep_empty:
+                continue
             element = sub_element(node, name)
             if labels and labels.get(name):
-                element.set("label", xml_safe(labels[name]))
-            text = xml_safe(fields.get(name, ""))
-            element.text = text if kind == _PLAIN else _field_text(kind, text)
+                element.set("label", _label_text(xml_safe(labels[name]), audience))
+            element.text = text if kind == _EXACT else _field_text(kind, text)
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
 
 
-_PLAIN, _HTML, _ESCAPED = range(3)
+#: How a value is sent: exactly; exactly unless it holds markup; as CDATA; HTML-escaped.
+_EXACT, _INSERTABLE, _HTML, _ESCAPED = range(4)
 
 
 @lru_cache(maxsize=1024)
-def _plan(names: tuple[str, ...], html_fields: frozenset[str]) -> tuple[tuple[str, int], ...]:
-    """Which fields are sent, in order, and how: decided once per set of names.
+def _plan(names: tuple[str, ...], html_fields: frozenset[str], audience: Audience
+          ) -> tuple[tuple[str, int, bool], ...]:
+    """Which fields are sent, in order, how, and whether each is insertable.
 
-    A backend's customers share their field names, and lookups are hot.
+    Decided once per set of names: a backend's customers share their field
+    names, and lookups are hot.
     """
     plan = []
     for name in ("customer_id", *(n for n in names if n != "customer_id")):
         if not is_element_name(name):
             continue  # not an XML name: a backend's column that cannot be an element
-        if is_insertable(name):
-            plan.append((name, _PLAIN))
+        insertable = is_insertable(name)
+        if audience is Audience.ADDRESS_BOOK or (insertable and audience is Audience.AUTOMATION):
+            kind = _EXACT
+        elif insertable:
+            kind = _INSERTABLE
         else:
-            plan.append((name, _HTML if name in html_fields else _ESCAPED))
+            kind = _HTML if name in html_fields else _ESCAPED
+        plan.append((name, kind, insertable))
     return tuple(plan)
 
 
 def _field_text(kind: int, text: str) -> str | etree.CDATA:
+    if kind == _INSERTABLE:
+        return html.escape(text, quote=False) if ("<" in text or "&" in text) else text
     if kind == _HTML:
         # A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
         # carriage return (parsers normalise it to a line feed). Such a value is
@@ -84,6 +117,11 @@ def _field_text(kind: int, text: str) -> str | etree.CDATA:
         cdata_safe = "]]>" not in text and "\r" not in text
         return etree.CDATA(text) if cdata_safe else text
     return html.escape(text, quote=True)
+
+
+def _label_text(label: str, audience: Audience) -> str:
+    # HelpSpot shows labels as raw HTML too; a label is the admin's text, not markup.
+    return label if audience is Audience.ADDRESS_BOOK else html.escape(label, quote=False)
 
 
 def render_ajaxfield(options: Iterable[Option], ascii_only: bool = False) -> bytes:

@@ -20,7 +20,15 @@ import pytest
 from lookup_server.app import create_app
 from lookup_server.helpspot_input import decode_value
 from lookup_server.helpspot_view import LiveLookupView
-from tests.helpspot import assert_livelookup
+from tests.helpspot import (
+    address_book_params,
+    assert_livelookup,
+    automation_params,
+    browser_reads,
+    insert_data,
+    request_page_html,
+    request_page_params,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,15 @@ PEOPLE: list[Person] = [
     ),
 ]
 PEOPLE[9] = Person("2001", "Mary", "Smith", "Mary.Smith@Example.COM", "555-020-0001", "Sales")
+#: Values a customer may set themselves (a directory attribute, a shop's customer name)
+#: that HelpSpot's request page would run or mangle as HTML.
+MARKUP_PEOPLE = [
+    Person("3001", "Hacker<img src=x onerror=alert(1)>", "Gold & <Platinum>", "r&d@example.com",
+           "555-030-0001", "<script>alert(1)</script>"),
+    Person("3002", "&lt;b&gt;", "Gold &amp; Co", "gold.co@example.com", "555-030-0002",
+           "&copy; Gold"),
+]
+PEOPLE += MARKUP_PEOPLE
 
 MAX_RESULTS = 5
 SMITHS = [p for p in PEOPLE if p.last_name == "Smith"]
@@ -97,8 +114,10 @@ class BackendContract:
         app = create_app({"sources": {"people": table}}, base_dir=base)
         client = app.test_client()
 
-        def lookup(**params: str) -> LiveLookupView:
-            response = client.get("/livelookup/people", query_string=params)
+        def lookup(*, call: dict[str, str] | None = None, **params: str) -> LiveLookupView:
+            """The request page's call with ``params``, or exactly ``call``."""
+            query = call if call is not None else request_page_params(**params)
+            response = client.get("/livelookup/people", query_string=query)
             assert response.status_code == 200, response.data
             return assert_livelookup(response.data)
 
@@ -174,6 +193,38 @@ class BackendContract:
         (found,) = lookup(customer_id="1002").customers
         # HelpSpot shows the value as raw HTML: this is what reaches the browser
         assert found["title"] == "R&amp;D &lt;Lead&gt;"
+
+    def test_markup_in_values_never_runs_in_staff_browsers(
+            self, lookup: Lookup, contract_source: dict[str, Any]) -> None:
+        deliberate = frozenset(contract_source.get("html_fields", ()))  # the admin's own HTML
+        single = lookup(customer_id="3001")
+        several = lookup(last_name="Gold")
+        assert _ids(several) == ["3001", "3002"]
+        for view in (single, several):
+            for piece in request_page_html(view, deliberate):
+                assert browser_reads(piece)[1] == [], piece
+        for customer in single.customers + several.customers:
+            stored = BY_ID[customer["customer_id"]].as_fields()
+            for name in stored.keys() & customer.keys():
+                assert browser_reads(customer[name])[0] == stored[name], name
+
+    def test_values_without_markup_insert_exactly_as_stored(self, lookup: Lookup) -> None:
+        for person in (PEOPLE[1], PEOPLE[2], MARKUP_PEOPLE[1]):
+            (inserted,) = insert_data(lookup(customer_id=person.customer_id))
+            stored = person.as_fields()
+            for name, value in inserted.items():
+                if "<" not in stored[name] and "&" not in stored[name]:
+                    assert value == stored[name]
+
+    def test_automation_rules_apply_values_exactly(self, lookup: Lookup) -> None:
+        (applied,) = insert_data(lookup(call=automation_params(sUserId="3001")))
+        assert applied == {k: v for k, v in MARKUP_PEOPLE[0].as_fields().items()
+                           if k != "title"}
+
+    def test_address_book_gets_values_it_escapes_itself(self, lookup: Lookup) -> None:
+        view = lookup(call=address_book_params("", "Gold"))
+        assert sorted((c["last_name"], c["title"]) for c in view.customers) == [
+            ("Gold & <Platinum>", "<script>alert(1)</script>"), ("Gold &amp; Co", "&copy; Gold")]
 
     # -- hostile input -------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from lookup_server.cli import cli
 from lookup_server.helpspot_view import read_ajaxfield
 from lookup_server.render import schema_errors
 from tests.conftest import write_csv
-from tests.helpspot import double_encode
+from tests.helpspot import ajax_params, double_encode
 
 KEY = "ajax-key_0123456789abcdef"
 OPTIONS = [
@@ -47,7 +47,22 @@ def helpspot_ajax(app: Flask, source: str, **params: str) -> list[tuple[str, str
     return read_ajaxfield(response.data)
 
 
-def test_request_fields_filter_and_calling_field_searches(ajax_app: Flask) -> None:
+def test_helpspots_calling_field_names_the_field_whose_text_is_searched(ajax_app: Flask
+                                                                       ) -> None:
+    # HelpSpot sends callingField=Custom5 and the typed text as Custom5, encoded twice
+    shown = helpspot_ajax(ajax_app, "support", **ajax_params("Custom5", "REPAIR", xCategory="3",
+                                                             Custom4="yes"))
+    assert shown == [("hw-1", "Laptop repair"), ("hw-2", "Desktop repair")]
+    shown = helpspot_ajax(ajax_app, "raw", **ajax_params("Custom5", "Zoë's", Custom4=""))
+    assert shown == [("zoe", "ZoÃ«'s cafÃ©")]
+
+
+def test_an_empty_field_lists_every_option_that_applies(ajax_app: Flask) -> None:
+    shown = helpspot_ajax(ajax_app, "support", **ajax_params("Custom5", "", xCategory="4"))
+    assert [value for value, _ in shown] == ["gold", "sw-1", "zoe"]
+
+
+def test_a_calling_field_that_is_no_field_id_is_the_search_text(ajax_app: Flask) -> None:
     shown = helpspot_ajax(ajax_app, "support", xCategory=double_encode("3"),
                           callingField="REPAIR", sUserId="", Custom4="null")
     assert shown == [("hw-1", "Laptop repair")]

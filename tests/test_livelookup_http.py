@@ -13,24 +13,18 @@ from lookup_server.app import create_app
 from lookup_server.models import ByEmail, ById
 from tests.backend_contract import PEOPLE
 from tests.fake_backends import FakeBackend, fake_config
-from tests.helpspot import assert_livelookup, double_encode, helpspot_error
+from tests.helpspot import (
+    address_book_params,
+    assert_livelookup,
+    automation_params,
+    browser_reads,
+    double_encode,
+    helpspot_error,
+    insert_data,
+    request_page_params,
+)
 
 KEY = "k3y-with_unreserved.chars~0123"
-
-
-def request_page_params(**overrides: str) -> dict[str, str]:
-    """Everything HelpSpot's request page sends, in its order, double encoding included."""
-    params = {
-        "source_id": "0", "customer_id": "", "first_name": "", "last_name": "", "email": "",
-        "phone": "", "request": "12345", "sUserId": "", "sFirstName": "", "sLastName": "",
-        "sEmail": "", "sPhone": "", "xStatus": "1", "xCategory": "2", "xPersonAssignedTo": "0",
-        "Custom1": double_encode("a b"), "Custom2": "null",
-        "acting_person_xperson": "1", "acting_person_fusertype": "1",
-        "acting_person_fname": "Ian", "acting_person_lname": "Staff",
-        "acting_person_email": "ian@helpdesk.example",
-    }
-    params.update(overrides)
-    return params
 
 
 def test_request_page_lookup_by_double_encoded_email(client: FlaskClient) -> None:
@@ -50,26 +44,50 @@ def test_http_post_mode_sends_parameters_in_url_and_body(client: FlaskClient) ->
 
 
 def test_address_book_sends_only_names(client: FlaskClient) -> None:
-    response = client.get("/livelookup/people", query_string={
-        "source_id": "0", "first_name": "Jo", "last_name": "Núñ",
-        "acting_person_xperson": "1", "acting_person_fusertype": "2"})
+    response = client.get("/livelookup/people", query_string=address_book_params("Jo", "Núñ"))
     view = assert_livelookup(response.data)
     assert [c["email"] for c in view.customers] == ["jose.nunez@example.com"]
 
 
+def test_address_book_is_not_escaped_twice(client: FlaskClient) -> None:
+    # HelpSpot HTML-escapes names, e-mail, title and description there itself
+    view = assert_livelookup(client.get(
+        "/livelookup/people", query_string=address_book_params("", "Núñez")).data)
+    assert view.customers[0]["title"] == "R&D <Lead>"
+    page = assert_livelookup(client.get(
+        "/livelookup/people", query_string=request_page_params(last_name="Núñez")).data)
+    assert browser_reads(page.customers[0]["title"]) == ("R&D <Lead>", [])
+
+
+def test_empty_custom_fields_are_left_out_so_rules_keep_what_staff_entered(
+        make_app: object, tmp_path: Path) -> None:
+    from tests.conftest import write_csv
+
+    write_csv(tmp_path / "c.csv", ["customer_id", "email", "Custom3", "Custom4"],
+              [["7", "x@example.com", "", "Gold"]])
+    for clear, expected in ((False, {"Custom4": "Gold"}),
+                            (True, {"Custom3": "", "Custom4": "Gold"})):
+        app = make_app({"sources": {"c": {  # type: ignore[operator]
+            "backend": "csv", "path": "c.csv", "clear_empty": clear}}})
+        call = automation_params(sEmail="x@example.com", Custom3="what staff typed")
+        view = assert_livelookup(app.test_client().post("/livelookup/c", data=call).data)
+        (applied,) = insert_data(view)
+        assert {k: v for k, v in applied.items() if k.startswith("Custom")} == expected
+
+
 def test_automation_rule_sends_the_request_row(client: FlaskClient) -> None:
-    response = client.post("/livelookup/people", data={
-        "xRequest": "12345", "sTitle": "Printer on fire", "sStatus": "Active",
-        "fullname": "Ada Lovelace", "sUserId": "1001", "customer_id": "1001",
-        "sEmail": "ada@example.com", "email": "ada@example.com"})
+    response = client.post("/livelookup/people", data=automation_params(
+        fullname="Ada Lovelace", sUserId="1001", sEmail="ada@example.com"))
     (customer,) = assert_livelookup(response.data).customers
     assert customer["first_name"] == "Ada"
 
 
 def test_one_match_shows_every_field_and_many_show_a_table(client: FlaskClient) -> None:
-    one = assert_livelookup(client.get("/livelookup/people?customer_id=1002").data)
+    one = assert_livelookup(client.get("/livelookup/people", query_string=request_page_params(
+        customer_id="1002")).data)
     assert "Title: R&amp;D &lt;Lead&gt;" in one.summary()
-    many = assert_livelookup(client.get("/livelookup/people?last_name=Smith").data)
+    many = assert_livelookup(client.get("/livelookup/people", query_string=request_page_params(
+        last_name="Smith")).data)
     assert many.summary().splitlines()[0] == "customer_id | first_name | last_name | email"
 
 
@@ -82,7 +100,8 @@ def test_columns_and_labels_and_html_fields(make_app: object, people_csv: Path) 
     app = make_app({"sources": {"people": {  # type: ignore[operator]
         "backend": "csv", "path": str(people_csv), "columns": ["email", "title"],
         "labels": {"title": "Job title"}, "html_fields": ["title"]}}})
-    body = app.test_client().get("/livelookup/people?last_name=smith").data
+    body = app.test_client().get("/livelookup/people",
+                                 query_string=request_page_params(last_name="smith")).data
     view = assert_livelookup(body)
     assert view.columns == ["email", "title"]
     assert view.labels[0]["title"] == "Job title"
@@ -103,10 +122,30 @@ def test_unknown_route_is_plain_text_not_html(client: FlaskClient) -> None:
     assert response.text.startswith("lookup-server error:")
 
 
-def test_huge_request_is_refused_cleanly(client: FlaskClient) -> None:
-    response = client.post("/livelookup/people", data={"last_name": "x" * 2_000_000})
+def test_huge_request_is_refused_cleanly(make_app: object, people_csv: Path) -> None:
+    app = make_app({"server": {"max_body_bytes": 100_000},  # type: ignore[operator]
+                    "sources": {"people": {"backend": "csv", "path": str(people_csv)}}})
+    response = app.test_client().post("/livelookup/people", data={"last_name": "x" * 200_000})
     assert response.status_code == 413
     helpspot_error(response.data)
+
+
+def test_long_custom_fields_in_the_url_are_served(client: FlaskClient) -> None:
+    # HelpSpot puts every custom field in the URL, encoded twice: 3,000 characters of
+    # German are 30 KB there, and a trigger's Webhook action adds the whole thread
+    notes = double_encode("Größenänderung der Übersicht " * 100)
+    history = double_encode("<p>Sehr geehrte Damen und Herren, …</p>" * 1500)
+    params = request_page_params(customer_id="1001", Custom7=notes, Custom8=history)
+    view = assert_livelookup(client.get("/livelookup/people", query_string=params).data)
+    assert [c["customer_id"] for c in view.customers] == ["1001"]
+
+
+def test_a_url_past_max_request_line_names_the_field_to_shorten(client: FlaskClient) -> None:
+    params = request_page_params(customer_id="1001", Custom9=double_encode("ü" * 60_000))
+    response = client.get("/livelookup/people", query_string=params)
+    assert response.status_code == 414
+    message = helpspot_error(response.data)
+    assert "Custom9" in response.text and "max_request_line" in response.text, message
 
 
 def test_huge_value_finds_nobody(client: FlaskClient) -> None:
@@ -253,3 +292,38 @@ def test_a_backend_that_cannot_be_built_fails_alone(tmp_path: Path,
     assert response.status_code == 502
     assert "hunter2" not in response.text
     assert "could not be created" in response.text
+
+
+# -- one key per use -------------------------------------------------------------------
+
+AJAX_KEY = "ajax-only-key_0123456789"
+
+
+def test_an_ajax_key_opens_ajax_fields_and_nothing_else(tmp_path: Path) -> None:
+    from tests.conftest import write_csv
+
+    write_csv(tmp_path / "o.csv", ["value", "description"], [["a", "A"]])
+    app = create_app({"server": {"shared_key": KEY, "ajax_key": AJAX_KEY},
+                      "sources": {"o": {"backend": "csv", "path": "o.csv"}}}, base_dir=tmp_path)
+    client = app.test_client()
+    # HelpSpot writes the AJAX field's URL, key included, into every request page
+    assert client.get(f"/ajax/o/{AJAX_KEY}").status_code == 200
+    assert client.get(f"/ajax/o/{KEY}").status_code == 403
+    for path in (f"/livelookup/o/{AJAX_KEY}", f"/livelookup/o?ll_key={AJAX_KEY}"):
+        assert client.get(path + "&customer_id=1" if "?" in path else path).status_code == 403
+    assert client.post(f"/webhook/o/{AJAX_KEY}", data={"x": "1"}).status_code == 403
+    assert client.post("/push/o", json={}, headers={
+        "Authorization": f"Bearer {AJAX_KEY}"}).status_code == 403
+    assert client.get(f"/livelookup/o?ll_key={KEY}&customer_id=1").status_code != 403
+
+
+def test_an_ajax_key_that_opens_more_is_a_config_problem(tmp_path: Path) -> None:
+    from lookup_server.config import ConfigError, config_from_mapping
+
+    with pytest.raises(ConfigError) as error:
+        config_from_mapping({"server": {"shared_key": KEY, "ajax_key": KEY}}, tmp_path)
+    assert "server.ajax_key: must differ from the key of livelookup, push, webhook" in str(
+        error.value)
+    with pytest.raises(ConfigError) as error:
+        config_from_mapping({"server": {"webhook_key": "short"}}, tmp_path)
+    assert "server.webhook_key: must be at least 16 characters" in str(error.value)

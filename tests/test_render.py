@@ -8,28 +8,41 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer
+from lookup_server.models import Audience, Customer
 from lookup_server.render import render_livelookup, schema_errors, xml_safe
-from tests.helpspot import assert_livelookup
+from tests.helpspot import assert_livelookup, browser_reads
 
 SOURCE = SourceSettings(name="s", backend="csv", html_fields=frozenset({"profile"}),
                         labels={"Custom5": "Contract <level>"}, columns=("email", "Custom5"))
 
 
-def read_one(fields: dict[str, str], source: SourceSettings = SOURCE) -> dict[str, str]:
-    (customer,) = assert_livelookup(render_livelookup([Customer(fields)], source)).customers
+def read_one(fields: dict[str, str], source: SourceSettings = SOURCE,
+             audience: Audience = Audience.REQUEST_PAGE) -> dict[str, str]:
+    body = render_livelookup([Customer(fields)], source, audience)
+    (customer,) = assert_livelookup(body).customers
     return customer
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(), st.text(), st.text())
+@given(st.text(min_size=1), st.text(), st.text())
 def test_any_text_round_trips_as_policy_says(insertable: str, html_value: str,
                                              display: str) -> None:
-    seen = read_one({"customer_id": insertable, "Custom12": insertable, "profile": html_value,
-                     "organization": display})
-    assert seen["customer_id"] == seen["Custom12"] == xml_safe(insertable)
+    fields = {"customer_id": insertable, "Custom12": insertable, "profile": html_value,
+              "organization": display}
+    text = xml_safe(insertable)
+    seen = read_one(fields)
+    # the request page shows it as HTML: staff read it exactly, markup never runs
+    for name in ("customer_id", "Custom12"):
+        if text:
+            assert browser_reads(seen[name]) == (text, [])
+            assert seen[name] == text or ("<" in text or "&" in text)
+        else:
+            assert name not in seen
     assert seen["profile"] == xml_safe(html_value)
     assert seen["organization"] == html.escape(xml_safe(display))
+    for audience in (Audience.AUTOMATION, Audience.ADDRESS_BOOK):  # never shown as HTML there
+        seen = read_one(fields, audience=audience)
+        assert seen.get("customer_id", "") == seen.get("Custom12", "") == text
 
 
 def test_display_values_reach_the_browser_as_text() -> None:
@@ -37,11 +50,21 @@ def test_display_values_reach_the_browser_as_text() -> None:
     assert seen["organization"] == "AT&amp;T &lt;script&gt;alert(1)&lt;/script&gt;"
 
 
-def test_insertable_values_are_never_html_escaped() -> None:
-    seen = read_one({"customer_id": "a&b", "first_name": "<O'Neil>", "email": "x&y@z.com",
-                     "phone": "1 & 2", "Custom3": "level1#-#level2"})
-    assert seen == {"customer_id": "a&b", "first_name": "<O'Neil>", "email": "x&y@z.com",
-                    "phone": "1 & 2", "Custom3": "level1#-#level2"}
+def test_insertable_values_are_exact_unless_they_hold_markup() -> None:
+    fields = {"customer_id": "a&b", "first_name": "<O'Neil>", "last_name": "O'Neil \"Jr\" >",
+              "email": "x&y@z.com", "phone": "1 & 2", "Custom3": "level1#-#level2"}
+    assert read_one(fields) == {
+        "customer_id": "a&amp;b", "first_name": "&lt;O'Neil&gt;", "last_name": "O'Neil \"Jr\" >",
+        "email": "x&amp;y@z.com", "phone": "1 &amp; 2", "Custom3": "level1#-#level2"}
+    assert read_one(fields, audience=Audience.AUTOMATION) == fields
+
+
+def test_empty_insertable_values_are_left_out_unless_the_source_clears() -> None:
+    fields = {"customer_id": "", "first_name": "Ada", "email": "", "Custom4": "",
+              "title": ""}
+    assert read_one(fields) == {"first_name": "Ada", "title": ""}
+    clearing = SourceSettings(name="s", backend="csv", clear_empty=True)
+    assert read_one(fields, clearing) == fields
 
 
 def test_html_fields_go_in_cdata_and_cdata_end_is_handled() -> None:
@@ -67,7 +90,9 @@ def test_customer_id_first_and_only_customer_elements_in_root() -> None:
 def test_labels_are_attributes_and_escaped() -> None:
     body = render_livelookup([Customer({"customer_id": "1", "Custom5": "gold"})], SOURCE)
     view = assert_livelookup(body)
-    assert view.labels[0] == {"Custom5": "Contract <level>"}
+    # HelpSpot shows labels as raw HTML too: the admin's text reads as written
+    assert view.labels[0] == {"Custom5": "Contract &lt;level&gt;"}
+    assert browser_reads(view.labels[0]["Custom5"]) == ("Contract <level>", [])
 
 
 def test_invalid_element_names_from_a_backend_are_not_emitted() -> None:
@@ -81,7 +106,6 @@ def test_empty_result_is_an_empty_root() -> None:
 
 
 def test_schema_rejects_what_helpspot_cannot_read() -> None:
-    assert schema_errors(b"<livelookup><customer><email>x</email></customer></livelookup>")
     assert schema_errors(b"<livelookup><customer><customer_id>1</customer_id></customer>"
                          b"<error>x</error></livelookup>")
     assert schema_errors(b"<livelookup><customer><customer_id>1</customer_id>"

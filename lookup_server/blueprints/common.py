@@ -32,23 +32,25 @@ def state() -> AppState:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
-def check_caller(path_key: str | None,
+def check_caller(kind: str, path_key: str | None,
                  params: list[tuple[str, str]] | None = None) -> None:
-    """Raise Refused unless this request may be served (key in path, query or header).
+    """Raise Refused unless this ``kind`` of call may be served (key in path, query or header).
+
+    ``kind`` is one of config.ENDPOINT_KINDS: each may have a key of its own.
 
     ``params`` are the request's raw parameters when the view has parsed them
     anyway (:func:`raw_params`); else they are read only when a key or address
     list is configured (a webhook's form body is not parsed twice for nothing).
     """
     server = state().config.server
-    if server.shared_key is None and not server.allowed_ips:
+    if server.key_for(kind) is None and not server.allowed_ips:
         return
     if params is None:
         params = raw_params()
     in_params = next((value for name, value in params if name == KEY_PARAM), None)
     presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))
-    authorize(server, request.remote_addr, presented)
+    authorize(server, kind, request.remote_addr, presented)
 
 
 def raw_params() -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ def push(target: str) -> tuple[Response, int]:
     """Push a request to ``target``; answer its id there."""
     body = request.get_data()  # before check_caller may parse a form from the stream
     try:
-        check_caller(None)
+        check_caller("push", None)
         data = request_body(body, request.content_type or "")
         push_id = state().targets[target].push(push_request(data))
     except InputError as exc:
@@ -39,7 +39,7 @@ def push(target: str) -> tuple[Response, int]:
 def details(target: str, push_id: str) -> tuple[Response, int]:
     """The request page's HTML about an earlier push."""
     try:
-        check_caller(None)
+        check_caller("push", None)
         shown, status = state().targets[target].details(push_id), 200
     except ServiceError as exc:
         shown, status = PushDetails(title=f"lookup-server: {exc.reason}"), exc.status

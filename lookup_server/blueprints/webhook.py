@@ -26,7 +26,7 @@ def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
     """Store the webhook durably, then answer 202; delivery happens in the background."""
     try:
         body = request.get_data()  # before check_caller may parse a form from the stream
-        check_caller(path_key)
+        check_caller("webhook", path_key)
         payload = request_body(body, request.content_type or "")
         entry = state().webhooks.accept(target, payload)
     # HelpSpot discards the answer and never retries: these lines are the only trace

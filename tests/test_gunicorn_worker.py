@@ -1,0 +1,183 @@
+"""The server as production runs it: `gunicorn wsgi:app` with gunicorn.conf.py.
+
+Each test starts a real gunicorn (one worker, few threads) on the built-in
+worker and talks to it over sockets, as HelpSpot and a hostile caller do.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import runpy
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.helpspot import assert_livelookup, double_encode, helpspot_error, request_page_params
+
+KEY = "worker-test-key_0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    outbox: Path
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, timeout: float = 20) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, bytes(exc.read())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """gunicorn with one worker of 4 threads: few, so that a pinned thread shows."""
+    shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
+    outbox = tmp_path / "outbox.sqlite3"
+    config = tmp_path / "lookup.toml"
+    config.write_text(
+        f'[server]\nshared_key = "{KEY}"\noutbox = "{outbox}"\nmax_body_bytes = 100000\n'
+        '[sources.demo]\nbackend = "csv"\npath = "customers.csv"\n'
+        '[targets.hook]\nbackend = "http"\nurl = "http://127.0.0.1:9/unreachable"\n')
+    port, log = free_port(), tmp_path / "gunicorn.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+             "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+            cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
+            stdout=log_file, stderr=log_file)
+    running = Server(port, outbox, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if running.get("/healthz", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def lookup_path(**params: str) -> str:
+    return "/livelookup/demo?" + urlencode({"ll_key": KEY, **request_page_params(**params)})
+
+
+def test_the_configured_worker_is_lookup_servers() -> None:
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert settings["worker_class"] == "lookup_server.gunicorn_worker.LookupWorker"
+
+
+def test_request_lines_of_64_kib_and_more_are_served(server: Server) -> None:
+    # 3,000 characters of German in one custom field pass 8 KiB in HelpSpot's URL;
+    # after a trigger's Webhook action the whole thread rides along too
+    notes = double_encode("Rückrufbitte wegen Lieferverzögerung, Grüße " * 70)
+    thread = double_encode("<p>Sehr geehrte Kundin, vielen Dank für Ihre Nachricht.</p>" * 700)
+    path = lookup_path(customer_id="1001", Custom7=notes, Custom8=thread)
+    assert len(path) > 64 * 1024
+    status, body = server.get(path)
+    assert status == 200
+    assert [c["customer_id"] for c in assert_livelookup(body).customers] == ["1001"]
+    # http-post mode: the same parameters in the URL and in the body
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    form = urlencode(request_page_params(customer_id="1001", Custom7=notes))
+    connection.request("POST", path, body=form,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = connection.getresponse()
+    assert answer.status == 200
+    assert [c["customer_id"] for c in assert_livelookup(answer.read()).customers] == ["1001"]
+
+
+def test_past_max_request_line_staff_read_which_field_to_shorten(server: Server) -> None:
+    status, body = server.get(lookup_path(customer_id="1001",
+                                          Custom9=double_encode("長い" * 20_000)))
+    assert status == 414
+    assert "Custom9" in helpspot_error(body) or b"Custom9" in body
+    assert b"max_request_line" in body
+
+
+def test_idle_and_dripping_connections_cost_no_thread(server: Server) -> None:
+    # With 4 threads, gunicorn's sync or gthread workers would be pinned by these.
+    held = []
+    for i in range(40):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        if i % 2:
+            sock.sendall(b"GET /livelookup/demo?customer_id=1")  # and then nothing more
+        held.append(sock)
+    try:
+        for _ in range(3):
+            for sock in held[1::2]:
+                sock.sendall(b"0")  # a byte now and then
+            status, body = server.get(lookup_path(customer_id="1001"), timeout=10)
+            assert status == 200
+            assert assert_livelookup(body).customers
+        assert server.get("/healthz", timeout=10) == (200, b"ok\n")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_and_nothing_stored(server: Server) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    chunk = b"request_history%5Bitem%5D%5B1%5D%5BtNote%5D=" + b"x" * 50_000 + b"&"
+    connection.putrequest("POST", f"/webhook/hook/{KEY}")
+    connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    for piece in [b"xRequest=12345&", *[chunk] * 5]:
+        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    connection.send(b"0\r\n\r\n")
+    answer = connection.getresponse()
+    assert answer.status == 413
+    answer.read()
+    with sqlite3.connect(server.outbox) as db:
+        assert db.execute("SELECT count(*) FROM webhooks").fetchone() == (0,)
+    # a chunked body within the limit is stored whole
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    connection.request("POST", f"/webhook/hook/{KEY}", body=iter([b"xRequest=7&", chunk]),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"},
+                       encode_chunked=True)
+    assert connection.getresponse().status == 202
+    with sqlite3.connect(server.outbox) as db:
+        (payload,) = db.execute("SELECT payload FROM webhooks").fetchone()
+    assert '"xRequest":"7"' in payload and "x" * 50_000 in payload
+
+
+def test_access_log_lines_hide_the_key(server: Server) -> None:
+    assert server.get(lookup_path(customer_id="1001"))[0] == 200
+    assert server.get(f"/livelookup/demo/{KEY}?customer_id=1001")[0] == 200
+    deadline = time.monotonic() + 10
+    while server.log.read_text().count("/livelookup/demo") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = server.log.read_text()
+    assert text.count("/livelookup/demo") >= 2
+    assert KEY not in text
