@@ -45,6 +45,10 @@ class BackendTimeout(BackendError):
     """The backend's own network or query timeout fired."""
 
 
+class NotFound(BackendError):
+    """What was asked for does not exist there (an unknown push id, say)."""
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """Options of a backend that takes none."""

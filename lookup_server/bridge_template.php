@@ -38,6 +38,9 @@ if (!class_exists('{{CLASS}}', false)) {
             }
             // Holds PHP objects that json_encode cannot represent.
             unset($request['documents']);
+            // Each history entry's attachments carry their bytes when HelpSpot keeps
+            // files in its database: megabytes that are no text. Metadata only.
+            $request = self::withoutFileBytes($request);
             array_walk_recursive($request, array($this, 'toUtf8'));
             $body = json_encode($request, JSON_PARTIAL_OUTPUT_ON_ERROR);
             if (!is_string($body)) {
@@ -46,7 +49,7 @@ if (!class_exists('{{CLASS}}', false)) {
             }
             list($status, $text, $failure) = $this->call(self::PUSH_URL, $body);
             if ($failure !== '') {
-                $this->errorMsg = $failure;
+                $this->errorMsg = self::plainText($failure);
                 return false;
             }
             $data = json_decode($text, true);
@@ -54,7 +57,7 @@ if (!class_exists('{{CLASS}}', false)) {
                     && is_scalar($data['id']) && (string) $data['id'] !== '') {
                 return $this->shorten((string) $data['id']);
             }
-            $this->errorMsg = $this->serverError($status, $data);
+            $this->errorMsg = self::plainText($this->serverError($status, $data));
             return false;
         }
 
@@ -70,6 +73,34 @@ if (!class_exists('{{CLASS}}', false)) {
                 $failure = $this->serverError($status, json_decode($text, true));
             }
             return '<p>' . htmlspecialchars($failure, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8') . '</p>';
+        }
+
+        /** $value without any attachment's bytes ('blobFile') or PHP object, at any depth. */
+        public static function withoutFileBytes($value)
+        {
+            if (!is_array($value)) {
+                return $value;
+            }
+            unset($value['blobFile']);
+            foreach ($value as $key => $item) {
+                if (is_array($item)) {
+                    $value[$key] = self::withoutFileBytes($item);
+                } elseif (is_object($item) || is_resource($item)) {
+                    unset($value[$key]);
+                }
+            }
+            return $value;
+        }
+
+        /**
+         * errorMsg as text that reads the same shown raw (the request page's pop-up)
+         * and HTML-escaped (HelpSpot's log note of an automation rule): without the
+         * five characters HTML treats specially, each replaced by its look-alike.
+         */
+        private static function plainText($text)
+        {
+            return strtr((string) $text, array('<' => "\u{2039}", '>' => "\u{203A}",
+                '&' => "\u{FF06}", '"' => "\u{201D}", "'" => "\u{2019}"));
         }
 
         /** array(HTTP status, body, transport error or ''). */

@@ -148,11 +148,6 @@ def transliterate(text: str) -> str:
     return str(anyascii(text))
 
 
-def push_error_text(reason: str) -> str:
-    """A push failure's reason as HelpSpot will show it: inside its own HTML page."""
-    return html.escape(xml_safe(reason), quote=True)
-
-
 def render_push_details(details: PushDetails) -> str:
     """The HTML HelpSpot inserts raw into the request page for ``details($id)``.
 

@@ -18,7 +18,7 @@ from concurrent import futures
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
-from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
+from lookup_server.backend import Backend, BackendError, BackendTimeout, NotFound, SourceSettings
 from lookup_server.config import BackendConfig, Config
 from lookup_server.models import (
     Customer,
@@ -62,6 +62,12 @@ class Refused(ServiceError):
 
 class UnknownSource(ServiceError):
     """No source of that name, or it does not offer what was asked."""
+
+    status = 404
+
+
+class Missing(ServiceError):
+    """The backend has no such item (an unknown push id)."""
 
     status = 404
 
@@ -184,6 +190,8 @@ class Plugged:
             raise TimedOut(f"{what} did not answer within {timeout:g} s") from None
         except BackendTimeout as exc:
             raise TimedOut(f"{what} timed out: {exc}") from None
+        except NotFound as exc:
+            raise Missing(f"{what}: {exc}") from None
         except BackendError as exc:
             raise BackendFailed(f"{what} failed: {exc}") from None
         except ServiceError:

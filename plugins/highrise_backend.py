@@ -21,7 +21,7 @@ from urllib.parse import quote
 import requests
 from lxml import etree
 
-from lookup_server.backend import Backend, BackendError
+from lookup_server.backend import Backend, BackendError, NotFound
 from lookup_server.config_schema import Secret
 from lookup_server.models import (
     ByEmail,
@@ -160,7 +160,7 @@ class HighriseBackend(Backend[HighriseOptions]):
         deadline = Deadline(self.source.timeout)
         person = self._person(push_id, deadline) if push_id.isdigit() else None
         if person is None:
-            raise BackendError(f"Highrise person {push_id} no longer exists")
+            raise NotFound(f"Highrise person {push_id} no longer exists")
         rows = [(label, value) for label, value in (
             ("Company", person.company), ("Title", person.title),
             ("Email", ", ".join(person.emails)), ("Phone", ", ".join(person.phones)))

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from lookup_server.backend import Backend, BackendError, SourceSettings
+from lookup_server.backend import Backend, BackendError, NotFound, SourceSettings
 from lookup_server.config_schema import Secret
 from lookup_server.models import PushDetails, PushRequest, Webhook
 
@@ -122,7 +122,7 @@ class HttpTarget(Backend[HttpTargetOptions]):
         """What was pushed and what the other system answered, from the push record."""
         recorded = self.log.find(push_id)
         if recorded is None:
-            raise BackendError(f"no push with id {push_id!r} was recorded by this server")
+            raise NotFound(f"no push with id {push_id!r} was recorded by this server")
         link = self.options.link.replace("{id}", quote(push_id, safe="")) \
             if self.options.link else ""
         return PushDetails(title=f"Pushed to {self.host}", rows=recorded.rows(), link=link)

@@ -58,7 +58,12 @@ $request = array(
             'tLog' => '', 'tNote' => '<p>It is on fire</p>', 'tEmailHeaders' => '',
             'files' => array(array('sFilename' => 'photo.jpg', 'sFileMimeType' => 'image/jpeg',
                 'xDocumentId' => 55, 'public_url' => 'https://hs/p/55',
-                'private_url' => 'https://hs/x/55'))),
+                'private_url' => 'https://hs/x/55')),
+            // every entry carries its attachments, with their bytes when HelpSpot keeps
+            // files in its database (HELPSPOT.md §5)
+            'documents' => array(array('xDocumentId' => 55, 'sFilename' => 'photo.jpg',
+                'sFileMimeType' => 'image/jpeg', 'sCID' => '',
+                'blobFile' => str_repeat(random_bytes(1024), (int) $argv[5])))),
     ),
     'documents' => array($doc),
 );
@@ -163,7 +168,7 @@ def need_php() -> None:
 
 
 def run_bridge(tmp_path: Path, source: str, name: str, request_id: str,
-               details_id: str = "") -> dict[str, Any]:
+               details_id: str = "", attachment_kib: int = 2) -> dict[str, Any]:
     """Run the harness; stdout must be exactly the harness's one JSON line."""
     need_php()
     bridge = tmp_path / bridge_filename(name)
@@ -172,7 +177,8 @@ def run_bridge(tmp_path: Path, source: str, name: str, request_id: str,
     harness.write_text(HARNESS, encoding="utf-8")
     done = subprocess.run(
         ["php", "-d", "display_errors=stdout", "-d", "error_reporting=-1", "-d", "log_errors=0",
-         str(harness), str(bridge), bridge_class(name), request_id, details_id],
+         str(harness), str(bridge), bridge_class(name), request_id, details_id,
+         str(attachment_kib)],
         capture_output=True, text=True, timeout=60,
     )
     lines = done.stdout.splitlines()
@@ -276,6 +282,17 @@ def test_push_sends_the_request_and_returns_the_id(tmp_path: Path,
     history = sent["request_history"]["678"]
     assert history["tNote"] == "<p>It is on fire</p>"
     assert history["files"][0]["sFilename"] == "photo.jpg"
+    # the attachment's metadata, never its bytes (which arrived as garbled text)
+    assert history["documents"] == [{"xDocumentId": 55, "sFilename": "photo.jpg",
+                                     "sFileMimeType": "image/jpeg", "sCID": ""}]
+
+
+def test_a_push_with_a_large_attachment_sends_only_its_metadata(
+        tmp_path: Path, fake_server: FakeServer) -> None:
+    source = render_bridge("crm", fake_server.base_url, "k", "Crm")
+    result = run_bridge(tmp_path, source, "Crm", "12345", attachment_kib=600)
+    assert result == {"id": "crm-12345", "errorMsg": ""}
+    assert len(fake_server.seen[0].body) < 10_000
 
 
 def test_push_without_a_key_sends_no_authorization(tmp_path: Path,
@@ -289,7 +306,9 @@ def test_push_without_a_key_sends_no_authorization(tmp_path: Path,
 def test_push_error_sets_the_servers_message(tmp_path: Path, fake_server: FakeServer) -> None:
     result = run_bridge(tmp_path, render_bridge("crm", fake_server.base_url, "k", "Crm"),
                         "Crm", "refuse")
-    assert result == {"id": False, "errorMsg": "CRM refused it: <no title>"}
+    # HelpSpot shows errorMsg raw in the request page and HTML-escaped in an automation
+    # rule's log note: text without HTML's special characters reads the same in both
+    assert result == {"id": False, "errorMsg": "CRM refused it: \u2039no title\u203a"}
 
 
 def test_push_error_without_a_message_names_the_status(tmp_path: Path,
@@ -333,7 +352,7 @@ def test_details_returns_the_servers_html(tmp_path: Path, fake_server: FakeServe
 def test_details_error_is_an_escaped_paragraph(tmp_path: Path, fake_server: FakeServer) -> None:
     result = run_bridge(tmp_path, render_bridge("crm", fake_server.base_url, "k", "Crm"),
                         "Crm", "12345", "missing")
-    assert result["details"] == "<p>no push &lt;missing&gt;</p>"
+    assert result["details"] == "<p>no push &lt;missing&gt;</p>"  # shown raw: escaped once
 
 
 # -- TLS -------------------------------------------------------------------------------------

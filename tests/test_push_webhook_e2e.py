@@ -8,6 +8,7 @@ webhooks are posted form-encoded with PHP bracket nesting, as HelpSpot does.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import threading
@@ -154,8 +155,11 @@ def test_push_failure_reaches_staff_as_errormsg(tmp_path: Path, running: Running
     receiver.status, receiver.answer = 500, {"message": "CRM is <down>"}
     result = run_bridge(tmp_path, generate_bridge(running, tmp_path), "Crm", "12345")
     assert result["id"] is False
-    assert result["errorMsg"].startswith("target &#x27;crm&#x27; failed:")
-    assert "<down>" not in result["errorMsg"]  # HelpSpot shows errorMsg in its page
+    # HelpSpot shows errorMsg raw in the request page's pop-up and HTML-escaped in an
+    # automation rule's log note: it must read right in both, so it holds no < > & " '
+    message = result["errorMsg"]
+    assert message.startswith("target \u2019crm\u2019 failed:") and "\u2039down\u203a" in message
+    assert html.escape(message) == message
 
 
 def test_push_refuses_a_wrong_key_and_bad_bodies(running: Running, receiver: Receiver) -> None:
@@ -172,11 +176,17 @@ def test_push_refuses_a_wrong_key_and_bad_bodies(running: Running, receiver: Rec
     assert receiver.received == []
 
 
-def test_push_details_for_an_unknown_id_is_an_escaped_message(running: Running) -> None:
+def test_push_details_for_an_unknown_id_is_an_escaped_message(running: Running,
+                                                              tmp_path: Path) -> None:
     response = requests.get(f"{running.url}/push/crm/{quote('<b>x</b>', safe='')}",
                             headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
-    assert response.status_code == 502
-    assert "&lt;b&gt;x&lt;/b&gt;" in response.text and "<b>x</b>" not in response.text
+    assert response.status_code == 404
+    assert response.json()["error"] == (
+        "target 'crm': no push with id '<b>x</b>' was recorded by this server")
+    # what details() puts into the request page: the server's reason, escaped once
+    result = run_bridge(tmp_path, generate_bridge(running, tmp_path), "Crm", "1", "<b>x</b>")
+    assert result["details"] == ("<p>target &#039;crm&#039;: no push with id "
+                                 "&#039;&lt;b&gt;x&lt;/b&gt;&#039; was recorded by this server</p>")
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 ``POST /push/<target>`` takes the pushed request (JSON from the bridge, or a
 form) and answers ``{"id": ...}`` or ``{"error": ...}``; the bridge shows the
 error to staff as HelpSpot's "Request push failed". ``GET
-/push/<target>/<id>`` answers the HTML that ``details($id)`` puts in the page.
+/push/<target>/<id>`` answers the HTML that ``details($id)`` puts in the page,
+or ``{"error": ...}`` with the status. Errors are plain text: the bridge makes
+them fit each place HelpSpot shows them (raw HTML, or escaped once more).
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from lookup_server.blueprints.common import check_caller, state
 from lookup_server.helpspot_input import InputError, push_request, request_body
-from lookup_server.models import PushDetails
-from lookup_server.render import push_error_text, render_push_details
+from lookup_server.render import render_push_details, xml_safe
 from lookup_server.service import ServiceError
 
 bp = Blueprint("push", __name__)
@@ -28,10 +29,9 @@ def push(target: str) -> tuple[Response, int]:
         data = request_body(body, request.content_type or "")
         push_id = state().targets[target].push(push_request(data))
     except InputError as exc:
-        return jsonify(error=push_error_text(str(exc))), 400
+        return jsonify(error=xml_safe(str(exc))), 400
     except ServiceError as exc:
-        # the bridge hands this to HelpSpot as errorMsg, which lands in a page
-        return jsonify(error=push_error_text(exc.reason)), exc.status
+        return jsonify(error=xml_safe(exc.reason)), exc.status
     return jsonify(id=push_id), 200
 
 
@@ -40,8 +40,8 @@ def details(target: str, push_id: str) -> tuple[Response, int]:
     """The request page's HTML about an earlier push."""
     try:
         check_caller("push", None)
-        shown, status = state().targets[target].details(push_id), 200
+        shown = state().targets[target].details(push_id)
     except ServiceError as exc:
-        shown, status = PushDetails(title=f"lookup-server: {exc.reason}"), exc.status
+        return jsonify(error=xml_safe(exc.reason)), exc.status
     html = render_push_details(shown)
-    return Response(html, content_type="text/html; charset=utf-8"), status
+    return Response(html, content_type="text/html; charset=utf-8"), 200
