@@ -20,6 +20,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+#: HelpSpot's URLs carry every custom field (and after a trigger's Webhook action the
+#: whole thread): a log line shows this much of a field, then says how much is left.
+MAX_LOGGED_CHARS = 2048
+
+
+def shortened(text: str) -> str:
+    """``text`` cut to MAX_LOGGED_CHARS (after redaction: a key is never cut in half)."""
+    if len(text) <= MAX_LOGGED_CHARS:
+        return text
+    return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
+
+
 class RedactingRequestHandler(WSGIRequestHandler):
     """werkzeug's request handler, with keys hidden from its request-line log."""
 
@@ -27,8 +39,8 @@ class RedactingRequestHandler(WSGIRequestHandler):
         """Log the request with every shared key replaced by ***."""
         # werkzeug logs self.path (or the request line when that fails); the
         # request has been answered, so both can be redacted in place.
-        self.path = redact(self.path)
-        self.requestline = redact(self.requestline)
+        self.path = shortened(redact(self.path))
+        self.requestline = shortened(redact(self.requestline))
         super().log_request(code, size)
 
 
@@ -53,7 +65,7 @@ class RedactedAtoms(_SafeAtoms):  # type: ignore[misc]
         value = super().__getitem__(name)
         if name.lower() == "{authorization}i":
             return "***" if value != "-" else value
-        return redact(value) if isinstance(value, str) else value
+        return shortened(redact(value)) if isinstance(value, str) else value
 
 
 class GunicornLogger(_GunicornLogger):  # type: ignore[misc]

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from urllib.parse import unquote
 
 from lookup_server.config import ServerSettings
 from lookup_server.service import Refused
 
-# The query parser decodes names, so ``ll%5Fkey=`` is a key too: every spelling of
-# each letter is hidden.
-_KEY_IN_QUERY = re.compile(r"(?i)((?:l|%6c)(?:l|%6c)(?:_|%5f)(?:k|%6b)(?:e|%65)(?:y|%79)=)[^&\s]*")
-_KEY_IN_PATH = re.compile(r"((?:^|\s)/(?:livelookup|ajax|webhook)/[^/?\s]+/)[^/?\s]+")
+# Matched in the decoded text, so that every spelling is caught: ``ll%5Fkey=``,
+# ``%6Cl_key``, look-alikes that are refused anyway (``ll_key[]=``, ``ll-key=``),
+# ``//livelookup/...``, ``/ajax//crm/KEY``, ``%2F`` for a slash, absolute-form
+# targets (``http://host/webhook/...``).
+_KEY_IN_QUERY = re.compile(r"(?i)(ll[^=&\s]{0,12}?key[^=&\s]*=)[^&\s]*")
+_KEY_IN_PATH = re.compile(r"(?i)(/(?:livelookup|ajax|webhook)/+[^/?#\s]+/+)[^/?#&\s]+")
 
 
 def authorize(server: ServerSettings, kind: str, remote_addr: str | None,
@@ -50,5 +53,16 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def redact(target: str) -> str:
-    """A request target or line safe to log: every shared key hidden."""
-    return _KEY_IN_PATH.sub(r"\1***", _KEY_IN_QUERY.sub(r"\1***", target))
+    """A request target or line safe to log: every shared key hidden, in any spelling.
+
+    The target is percent-decoded (as often as it takes) before keys are looked
+    for; only when one is found is the decoded, redacted text logged instead.
+    """
+    plain = target
+    for _ in range(4):  # "%25" decodes to "%": a key may be encoded more than once
+        decoded = unquote(plain)
+        if decoded == plain:
+            break
+        plain = decoded
+    hidden = _KEY_IN_PATH.sub(r"\1***", _KEY_IN_QUERY.sub(r"\1***", plain))
+    return target if hidden == plain else hidden

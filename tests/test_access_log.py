@@ -54,8 +54,21 @@ def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:
     (f"/webhook/hooks/{KEY}", "/webhook/hooks/***"),
     ("/push/crm/ID-42", "/push/crm/ID-42"),  # a push id is not a key
     # the query parser decodes names, so these are keys too
-    (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll%5Fkey=***"),
-    (f"/livelookup/crm?%6Cl%5f%6B%65%79={KEY}&x=1", "/livelookup/crm?%6Cl%5f%6B%65%79=***&x=1"),
+    (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll_key=***"),
+    (f"/livelookup/crm?%6Cl%5f%6B%65%79={KEY}&x=1", "/livelookup/crm?ll_key=***&x=1"),
+    # spellings a router accepts, redirects or refuses: none may log the key
+    (f"//livelookup/crm/{KEY}", "//livelookup/crm/***"),
+    (f"/livelookup%2Fcrm%2F{KEY}", "/livelookup/crm/***"),
+    (f"/%6civelookup/crm/%6B{KEY}", "/livelookup/crm/***"),
+    (f"/livelookup/crm/{quote(quote(KEY, safe=''), safe='')}", "/livelookup/crm/***"),
+    (f"GET http://lookup.example:8080/livelookup/crm/{KEY}?x=1 HTTP/1.1",
+     "GET http://lookup.example:8080/livelookup/crm/***?x=1 HTTP/1.1"),
+    (f"/ajax//crm/{KEY}", "/ajax//crm/***"),
+    (f"/AJAX/crm/{KEY}/", "/AJAX/crm/***/"),
+    (f"//webhook/hooks/{KEY}", "//webhook/hooks/***"),
+    (f"/livelookup/crm?ll_key[]={KEY}", "/livelookup/crm?ll_key[]=***"),
+    (f"/livelookup/crm?ll-key={KEY}&LL.KEY={KEY}", "/livelookup/crm?ll-key=***&LL.KEY=***"),
+    ("/livelookup/crm?email=a%40b.com", "/livelookup/crm?email=a%40b.com"),  # no key: as sent
 ])
 def test_redact(line: str, expected: str) -> None:
     assert redact(line) == expected
@@ -137,3 +150,15 @@ def test_development_server_request_line_hides_the_key(caplog: pytest.LogCapture
         handler.log_request(200, 10)
     assert caplog.text and KEY not in caplog.text
     assert "GET /livelookup/crm/***?ll_key=*** HTTP/1.1" in caplog.text
+
+
+def test_giant_request_lines_are_logged_shortened(caplog: pytest.LogCaptureFixture) -> None:
+    handler: Any = RedactingRequestHandler.__new__(RedactingRequestHandler)
+    target = f"/livelookup/crm?Custom9={'x' * 300_000}&ll_key={KEY}"
+    handler.requestline = f"GET {target} HTTP/1.1"
+    handler.client_address = ("127.0.0.1", 5000)
+    handler.command, handler.path, handler.request_version = "GET", target, "HTTP/1.1"
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        handler.log_request(200, 10)
+    assert KEY not in caplog.text and len(caplog.text) < 5000
+    assert "more characters]" in caplog.text
