@@ -21,6 +21,7 @@ is bounded in time. Usage: python bench/bench_hostile.py [--slow 500] [--seconds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -203,10 +204,8 @@ class SlowClients:
                 self.reconnects += 1
             for sock, dripping in socks:
                 if dripping:
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.send(b"E")
-                    except OSError:
-                        pass
         for sock, _ in socks:
             sock.close()
 
