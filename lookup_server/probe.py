@@ -14,9 +14,21 @@ from lookup_server.service import DeadlineRunner, ServiceError, create_backend
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
     """Report lines for every source and target, each with whether it can serve."""
+    yield from key_warnings(config)
     for kind, configs in (("sources", config.sources), ("targets", config.targets)):
         for name, backend_config in configs.items():
             yield from _probe_one(f"{kind}.{name}", backend_config)
+
+
+def key_warnings(config: Config) -> Iterator[tuple[str, bool]]:
+    """A key that staff can read and that opens more than AJAX fields."""
+    server = config.server
+    ajax_sources = [name for name, source in config.sources.items()
+                    if "ajax" in source.backend_class.capabilities()]
+    if ajax_sources and "ajax" not in server.endpoint_keys and server.shared_key is not None:
+        yield ("warning: AJAX fields open with [server] shared_key, which HelpSpot writes "
+               "into every request page, so every staff member can read the key that opens "
+               "Live Lookup, pushes and webhooks too; set [server] ajax_key"), True
 
 
 def _probe_one(path: str, config: BackendConfig) -> Iterator[tuple[str, bool]]:

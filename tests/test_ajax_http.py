@@ -108,3 +108,15 @@ def test_check_warns_about_options_helpspot_mangles(tmp_path: Path) -> None:
     assert "option 'Zero' has the value 0" in result.output
     assert "option value 'café' is not ASCII" in result.output
     assert "set ascii = true" in result.output
+
+
+def test_check_warns_when_the_ajax_key_opens_everything(tmp_path: Path) -> None:
+    write_csv(tmp_path / "o.csv", ["value", "description"], [["a", "A"]])
+    config = tmp_path / "c.toml"
+    table = '[sources.o]\nbackend = "csv"\npath = "o.csv"\n'
+    config.write_text(f'[server]\nshared_key = "{KEY}"\n' + table)
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0 and "set [server] ajax_key" in result.output
+    config.write_text(f'[server]\nshared_key = "{KEY}"\najax_key = "{KEY}-ajax"\n' + table)
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0 and "ajax_key" not in result.output
