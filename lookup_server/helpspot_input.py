@@ -124,22 +124,38 @@ def request_body(body: bytes, content_type: str) -> dict[str, object]:
 
     HelpSpot's webhooks are form-encoded with PHP bracket nesting
     (``request_history[item][678][tNote]=...``), parsed as PHP's parse_str does.
+    The shared key may ride in the body too (check_caller accepts ``ll_key``
+    there): it is dropped here, once the body is parsed, so that every spelling
+    the parser reads as ``ll_key`` (``ll.key``, ``ll_key[]``, ...) goes, and the
+    key is never stored in the outbox nor forwarded to a target. Only the top
+    level: that is where check_caller looks, and deeper down it is HelpSpot's data.
     """
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        data = _json_body(body)
+    else:
+        data = _form_body(body)
+    data.pop(KEY_PARAM, None)
+    return data
+
+
+def _json_body(body: bytes) -> dict[str, object]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("the JSON body must be an object")
+    try:  # "\ud800" is valid JSON but not text: nothing could store or send it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the JSON body holds an unpaired surrogate escape "
+                         "(like \\ud800), which is not text") from None
+    return data
+
+
+def _form_body(body: bytes) -> dict[str, object]:
     from lookup_server.php_form import FormError, parse_form
 
-    if content_type.split(";", 1)[0].strip().lower() == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError("the JSON body must be an object")
-        try:  # "\ud800" is valid JSON but not text: nothing could store or send it
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError("the JSON body holds an unpaired surrogate escape "
-                             "(like \\ud800), which is not text") from None
-        return data
     try:
         return dict(parse_form(body))
     except FormError as exc:

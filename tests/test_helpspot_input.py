@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lookup_server.helpspot_input import (
+    KEY_PARAM,
     cli_params,
     decode_params,
     lookup_query,
     options_query,
+    request_body,
     shared_key,
 )
 from tests.helpspot import double_encode
@@ -81,3 +85,26 @@ def test_cli_positional_form_with_empty_values_and_custom_fields() -> None:
 def test_cli_positional_value_that_looks_like_an_option_is_a_value() -> None:
     q = lookup_query(cli_params(["", "--weird", "Jones"]))
     assert q.first_name == "--weird" and q.last_name == "Jones"
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"ll_key=s3cret&xRequest=1", FORM),
+    (b"xRequest=1&ll.key=s3cret", FORM),  # PHP's parse_str reads "ll.key" as ll_key
+    (b"xRequest=1&ll%5Fkey=s3cret", FORM),
+    (b"xRequest=1&ll_key[]=s3cret&ll_key[x]=s3cret", FORM),
+    (b'{"xRequest": "1", "ll_key": "s3cret"}', "application/json"),
+    (b'{"xRequest": "1", "ll_key": {"nested": "s3cret"}}', "application/json; charset=utf-8"),
+])
+def test_the_key_in_a_push_or_webhook_body_is_dropped(body: bytes, content_type: str) -> None:
+    data = request_body(body, content_type)
+    assert KEY_PARAM not in data and "s3cret" not in repr(data)
+    assert data["xRequest"] == "1"
+
+
+def test_only_the_top_level_key_is_the_shared_key() -> None:
+    # deeper down, a field of that name is HelpSpot's data, not a credential
+    data = request_body(b"request_history[1][ll_key]=x&ll_key=s3cret", FORM)
+    assert data == {"request_history": {"1": {"ll_key": "x"}}}
