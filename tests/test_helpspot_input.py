@@ -6,6 +6,7 @@ import pytest
 
 from lookup_server.helpspot_input import (
     KEY_PARAM,
+    InputError,
     cli_params,
     decode_params,
     lookup_query,
@@ -108,3 +109,18 @@ def test_only_the_top_level_key_is_the_shared_key() -> None:
     # deeper down, a field of that name is HelpSpot's data, not a credential
     data = request_body(b"request_history[1][ll_key]=x&ll_key=s3cret", FORM)
     assert data == {"request_history": {"1": {"ll_key": "x"}}}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1.5e400"])
+def test_json_numbers_that_strict_json_cannot_carry_are_refused(number: str) -> None:
+    # Python's json would read them (1e999 as inf) and write them back as NaN or
+    # Infinity, which the target's parser refuses: retried for a day, never delivered
+    with pytest.raises(InputError, match="not valid JSON"):
+        request_body(f'{{"xRequest": "1", "h": {{"1": [{number}]}}}}'.encode(),
+                     "application/json")
+
+
+def test_ordinary_json_numbers_are_kept() -> None:
+    data = request_body(b'{"a": 1.5, "b": -0.0, "c": 1e308, "d": 123456789012345678901234567890}',
+                        "application/json")
+    assert data == {"a": 1.5, "b": -0.0, "c": 1e308, "d": 123456789012345678901234567890}

@@ -255,6 +255,8 @@ def test_a_key_in_the_body_is_neither_stored_nor_forwarded(running: Running,
     ("a" + "[x]" * 100 + "=1", "application/x-www-form-urlencoded", KEY, 400),
     ("{not json", "application/json", KEY, 400),
     ('{"sTitle": "\\ud800"}', "application/json", KEY, 400),  # an escape that is not text
+    ('{"xRequest": NaN}', "application/json", KEY, 400),  # strict JSON has no NaN
+    ('{"xRequest": 1e999}', "application/json", KEY, 400),  # read as inf: Infinity again
     ("xRequest=1", "application/x-www-form-urlencoded", "wrong-key-0123456789", 403),
     ("x=" + "y" * 70000, "application/x-www-form-urlencoded", KEY, 413),
 ])
