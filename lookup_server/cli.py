@@ -74,13 +74,26 @@ def split_own_options(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return own, list(args[i:])
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def livelookup(args: tuple[str, ...]) -> None:
+class VerbatimCommand(click.Command):
+    """A command handed its arguments exactly as given, every ``--`` included.
+
+    click's parser consumes the first ``--`` (and so would let a HelpSpot value
+    after it like ``--config=/etc/passwd`` pass for our option); livelookup
+    needs it to know where HelpSpot's arguments begin (split_own_options).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Keep every argument for the command, unparsed."""
+        ctx.args = list(args)
+        return ctx.args
+
+
+@cli.command(cls=VerbatimCommand, context_settings={"help_option_names": []})
+@click.pass_context
+def livelookup(ctx: click.Context) -> None:
     """Answer HelpSpot's command-line Live Lookup: livelookup [--config PATH] --source NAME -- ...
 
-    HelpSpot's arguments follow ours: 5.3+ named (--customer_id=1 --email) or
+    HelpSpot's arguments follow the --: 5.3+ named (--customer_id=1 --email) or
     5.0.x positional (customer_id first_name last_name email phone ...).
     Prints the livelookup XML; exit status 0 also when nothing matched.
     """
@@ -89,7 +102,7 @@ def livelookup(args: tuple[str, ...]) -> None:
     from lookup_server.helpspot_input import cli_params
     from lookup_server.service import Sources
 
-    own, helpspot_args = split_own_options(args)
+    own, helpspot_args = split_own_options(ctx.args)
     if "source" not in own:
         _print_answer(Answer(2, b"lookup-server error: --source NAME is required\n", TEXT))
     try:

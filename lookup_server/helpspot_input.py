@@ -9,7 +9,13 @@
   ``?ll_key=x`` arrives as ``ll_key=x?source_id=0``.
 * On the command line, 5.3+ sends ``--name=value`` (a bare ``--name`` is
   empty) and 5.0.x sends positional ``customer_id first_name last_name email
-  phone Custom...``.
+  phone Custom...``. Nothing says which style arrived, and a positional value
+  is whatever staff or a customer typed, ``--x=y`` included. So the arguments
+  are named only when the first one is ``--name`` or ``--name=value`` with a
+  name HelpSpot sends (:data:`HELPSPOT_NAMES`, ``CustomN``); anything else is
+  positional. The one case read wrongly is a 5.0.x customer id that is itself
+  spelled like a HelpSpot argument (``--email=...``): it is read as named, and
+  such a customer id finds no one.
 """
 
 from __future__ import annotations
@@ -39,6 +45,17 @@ _CUSTOM = re.compile(r"Custom\d+")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NAMED_ARG = re.compile(r"--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?", re.DOTALL)
 POSITIONAL_ORDER = ("customer_id", "first_name", "last_name", "email", "phone")
+#: Parameter names HelpSpot sends (HELPSPOT.md §1, §5), besides ``CustomN``: those
+#: of the request page, then the request row automation rules and triggers send.
+HELPSPOT_NAMES = frozenset({
+    "source_id", *POSITIONAL_ORDER, "request", "sUserId", "sUserID", "sFirstName",
+    "sLastName", "sEmail", "sPhone", "xStatus", "xCategory", "xPersonAssignedTo",
+    "acting_person_xperson", "acting_person_fusertype", "acting_person_fname",
+    "acting_person_lname", "acting_person_email",
+    "xRequest", "fOpenedVia", "xOpenedViaId", "xPersonOpenedBy", "fOpen", "fUrgent",
+    "dtGMTOpened", "dtGMTClosed", "iLastReplyBy", "iLastReadCount", "fTrash", "dtGMTTrashed",
+    "sRequestPassword", "sTitle", "sRequestHash", "sStatus", "sCategory", "fullname",
+})
 #: Parameters that carry our own key; never kept among the request fields.
 KEY_PARAM = "ll_key"
 
@@ -88,7 +105,7 @@ def _request_fields(params: Mapping[str, str]) -> dict[str, str]:
 def cli_params(args: Sequence[str]) -> dict[str, str]:
     """HelpSpot's command-line arguments as parameters (5.3+ named or 5.0.x positional)."""
     args = [argv_text(arg) for arg in args]
-    if args and _NAMED_ARG.fullmatch(args[0]):
+    if args and _is_helpspot_argument(args[0]):
         pairs = []
         for arg in args:
             match = _NAMED_ARG.fullmatch(arg)
@@ -99,6 +116,15 @@ def cli_params(args: Sequence[str]) -> dict[str, str]:
     # know those ids, and a Live Lookup search never uses custom fields, so the
     # extra positional values are ignored.
     return decode_params(zip(POSITIONAL_ORDER, args, strict=False))
+
+
+def _is_helpspot_argument(arg: str) -> bool:
+    """True for ``--name`` or ``--name=value`` with a name HelpSpot sends."""
+    match = _NAMED_ARG.fullmatch(arg)
+    if match is None:
+        return False
+    name = match.group(1)
+    return name in HELPSPOT_NAMES or _CUSTOM.fullmatch(name) is not None
 
 
 def argv_text(arg: str) -> str:

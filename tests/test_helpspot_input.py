@@ -83,6 +83,19 @@ def test_cli_positional_form_with_empty_values_and_custom_fields() -> None:
     assert (q.customer_id, q.first_name, q.email, q.phone) == ("", "Bob", "bob@example.com", "")
 
 
+@pytest.mark.parametrize("first", ["--customer_id=1", "--customer_id", "--source_id=0",
+                                   "--Custom12=a", "--xRequest=5", "--acting_person_email"])
+def test_cli_named_form_begins_with_a_name_helpspot_sends(first: str) -> None:
+    assert cli_params([first, "--last_name=Jones"])["last_name"] == "Jones"
+
+
+@pytest.mark.parametrize("first", ["--x=y", "--config=/etc/passwd", "--customer_idx=1",
+                                   "--custom3=a", "--Custom=a", "-customer_id=1", "--", ""])
+def test_cli_positional_form_whatever_the_first_value_looks_like(first: str) -> None:
+    q = lookup_query(cli_params([first, "Bob", "Jones"]))
+    assert (q.customer_id, q.first_name, q.last_name) == (first, "Bob", "Jones")
+
+
 def test_cli_positional_value_that_looks_like_an_option_is_a_value() -> None:
     q = lookup_query(cli_params(["", "--weird", "Jones"]))
     assert q.first_name == "--weird" and q.last_name == "Jones"
