@@ -222,7 +222,7 @@ def validate(file: Path) -> None:
 def bridge(target: str, base_url: str, key: str | None, name: str | None,
            config_path: str | None, insecure: bool, output: Path) -> None:
     """Write the PHP class through which HelpSpot's Request Push reaches TARGET."""
-    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge
+    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge, write_bridge
     from lookup_server.config import ENV_VAR
 
     if key is None or config_path or os.environ.get(ENV_VAR):
@@ -234,13 +234,10 @@ def bridge(target: str, base_url: str, key: str | None, name: str | None,
             key = config.server.shared_key.reveal()
     try:
         file = output / bridge_filename(name or target)
-        text = render_bridge(target, base_url, key, name or target, verify_tls=not insecure)
+        write_bridge(file, render_bridge(target, base_url, key, name or target,
+                                         verify_tls=not insecure))
     except BridgeError as exc:
         _fail(str(exc))
-    # created readable by its owner and group only: the file holds the shared key
-    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
     click.echo(f"wrote {file}")
     if key:
         click.echo(f"{file} holds the shared key: keep it out of reach of other users (chmod "
