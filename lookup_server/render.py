@@ -15,6 +15,7 @@ Characters XML 1.0 forbids are dropped everywhere.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterable
 from functools import cache, lru_cache
@@ -23,8 +24,15 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
-from lookup_server.models import Customer, Option, PushDetails, is_element_name, is_insertable
+from lookup_server.models import (
+    Customer,
+    Option,
+    PushDetails,
+    element_name_problem,
+    is_insertable,
+)
 
+log = logging.getLogger(__name__)
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -66,8 +74,10 @@ def _plan(names: tuple[str, ...], html_fields: frozenset[str]) -> tuple[tuple[st
     """
     plan = []
     for name in ("customer_id", *(n for n in names if n != "customer_id")):
-        if not is_element_name(name):
-            continue  # not an XML name: a backend's column that cannot be an element
+        problem = element_name_problem(name)
+        if problem:  # a backend's column that cannot be an element; logged once per plan
+            log.warning("field %r is not sent: it %s", name, problem)
+            continue
         if is_insertable(name):
             plan.append((name, _PLAIN))
         else:

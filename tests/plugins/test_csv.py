@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from lookup_plugins import csv_build, csv_index
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
 from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
+from lookup_server.cli import cli
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
 from tests.backend_contract import PEOPLE, BackendContract
 from tests.conftest import CUSTOMER_HEADER, write_csv
@@ -85,7 +87,7 @@ def test_latin1_file_is_reported_with_its_line(tmp_path: Path) -> None:
         backend(path).find(ById("1"), 5)
 
 
-@pytest.mark.parametrize("bad", ["first name", "notes\n", "1st"])
+@pytest.mark.parametrize("bad", ["first name", "notes\n", "1st", "customer", "livelookup"])
 def test_invalid_element_names_are_reported_not_sent(tmp_path: Path, bad: str) -> None:
     # "notes\n" (a line break quoted into the header) once passed the name check and
     # made lxml refuse every answer holding it
@@ -93,6 +95,19 @@ def test_invalid_element_names_are_reported_not_sent(tmp_path: Path, bad: str) -
     b = backend(path)
     assert any(repr(bad) in w for w in b.check())
     assert dict(b.find(ById("1"), 5)[0].fields) == {"customer_id": "1"}
+
+
+@pytest.mark.parametrize("reserved", ["customer", "livelookup"])
+def test_check_says_why_a_reserved_column_is_not_sent(tmp_path: Path, reserved: str) -> None:
+    # <livelookup> inside a customer fails our own XSD; HelpSpot starts a new
+    # customer at every <customer>
+    write_csv(tmp_path / "x.csv", ["customer_id", reserved, "last_name"], [["1", "x", "L"]])
+    config = tmp_path / "lookup.toml"
+    config.write_text('[sources.x]\nbackend = "csv"\npath = "x.csv"\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (f"     warning: column {reserved!r} is reserved: <{reserved}> is part of the "
+            "livelookup document's own structure") in result.output
 
 
 @pytest.mark.parametrize("delimiter", ["", ";;", '"', "\n"])
