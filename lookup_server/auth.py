@@ -17,7 +17,8 @@ from lookup_server.service import Refused
 # The query parser decodes names, so ``ll%5Fkey=`` is a key too: every spelling of
 # each letter is hidden.
 _KEY_IN_QUERY = re.compile(r"(?i)((?:l|%6c)(?:l|%6c)(?:_|%5f)(?:k|%6b)(?:e|%65)(?:y|%79)=)[^&\s]*")
-_KEY_IN_PATH = re.compile(r"((?:^|\s)/(?:livelookup|ajax|webhook)/[^/?\s]+/)[^/?\s]+")
+# A path starts a line, follows a method, or is quoted in an error message.
+_KEY_IN_PATH = re.compile(r"((?:^|[\s'\"])/(?:livelookup|ajax|webhook)/[^/?\s]+/)[^/?\s'\"]+")
 
 
 def authorize(server: ServerSettings, remote_addr: str | None, presented: str | None) -> None:
