@@ -158,7 +158,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
 @cli.command()
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def check(config_path: str | None) -> None:
-    """Validate the configuration and probe every source, like nginx -t."""
+    """Validate the configuration and probe every source and target, like nginx -t."""
     from lookup_server.probe import probe_all
 
     config = _load(config_path)
@@ -168,7 +168,7 @@ def check(config_path: str | None) -> None:
         click.echo(line)
         failed += not ok
     if failed:
-        click.echo(f"{failed} source(s) failed", err=True)
+        click.echo(f"{failed} source(s) or target(s) failed", err=True)
         sys.exit(1)
 
 

@@ -168,6 +168,24 @@ def test_check_reports_ok_and_failures(config_file: Path, tmp_path: Path) -> Non
     assert "missing.csv does not exist" in result.output
 
 
+def test_check_probes_every_target(tmp_path: Path, people_csv: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = tmp_path / "lookup.toml"
+    config.write_text(
+        f'[sources.people]\nbackend = "csv"\npath = "{people_csv.name}"\n'
+        '[targets.good]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
+        'store = "pushes.sqlite3"\n'
+        '[targets.broken]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
+        'store = "not-a-folder/pushes.sqlite3"\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "ok   targets.good (http: details, push, webhook)" in result.output
+    assert "FAIL targets.broken (http: details, push, webhook): cannot open the push " \
+           "record" in result.output
+    assert result.stderr.endswith("1 source(s) or target(s) failed\n")
+
+
 def test_check_indexes_a_large_csv_however_long_it_takes(tmp_path: Path) -> None:
     # as the server does: only backends that wait on a network run against the timeout
     write_csv(tmp_path / "big.csv", ["customer_id", "email"],
