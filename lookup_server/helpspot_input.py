@@ -14,8 +14,9 @@
   are named only when the first one is ``--name`` or ``--name=value`` with a
   name HelpSpot sends (:data:`HELPSPOT_NAMES`, ``CustomN``); anything else is
   positional. The one case read wrongly is a 5.0.x customer id that is itself
-  spelled like a HelpSpot argument (``--email=...``): it is read as named, and
-  such a customer id finds no one.
+  spelled like a HelpSpot argument: ``--email=x`` makes all the arguments
+  named, so the search is for the e-mail address x, and the positional values
+  after it are ignored.
 """
 
 from __future__ import annotations
