@@ -37,11 +37,20 @@ class RedactingRequestHandler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Log the request with every shared key replaced by ***."""
-        # werkzeug logs self.path (or the request line when that fails); the
-        # request has been answered, so both can be redacted in place.
-        self.path = shortened(redact(self.path))
-        self.requestline = shortened(redact(self.requestline))
+        # werkzeug logs self.path, or the request line when there is no path: a
+        # line it could not parse (garbage, a TLS handshake, one too long) sets
+        # none. The request has been answered, so both can be redacted in place.
+        path = getattr(self, "path", None)
+        if path is not None:
+            self.path = shortened(redact(path))
+        self.requestline = shortened(redact(getattr(self, "requestline", "")))
         super().log_request(code, size)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Every line this handler logs, with shared keys hidden in its values."""
+        # the error logged for a malformed request quotes its request line:
+        # "Bad request syntax ('GET /livelookup/crm?ll_key=... x HTTP/1.1')"
+        super().log(type, message, *(redact(a) if isinstance(a, str) else a for a in args))
 
 
 try:

@@ -18,9 +18,9 @@ from lookup_server.service import Refused
 # Matched in the decoded text, so that every spelling is caught: ``ll%5Fkey=``,
 # ``%6Cl_key``, look-alikes that are refused anyway (``ll_key[]=``, ``ll-key=``),
 # ``//livelookup/...``, ``/ajax//crm/KEY``, ``%2F`` for a slash, absolute-form
-# targets (``http://host/webhook/...``).
+# targets (``http://host/webhook/...``), a path quoted in an error message.
 _KEY_IN_QUERY = re.compile(r"(?i)(ll[^=&\s]{0,12}?key[^=&\s]*=)[^&\s]*")
-_KEY_IN_PATH = re.compile(r"(?i)(/(?:livelookup|ajax|webhook)/+[^/?#\s]+/+)[^/?#&\s]+")
+_KEY_IN_PATH = re.compile(r"(?i)(/(?:livelookup|ajax|webhook)/+[^/?#\s]+/+)[^/?#&\s'\"]+")
 
 
 def authorize(server: ServerSettings, kind: str, remote_addr: str | None,

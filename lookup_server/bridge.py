@@ -8,12 +8,20 @@ it (HELPSPOT.md §5). ``lookup-server bridge`` writes that file from
 Every value goes into the PHP source as a single-quoted string literal (in
 which only ``\\`` and ``'`` are special), so a key holding ``'``, ``$`` or
 ``?>`` stays data. Names are restricted to what makes a valid PHP class name.
+
+The file holds the shared key, so it is written as a new file (mode 0640)
+that replaces the old one in one step: never in place, where an old file
+would keep its mode (0666 stays 0666), and never through a symbolic link,
+which would put the key wherever the link points.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from importlib import resources
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 #: HelpSpot lists letters, digits, "_" and "-"; a PHP class name cannot hold "-".
@@ -97,3 +105,49 @@ def render_bridge(target: str, base_url: str, key: str | None, name: str,
     # One pass: a value that happens to contain "{{KEY}}" is never expanded again.
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)],
                             template.read_text(encoding="utf-8"))
+
+
+#: Owner reads and writes, the web server's group reads: PHP must ``require`` it.
+BRIDGE_MODE = 0o640
+
+
+def write_bridge(file: Path, text: str) -> None:
+    """Put ``text`` at ``file`` atomically, mode 0640, refusing a symbolic link there."""
+    if file.is_symlink():
+        raise BridgeError(f"{file} is a symbolic link; the bridge holds the shared key and "
+                          "is never written through one: remove the link and run this again")
+    try:
+        temporary = _write_temporary(file, text)
+        try:
+            os.replace(temporary, file)  # renames over a link or file, never writes through
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _sync_folder(file.parent)
+    except OSError as exc:
+        raise BridgeError(f"cannot write {file}: {exc.strerror or exc}; check that the "
+                          "--output folder exists and is writable") from None
+
+
+def _write_temporary(file: Path, text: str) -> Path:
+    """``text`` in a new file beside ``file``, on disk, with the bridge's mode."""
+    descriptor, name = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), BRIDGE_MODE)  # not mkstemp's 0600: PHP must read it
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -74,13 +74,26 @@ def split_own_options(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return own, list(args[i:])
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def livelookup(args: tuple[str, ...]) -> None:
+class VerbatimCommand(click.Command):
+    """A command handed its arguments exactly as given, every ``--`` included.
+
+    click's parser consumes the first ``--`` (and so would let a HelpSpot value
+    after it like ``--config=/etc/passwd`` pass for our option); livelookup
+    needs it to know where HelpSpot's arguments begin (split_own_options).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Keep every argument for the command, unparsed."""
+        ctx.args = list(args)
+        return ctx.args
+
+
+@cli.command(cls=VerbatimCommand, context_settings={"help_option_names": []})
+@click.pass_context
+def livelookup(ctx: click.Context) -> None:
     """Answer HelpSpot's command-line Live Lookup: livelookup [--config PATH] --source NAME -- ...
 
-    HelpSpot's arguments follow ours: 5.3+ named (--customer_id=1 --email) or
+    HelpSpot's arguments follow the --: 5.3+ named (--customer_id=1 --email) or
     5.0.x positional (customer_id first_name last_name email phone ...).
     Prints the livelookup XML; exit status 0 also when nothing matched.
     """
@@ -89,7 +102,7 @@ def livelookup(args: tuple[str, ...]) -> None:
     from lookup_server.helpspot_input import cli_params
     from lookup_server.service import Sources
 
-    own, helpspot_args = split_own_options(args)
+    own, helpspot_args = split_own_options(ctx.args)
     if "source" not in own:
         _print_answer(Answer(2, b"lookup-server error: --source NAME is required\n", TEXT))
     try:
@@ -146,7 +159,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
 @cli.command()
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def check(config_path: str | None) -> None:
-    """Validate the configuration and probe every source, like nginx -t."""
+    """Validate the configuration and probe every source and target, like nginx -t."""
     from lookup_server.probe import probe_all
 
     config = _load(config_path)
@@ -156,7 +169,7 @@ def check(config_path: str | None) -> None:
         click.echo(line)
         failed += not ok
     if failed:
-        click.echo(f"{failed} source(s) failed", err=True)
+        click.echo(f"{failed} source(s) or target(s) failed", err=True)
         sys.exit(1)
 
 
@@ -210,7 +223,7 @@ def validate(file: Path) -> None:
 def bridge(target: str, base_url: str, key: str | None, name: str | None,
            config_path: str | None, insecure: bool, output: Path) -> None:
     """Write the PHP class through which HelpSpot's Request Push reaches TARGET."""
-    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge
+    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge, write_bridge
     from lookup_server.config import ENV_VAR
 
     if key is None or config_path or os.environ.get(ENV_VAR):
@@ -223,13 +236,10 @@ def bridge(target: str, base_url: str, key: str | None, name: str | None,
             key = push_key.reveal()
     try:
         file = output / bridge_filename(name or target)
-        text = render_bridge(target, base_url, key, name or target, verify_tls=not insecure)
+        write_bridge(file, render_bridge(target, base_url, key, name or target,
+                                         verify_tls=not insecure))
     except BridgeError as exc:
         _fail(str(exc))
-    # created readable by its owner and group only: the file holds the shared key
-    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
     click.echo(f"wrote {file}")
     if key:
         click.echo(f"{file} holds the shared key: keep it out of reach of other users (chmod "

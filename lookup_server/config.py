@@ -20,7 +20,7 @@ from typing import Any
 from lookup_server import config_schema
 from lookup_server.backend import Backend, SourceSettings
 from lookup_server.config_schema import Context, Problem, Secret
-from lookup_server.models import is_element_name
+from lookup_server.models import element_name_problem
 from lookup_server.registry import PluginError, Registry
 
 if sys.version_info >= (3, 11):
@@ -318,7 +318,8 @@ def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> N
         ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
     for key in ("columns", "labels", "html_fields", "fields"):
         for element in table.get(key) or ():
-            if isinstance(element, str) and not is_element_name(element):
-                ctx.problem(f"{path}.{key}", f"{element!r} is not a valid XML element name")
+            problem = element_name_problem(element) if isinstance(element, str) else None
+            if problem:
+                ctx.problem(f"{path}.{key}", f"{element!r} {problem}")
 
 

@@ -9,12 +9,20 @@
   ``?ll_key=x`` arrives as ``ll_key=x?source_id=0``.
 * On the command line, 5.3+ sends ``--name=value`` (a bare ``--name`` is
   empty) and 5.0.x sends positional ``customer_id first_name last_name email
-  phone Custom...``.
+  phone Custom...``. Nothing says which style arrived, and a positional value
+  is whatever staff or a customer typed, ``--x=y`` included. So the arguments
+  are named only when the first one is ``--name`` or ``--name=value`` with a
+  name HelpSpot sends (:data:`HELPSPOT_NAMES`, ``CustomN``); anything else is
+  positional. The one case read wrongly is a 5.0.x customer id that is itself
+  spelled like a HelpSpot argument: ``--email=x`` makes all the arguments
+  named, so the search is for the e-mail address x, and the positional values
+  after it are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +49,17 @@ _NAMED_ARG = re.compile(r"--([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?", re.DOTALL)
 POSITIONAL_ORDER = ("customer_id", "first_name", "last_name", "email", "phone")
 #: Sent by the request page or rules, never by the address book (with ``CustomN``).
 _NOT_FROM_ADDRESS_BOOK = ("sUserId", "sUserID", "customer_id", "email", "phone")
+#: Parameter names HelpSpot sends (HELPSPOT.md §1, §5), besides ``CustomN``: those
+#: of the request page, then the request row automation rules and triggers send.
+HELPSPOT_NAMES = frozenset({
+    "source_id", *POSITIONAL_ORDER, "request", "sUserId", "sUserID", "sFirstName",
+    "sLastName", "sEmail", "sPhone", "xStatus", "xCategory", "xPersonAssignedTo",
+    "acting_person_xperson", "acting_person_fusertype", "acting_person_fname",
+    "acting_person_lname", "acting_person_email",
+    "xRequest", "fOpenedVia", "xOpenedViaId", "xPersonOpenedBy", "fOpen", "fUrgent",
+    "dtGMTOpened", "dtGMTClosed", "iLastReplyBy", "iLastReadCount", "fTrash", "dtGMTTrashed",
+    "sRequestPassword", "sTitle", "sRequestHash", "sStatus", "sCategory", "fullname",
+})
 #: Parameters that carry our own key; never kept among the request fields.
 KEY_PARAM = "ll_key"
 
@@ -118,7 +137,7 @@ def _request_fields(params: Mapping[str, str]) -> dict[str, str]:
 def cli_params(args: Sequence[str]) -> dict[str, str]:
     """HelpSpot's command-line arguments as parameters (5.3+ named or 5.0.x positional)."""
     args = [argv_text(arg) for arg in args]
-    if args and _NAMED_ARG.fullmatch(args[0]):
+    if args and _is_helpspot_argument(args[0]):
         pairs = []
         for arg in args:
             match = _NAMED_ARG.fullmatch(arg)
@@ -129,6 +148,15 @@ def cli_params(args: Sequence[str]) -> dict[str, str]:
     # know those ids, and a Live Lookup search never uses custom fields, so the
     # extra positional values are ignored.
     return decode_params(zip(POSITIONAL_ORDER, args, strict=False))
+
+
+def _is_helpspot_argument(arg: str) -> bool:
+    """True for ``--name`` or ``--name=value`` with a name HelpSpot sends."""
+    match = _NAMED_ARG.fullmatch(arg)
+    if match is None:
+        return False
+    name = match.group(1)
+    return name in HELPSPOT_NAMES or _CUSTOM.fullmatch(name) is not None
 
 
 def argv_text(arg: str) -> str:
@@ -169,28 +197,56 @@ def request_body(body: bytes, content_type: str) -> dict[str, object]:
 
     HelpSpot's webhooks are form-encoded with PHP bracket nesting
     (``request_history[item][678][tNote]=...``), parsed as PHP's parse_str does.
+    The shared key may ride in the body too (check_caller accepts ``ll_key``
+    there): it is dropped here, once the body is parsed, so that every spelling
+    the parser reads as ``ll_key`` (``ll.key``, ``ll_key[]``, ...) goes, and the
+    key is never stored in the outbox nor forwarded to a target. Only the top
+    level: that is where check_caller looks, and deeper down it is HelpSpot's data.
     """
-    from lookup_server.php_form import FormError, parse_form
-
     if content_type.split(";", 1)[0].strip().lower() == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError("the JSON body must be an object")
-        try:  # "\ud800" is valid JSON but not text: nothing could store or send it
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError("the JSON body holds an unpaired surrogate escape "
-                             "(like \\ud800), which is not text") from None
+        data = _json_body(body)
     else:
-        try:
-            data = dict(parse_form(body))
-        except FormError as exc:
-            raise InputError(str(exc)) from None
+        data = _form_body(body)
+    data.pop(KEY_PARAM, None)
     # Bytes of files are no text: stored, they would be megabytes of garbled data.
     return cast(dict[str, object], without_file_bytes(data))
+
+
+def _json_body(body: bytes) -> dict[str, object]:
+    try:
+        # Python's json reads NaN, Infinity and 1e999 (as inf), which no strict JSON
+        # parser accepts: forwarded, every delivery would fail, retried for a day.
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("the JSON body must be an object")
+    try:  # "\ud800" is valid JSON but not text: nothing could store or send it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the JSON body holds an unpaired surrogate escape "
+                         "(like \\ud800), which is not text") from None
+    return data
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large to be finite")
+    return value
+
+
+def _form_body(body: bytes) -> dict[str, object]:
+    from lookup_server.php_form import FormError, parse_form
+
+    try:
+        return dict(parse_form(body))
+    except FormError as exc:
+        raise InputError(str(exc)) from None
 
 
 def push_request(data: dict[str, object]) -> PushRequest:

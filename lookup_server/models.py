@@ -17,12 +17,21 @@ INSERTABLE_FIELDS = frozenset({"customer_id", "first_name", "last_name", "email"
 
 #: XML element names lookup-server emits: ASCII, no namespace prefix.
 _ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+#: Names of the livelookup document's own structure, which no field may take:
+#: HelpSpot starts a new customer at every ``<customer>``, and the XSD declares
+#: ``<livelookup>`` as the root, so a field of that name fails validation.
+RESERVED_ELEMENTS = frozenset({"customer", "livelookup"})
 
 
-def is_element_name(name: str) -> bool:
-    """True when ``name`` can be an element of our answers (the whole of it: a
-    trailing line break, which ``$`` would let through, cannot)."""
-    return _ELEMENT_NAME.fullmatch(name) is not None
+def element_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a field element of our answers; None when it can."""
+    # fullmatch: a trailing line break, which "$" would let through, cannot
+    if _ELEMENT_NAME.fullmatch(name) is None:
+        return "is not a valid XML element name"
+    if name in RESERVED_ELEMENTS:
+        return (f"is reserved: <{name}> is part of the livelookup document's own structure, "
+                "so a field cannot have that name")
+    return None
 
 
 def is_insertable(element: str) -> bool:

@@ -29,6 +29,7 @@ Characters XML 1.0 forbids are dropped everywhere.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterable
 from functools import cache, lru_cache
@@ -42,10 +43,11 @@ from lookup_server.models import (
     Customer,
     Option,
     PushDetails,
-    is_element_name,
+    element_name_problem,
     is_insertable,
 )
 
+log = logging.getLogger(__name__)
 XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _ILLEGAL_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -93,8 +95,10 @@ def _plan(names: tuple[str, ...], html_fields: frozenset[str], audience: Audienc
     """
     plan = []
     for name in ("customer_id", *(n for n in names if n != "customer_id")):
-        if not is_element_name(name):
-            continue  # not an XML name: a backend's column that cannot be an element
+        problem = element_name_problem(name)
+        if problem:  # a backend's column that cannot be an element; logged once per plan
+            log.warning("field %r is not sent: it %s", name, problem)
+            continue
         insertable = is_insertable(name)
         if audience is Audience.ADDRESS_BOOK or (insertable and audience is Audience.AUTOMATION):
             kind = _EXACT

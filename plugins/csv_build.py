@@ -201,8 +201,32 @@ def _build_in_parallel(csv_path: Path, delimiter: str, shape: Shape, output: Pat
     return rows, shards
 
 
+def create_index_file(path: Path, source: Path) -> None:
+    """Create ``path`` empty, for SQLite to fill: readable by no one who cannot read ``source``.
+
+    SQLite would create it 0644, so the customers of a CSV only its owner may
+    read would be readable by every user. The owner (the server) must write
+    it; group and others get read access only where ``source`` grants it, and
+    group access only for the source's own group. A file or link already at
+    ``path`` (from an interrupted build) is removed first, never written through.
+    """
+    found = source.stat()
+    mode = 0o600 | (found.st_mode & 0o044)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # umask applies too
+    try:
+        if mode & 0o040 and os.fstat(descriptor).st_gid != found.st_gid:
+            try:
+                os.fchown(descriptor, -1, found.st_gid)
+            except PermissionError:  # not a member: our group's members may not read the CSV
+                os.fchmod(descriptor, mode & ~0o040)
+    finally:
+        os.close(descriptor)
+
+
 def merge(parts: list[Path], output: Path) -> None:
     """Copy the rows of an index built in parts into one new file, and index them."""
+    create_index_file(output, parts[0])  # the parts were made as private as their CSV
     conn = sqlite3.connect(output)
     try:
         conn.executescript(_FAST_BUILD)
@@ -222,6 +246,7 @@ def merge(parts: list[Path], output: Path) -> None:
 def index_range(job: Job) -> int:
     """Index one byte range of the CSV into a new SQLite file; the number of rows."""
     data = [f"c{i}" for i in range(len(job.shape.columns))]
+    create_index_file(Path(job.output), Path(job.csv_path))
     conn = sqlite3.connect(job.output)
     try:
         conn.executescript(_FAST_BUILD)  # a throw-away file until it is complete: no journal

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookup_server.backend import BackendError
-from lookup_server.models import Option, OptionsQuery, is_element_name
+from lookup_server.models import Option, OptionsQuery, element_name_problem
 
 if TYPE_CHECKING:
     from .csv_build import Shape
 
 #: Bump when the index layout changes: older indexes are rebuilt.
-FORMAT = 3
+#: (4: columns with reserved names are no longer elements.)
+FORMAT = 4
 #: Readers map up to this much of the index into memory rather than copy its
 #: pages into a page cache per connection: lookups hit random pages of a file of
 #: hundreds of MB (measured: 28 -> 23 us a query). Mapped pages are shared by
@@ -349,9 +350,10 @@ def _shape(name: str, header: list[str], layout: IndexLayout
     warnings: list[str] = []
     for position, column in enumerate(header):
         element = rename.get(column, column)
-        if not is_element_name(element):
-            warnings.append(f"column {column!r} is not a valid XML element name and is not "
-                            "sent; rename it or map it in fields")
+        problem = element_name_problem(element)
+        if problem:
+            warnings.append(f"column {column!r} {problem}; it is not sent: rename it or map it "
+                            "in fields")
         elif element in elements:
             warnings.append(f"column {column!r} appears twice; only the first is sent")
         else:

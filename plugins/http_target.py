@@ -220,6 +220,10 @@ class PushLog:
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # SQLite would create it 0644, and it holds customers' names and
+                # addresses: readable by the server only (its WAL files follow)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(self.path, timeout=10)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"

@@ -8,15 +8,19 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from flask import Flask
+from werkzeug.serving import make_server
 
 from lookup_server.access_log import GunicornLogger, RedactingRequestHandler
 from lookup_server.auth import redact
@@ -53,6 +57,8 @@ def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:
      "GET /ajax/products/***?callingField=x HTTP/1.1"),
     (f"/webhook/hooks/{KEY}", "/webhook/hooks/***"),
     ("/push/crm/ID-42", "/push/crm/ID-42"),  # a push id is not a key
+    # the error http.server logs for a request line it cannot parse
+    (f"Bad request syntax ('/ajax/products/{KEY}')", "Bad request syntax ('/ajax/products/***')"),
     # the query parser decodes names, so these are keys too
     (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll_key=***"),
     (f"/livelookup/crm?%6Cl%5f%6B%65%79={KEY}&x=1", "/livelookup/crm?ll_key=***&x=1"),
@@ -162,3 +168,45 @@ def test_giant_request_lines_are_logged_shortened(caplog: pytest.LogCaptureFixtu
         handler.log_request(200, 10)
     assert KEY not in caplog.text and len(caplog.text) < 5000
     assert "more characters]" in caplog.text
+
+
+@pytest.fixture
+def development_server(make_app: Callable[..., Flask]) -> Iterator[tuple[str, int]]:
+    """What ``lookup-server serve`` runs: werkzeug with our request handler, in a thread."""
+    app = make_app({"server": {"shared_key": KEY},
+                    "sources": {"demo": {"backend": "csv", "path": str(DEMO_CSV)}}})
+    server = make_server("127.0.0.1", 0, app, threaded=True,
+                         request_handler=RedactingRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "127.0.0.1", server.server_port
+    server.shutdown()
+
+
+def send_raw(address: tuple[str, int], data: bytes) -> bytes:
+    """Send ``data`` as it is on a new connection; everything the server answers."""
+    with socket.create_connection(address, timeout=30) as connection:
+        connection.sendall(data)
+        connection.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: connection.recv(65536), b""))
+
+
+@pytest.mark.parametrize("line,status", [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),  # a TLS hello
+    (f"GET /livelookup/demo?ll_key={KEY} a b HTTP/1.1\r\n\r\n".encode(), b"400"),
+    (f"/ajax/demo/{KEY}\r\n\r\n".encode(), b"400"),
+    (f"GET /livelookup/demo/{KEY}?x=1 HTTP/9.9\r\n\r\n".encode(), b"505"),
+    # read in one piece: the server answers before it has read all of a longer one
+    ((f"GET /livelookup/demo?ll_key={KEY}&x=" + "y" * 65536)[:65537].encode(), b"414"),
+])
+def test_development_server_answers_malformed_requests_and_logs_no_key(
+        development_server: tuple[str, int], caplog: pytest.LogCaptureFixture, line: bytes,
+        status: bytes) -> None:
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        answer = send_raw(development_server, line)
+    # an error in the log line once dropped the connection without an answer (the
+    # status line is missing where http.server takes the request for HTTP/0.9)
+    assert b"<p>Error code: " + status + b"</p>" in answer, answer[:200]
+    assert caplog.records and KEY not in caplog.text
+    assert "Traceback" not in caplog.text

@@ -9,6 +9,7 @@ other output (an echo, a warning, a notice) fails the test.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from lookup_server.bridge import (
     BridgeError,
@@ -30,6 +32,7 @@ from lookup_server.bridge import (
     push_url,
     render_bridge,
 )
+from lookup_server.cli import cli
 from tests.requirements import need
 
 NASTY_KEY = "k'e\\y$x?>\"{{KEY}}"
@@ -260,6 +263,54 @@ def test_keys_that_would_break_the_header_are_refused() -> None:
 def test_the_default_is_tls_verification_on() -> None:
     assert "const VERIFY_TLS = true;" in render_bridge("crm", "https://h", None, "Crm")
     assert "const VERIFY_TLS = false;" in render_bridge("crm", "https://h", None, "Crm", False)
+
+
+# -- the written file -------------------------------------------------------------------------
+
+BRIDGE_KEY = "bridge-file-key_0123456789"
+
+
+def write_bridge_file(folder: Path) -> Result:
+    """``lookup-server bridge`` as an admin runs it, the key on the command line."""
+    return CliRunner().invoke(cli, ["bridge", "crm", "--url", "https://lookup.example.com",
+                                    "--key", BRIDGE_KEY, "--output", str(folder)],
+                              env={"LOOKUP_SERVER_CONFIG": None})
+
+
+def test_an_old_world_readable_bridge_is_replaced_by_one_of_mode_640(tmp_path: Path) -> None:
+    old = tmp_path / "RequestPush-crm.php"
+    old.write_text("<?php // an earlier bridge")
+    old.chmod(0o666)  # rewritten in place, the key would be readable by every user
+    result = write_bridge_file(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert old.stat().st_mode & 0o777 == 0o640
+    assert BRIDGE_KEY in old.read_text()
+    assert os.listdir(tmp_path) == [old.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_symlink_planted_at_the_destination_is_refused(tmp_path: Path, existing: bool) -> None:
+    custom_code, elsewhere = tmp_path / "custom_code", tmp_path / "elsewhere"
+    custom_code.mkdir()
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.txt"
+    if existing:
+        victim.write_text("left alone")
+    (custom_code / "RequestPush-crm.php").symlink_to(victim)
+    result = write_bridge_file(custom_code)
+    assert result.exit_code == 2
+    assert "is a symbolic link" in result.output and "remove the link" in result.output
+    assert (victim.read_text() == "left alone") if existing else not victim.exists()
+    assert os.listdir(custom_code) == ["RequestPush-crm.php"]
+
+
+def test_a_destination_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "RequestPush-crm.php").mkdir()
+    result = write_bridge_file(tmp_path)
+    assert result.exit_code == 2 and "cannot write" in result.output
+    assert os.listdir(tmp_path) == ["RequestPush-crm.php"]
+    missing = write_bridge_file(tmp_path / "nope")
+    assert missing.exit_code == 2 and "--output folder exists" in missing.output
 
 
 # -- push() and details() against a server ------------------------------------------------------

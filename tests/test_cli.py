@@ -108,6 +108,39 @@ def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(
     assert b"Invalid tag name" in done.stderr and b"Invalid tag name" not in done.stdout
 
 
+# After the configured "--" every argument is HelpSpot's, however it is spelled.
+AFTER_DASHES = [
+    pytest.param(["--config=/etc/passwd", "", "Lovelace", "", ""], id="5.0-value-like-our-option"),
+    pytest.param(["--source=nope", "", "Lovelace", "", ""], id="5.0-value-like-our-source"),
+    pytest.param(["--x=y", "", "Lovelace", "", ""], id="5.0-value-like-a-named-argument"),
+    pytest.param(["--", "", "Lovelace", "", ""], id="5.0-value-that-is-dashes"),
+    pytest.param(["--customer_id=1001", "--first_name", "--email", "--config=/etc/passwd"],
+                 id="5.3-named"),
+    pytest.param(["--customer_id", "--first_name=Ada", "--last_name=Lovelace"],
+                 id="5.3-named-empty-first"),
+    pytest.param(["--Custom3=x%20y", "--last_name=Lovelace"], id="5.3-named-custom-first"),
+]
+
+
+@pytest.mark.parametrize("helpspot_args", AFTER_DASHES)
+def test_after_the_dashes_everything_is_helpspots(config_file: Path, runner: CliRunner,
+                                                  helpspot_args: list[str]) -> None:
+    result = runner.invoke(cli, ["livelookup", "--config", str(config_file), "--source",
+                                 "people", "--", *helpspot_args])
+    assert result.exit_code == 0, result.output
+    assert [c["customer_id"] for c in assert_livelookup(result.stdout_bytes).customers] \
+        == ["1001"]
+
+
+@pytest.mark.parametrize("helpspot_args", AFTER_DASHES)
+def test_after_the_dashes_everything_is_helpspots_through_the_shell(
+        config_file: Path, helpspot_args: list[str]) -> None:
+    # as HelpSpot runs it: the configured line, then its shell-quoted arguments
+    done = helpspot_runs(configured_command(config_file, "--"), *helpspot_args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1001"]
+
+
 @pytest.mark.parametrize("args,own,rest", [
     (["--source", "ad", "--customer_id=1"], {"source": "ad"}, ["--customer_id=1"]),
     (["--source=ad", "--config=c.toml", "--source_id=0"], {"source": "ad", "config": "c.toml"},
@@ -133,6 +166,24 @@ def test_check_reports_ok_and_failures(config_file: Path, tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "FAIL sources.gone (csv: ajax, livelookup):" in result.output
     assert "missing.csv does not exist" in result.output
+
+
+def test_check_probes_every_target(tmp_path: Path, people_csv: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = tmp_path / "lookup.toml"
+    config.write_text(
+        f'[sources.people]\nbackend = "csv"\npath = "{people_csv.name}"\n'
+        '[targets.good]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
+        'store = "pushes.sqlite3"\n'
+        '[targets.broken]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
+        'store = "not-a-folder/pushes.sqlite3"\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "ok   targets.good (http: details, push, webhook)" in result.output
+    assert "FAIL targets.broken (http: details, push, webhook): cannot open the push " \
+           "record" in result.output
+    assert result.stderr.endswith("1 source(s) or target(s) failed\n")
 
 
 def test_check_indexes_a_large_csv_however_long_it_takes(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
             # a trailing line break once passed the name checks ("$" matches before it)
             "f\n": {"backend": "csv", "path": "x.csv", "delimiter": ";;",
                     "html_fields": ["notes\n"]},
+            "g": {"backend": "csv", "path": "x.csv", "fields": {"customer": "cust"}},
         },
         "extra": {},
     }, tmp_path)
@@ -49,6 +50,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         "sources.f\n: a name may only use letters, digits",
         "sources.f\n.html_fields: 'notes\\n' is not a valid XML element name",
         "sources.f\n.delimiter: must be one character",
+        "sources.g.fields: 'customer' is reserved: <customer> is part of the livelookup",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in found), (start, found)

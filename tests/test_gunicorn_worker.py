@@ -7,6 +7,7 @@ worker and talks to it over sockets, as HelpSpot and a hostile caller do.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import runpy
 import shutil
@@ -57,11 +58,15 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """gunicorn with one worker of 4 threads: few, so that a pinned thread shows."""
+    yield from serve(tmp_path, "max_body_bytes = 100000")
+
+
+def serve(tmp_path: Path, server_settings: str) -> Iterator[Server]:
     shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
     outbox = tmp_path / "outbox.sqlite3"
     config = tmp_path / "lookup.toml"
     config.write_text(
-        f'[server]\nshared_key = "{KEY}"\noutbox = "{outbox}"\nmax_body_bytes = 100000\n'
+        f'[server]\nshared_key = "{KEY}"\noutbox = "{outbox}"\n{server_settings}\n'
         '[sources.demo]\nbackend = "csv"\npath = "customers.csv"\n'
         '[targets.hook]\nbackend = "http"\nurl = "http://127.0.0.1:9/unreachable"\n')
     port, log = free_port(), tmp_path / "gunicorn.log"
@@ -195,3 +200,48 @@ def test_no_spelling_of_a_key_reaches_the_access_log(server: Server) -> None:
         assert time.monotonic() < deadline, server.log.read_text()
         time.sleep(0.05)
     assert KEY not in server.log.read_text()
+
+
+#: A webhook as HelpSpot's triggers build it (HELPSPOT.md §6): PHP's http_build_query of
+#: the request row and its whole history, each entry with its documents, and their bytes
+#: when HelpSpot keeps attachments in its database.
+WEBHOOK_PHP = r"""<?php
+$history = array();
+for ($i = 1; $i <= 25; $i++) {
+    $documents = array();
+    if ($i == 1) {
+        $documents[] = array('xDocumentId' => 9, 'sFilename' => 'scan.pdf',
+            'sFileMimeType' => 'application/pdf', 'blobFile' => random_bytes((int) $argv[1]));
+    }
+    $history[1000 + $i] = array('xRequestHistory' => 1000 + $i, 'xRequest' => 4242,
+        'tNote' => str_repeat('<p>Thank you for your message &amp; patience.</p>', 800),
+        'documents' => $documents);
+}
+echo http_build_query(array('xRequest' => 4242, 'sTitle' => 'Scanner',
+    'request_history' => array('item' => $history)));
+"""
+
+
+def test_the_largest_webhook_a_real_ticket_makes_is_stored_without_file_bytes(
+        tmp_path: Path) -> None:
+    from tests.requirements import need
+
+    need(shutil.which("php") is not None, "php-cli not installed (apt-get install php-cli)")
+    script = tmp_path / "webhook.php"
+    script.write_text(WEBHOOK_PHP)
+    # one attachment of 10 MB: HelpSpot's default cap on e-mail attachments
+    body = subprocess.run(["php", str(script), "10000000"], capture_output=True,
+                          check=True, timeout=60).stdout
+    assert len(body) > 25_000_000
+    for running in serve(tmp_path, ""):  # the default max_body_bytes
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=120)
+        connection.request("POST", f"/webhook/hook/{KEY}", body=body,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert connection.getresponse().status == 202
+        with sqlite3.connect(running.outbox) as db:
+            (payload,) = db.execute("SELECT payload FROM webhooks").fetchone()
+    stored = json.loads(payload)
+    entry = stored["request_history"]["item"]["1001"]
+    assert entry["documents"] == [{"xDocumentId": "9", "sFilename": "scan.pdf",
+                                   "sFileMimeType": "application/pdf"}]
+    assert len(stored["request_history"]["item"]) == 25 and len(payload) < 2_000_000

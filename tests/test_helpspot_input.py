@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lookup_server.helpspot_input import (
+    KEY_PARAM,
+    InputError,
     cli_params,
     decode_params,
     lookup_query,
     options_query,
+    request_body,
     shared_key,
 )
 from tests.helpspot import double_encode
@@ -78,6 +83,57 @@ def test_cli_positional_form_with_empty_values_and_custom_fields() -> None:
     assert (q.customer_id, q.first_name, q.email, q.phone) == ("", "Bob", "bob@example.com", "")
 
 
+@pytest.mark.parametrize("first", ["--customer_id=1", "--customer_id", "--source_id=0",
+                                   "--Custom12=a", "--xRequest=5", "--acting_person_email"])
+def test_cli_named_form_begins_with_a_name_helpspot_sends(first: str) -> None:
+    assert cli_params([first, "--last_name=Jones"])["last_name"] == "Jones"
+
+
+@pytest.mark.parametrize("first", ["--x=y", "--config=/etc/passwd", "--customer_idx=1",
+                                   "--custom3=a", "--Custom=a", "-customer_id=1", "--", ""])
+def test_cli_positional_form_whatever_the_first_value_looks_like(first: str) -> None:
+    q = lookup_query(cli_params([first, "Bob", "Jones"]))
+    assert (q.customer_id, q.first_name, q.last_name) == (first, "Bob", "Jones")
+
+
 def test_cli_positional_value_that_looks_like_an_option_is_a_value() -> None:
     q = lookup_query(cli_params(["", "--weird", "Jones"]))
     assert q.first_name == "--weird" and q.last_name == "Jones"
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"ll_key=s3cret&xRequest=1", FORM),
+    (b"xRequest=1&ll.key=s3cret", FORM),  # PHP's parse_str reads "ll.key" as ll_key
+    (b"xRequest=1&ll%5Fkey=s3cret", FORM),
+    (b"xRequest=1&ll_key[]=s3cret&ll_key[x]=s3cret", FORM),
+    (b'{"xRequest": "1", "ll_key": "s3cret"}', "application/json"),
+    (b'{"xRequest": "1", "ll_key": {"nested": "s3cret"}}', "application/json; charset=utf-8"),
+])
+def test_the_key_in_a_push_or_webhook_body_is_dropped(body: bytes, content_type: str) -> None:
+    data = request_body(body, content_type)
+    assert KEY_PARAM not in data and "s3cret" not in repr(data)
+    assert data["xRequest"] == "1"
+
+
+def test_only_the_top_level_key_is_the_shared_key() -> None:
+    # deeper down, a field of that name is HelpSpot's data, not a credential
+    data = request_body(b"request_history[1][ll_key]=x&ll_key=s3cret", FORM)
+    assert data == {"request_history": {"1": {"ll_key": "x"}}}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1.5e400"])
+def test_json_numbers_that_strict_json_cannot_carry_are_refused(number: str) -> None:
+    # Python's json would read them (1e999 as inf) and write them back as NaN or
+    # Infinity, which the target's parser refuses: retried for a day, never delivered
+    with pytest.raises(InputError, match="not valid JSON"):
+        request_body(f'{{"xRequest": "1", "h": {{"1": [{number}]}}}}'.encode(),
+                     "application/json")
+
+
+def test_ordinary_json_numbers_are_kept() -> None:
+    data = request_body(b'{"a": 1.5, "b": -0.0, "c": 1e308, "d": 123456789012345678901234567890}',
+                        "application/json")
+    assert data == {"a": 1.5, "b": -0.0, "c": 1e308, "d": 123456789012345678901234567890}

@@ -244,10 +244,29 @@ def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
     assert len(receiver.received) == 2 and len(keys) == 1
 
 
+def test_a_key_in_the_body_is_neither_stored_nor_forwarded(running: Running,
+                                                          receiver: Receiver) -> None:
+    # the key in the body is accepted as the credential, and goes no further
+    response = requests.post(f"{running.url}/webhook/hooks", timeout=10,
+                             data=urlencode([("ll_key", KEY), *HELPSPOT_WEBHOOK]),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 202
+    stored = Outbox(running.outbox).get(response.json()["id"])
+    assert stored is not None and "ll_key" not in stored.payload
+    pushed = requests.post(f"{running.url}/push/crm", json={"ll_key": KEY, "xRequest": "7"},
+                           headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert pushed.status_code == 200
+    wait_for(lambda: len(receiver.received) == 2)
+    assert all(KEY not in json.dumps(payload) for _headers, payload in receiver.received)
+    assert {payload["xRequest"] for _headers, payload in receiver.received} == {"12345", "7"}
+
+
 @pytest.mark.parametrize("body,content_type,key,status", [
     ("a" + "[x]" * 100 + "=1", "application/x-www-form-urlencoded", KEY, 400),
     ("{not json", "application/json", KEY, 400),
     ('{"sTitle": "\\ud800"}', "application/json", KEY, 400),  # an escape that is not text
+    ('{"xRequest": NaN}', "application/json", KEY, 400),  # strict JSON has no NaN
+    ('{"xRequest": 1e999}', "application/json", KEY, 400),  # read as inf: Infinity again
     ("xRequest=1", "application/x-www-form-urlencoded", "wrong-key-0123456789", 403),
     ("x=" + "y" * 70000, "application/x-www-form-urlencoded", KEY, 413),
 ])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +113,14 @@ def test_schema_rejects_what_helpspot_cannot_read() -> None:
     assert schema_errors(b"<livelookup><customer><customer_id>1</customer_id>"
                          b"<org><b>x</b></org></customer></livelookup>")
     assert schema_errors(b"<livelookup><customer>") != []
+
+
+@pytest.mark.parametrize("reserved", ["customer", "livelookup"])
+def test_fields_named_like_the_documents_structure_are_not_sent(
+        reserved: str, caplog: pytest.LogCaptureFixture) -> None:
+    # any backend's: a field <livelookup> fails our XSD, a field <customer> is read
+    # by HelpSpot as the start of another customer
+    with caplog.at_level(logging.WARNING, logger="lookup_server.render"):
+        seen = read_one({"customer_id": "1", reserved: "x", "last_name": "Lovelace"})
+    assert seen == {"customer_id": "1", "last_name": "Lovelace"}
+    assert f"field {reserved!r} is not sent: it is reserved" in caplog.text

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from lookup_plugins import csv_build, csv_index
 from lookup_plugins.csv_backend import CsvBackend, CsvOptions
 from lookup_plugins.csv_index import CsvIndex, IndexReplaced
 
 from lookup_server.backend import BackendError, SourceSettings
+from lookup_server.cli import cli
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
 from tests.backend_contract import PEOPLE, BackendContract
 from tests.conftest import CUSTOMER_HEADER, write_csv
@@ -85,7 +87,7 @@ def test_latin1_file_is_reported_with_its_line(tmp_path: Path) -> None:
         backend(path).find(ById("1"), 5)
 
 
-@pytest.mark.parametrize("bad", ["first name", "notes\n", "1st"])
+@pytest.mark.parametrize("bad", ["first name", "notes\n", "1st", "customer", "livelookup"])
 def test_invalid_element_names_are_reported_not_sent(tmp_path: Path, bad: str) -> None:
     # "notes\n" (a line break quoted into the header) once passed the name check and
     # made lxml refuse every answer holding it
@@ -93,6 +95,19 @@ def test_invalid_element_names_are_reported_not_sent(tmp_path: Path, bad: str) -
     b = backend(path)
     assert any(repr(bad) in w for w in b.check())
     assert dict(b.find(ById("1"), 5)[0].fields) == {"customer_id": "1"}
+
+
+@pytest.mark.parametrize("reserved", ["customer", "livelookup"])
+def test_check_says_why_a_reserved_column_is_not_sent(tmp_path: Path, reserved: str) -> None:
+    # <livelookup> inside a customer fails our own XSD; HelpSpot starts a new
+    # customer at every <customer>
+    write_csv(tmp_path / "x.csv", ["customer_id", reserved, "last_name"], [["1", "x", "L"]])
+    config = tmp_path / "lookup.toml"
+    config.write_text('[sources.x]\nbackend = "csv"\npath = "x.csv"\n')
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (f"     warning: column {reserved!r} is reserved: <{reserved}> is part of the "
+            "livelookup document's own structure") in result.output
 
 
 @pytest.mark.parametrize("delimiter", ["", ";;", '"', "\n"])
@@ -374,3 +389,61 @@ def test_a_merge_of_an_index_rebuilt_meanwhile_changes_nothing(
     assert all(shard.exists() for shard in index.shards)
     assert csv_index.merge_parts(index.path, index.generation)
     assert not any(shard.exists() for shard in index.shards)
+
+
+# -- who may read the index --------------------------------------------------------------
+
+
+def index_files(index: CsvIndex) -> list[Path]:
+    return [index.path, *index.shards]
+
+
+@pytest.fixture
+def no_umask() -> Any:
+    """A umask of 0, so that only the code decides how open a new file is."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("csv_mode,index_mode", [
+    (0o600, 0o600), (0o640, 0o640), (0o604, 0o604), (0o644, 0o644),
+    (0o666, 0o644),  # others may read, as the CSV; but never write
+    (0o400, 0o600),  # the server must write its own index
+])
+def test_the_index_is_no_more_readable_than_its_csv(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_umask: None, csv_mode: int,
+        index_mode: int) -> None:
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    path.chmod(csv_mode)
+    whole = opened(backend(path))
+    assert [p.stat().st_mode & 0o777 for p in index_files(whole)] == [index_mode]
+    sharded(monkeypatch)  # parts, and the file they are merged into
+    os.utime(path, ns=(1, 1))
+    parts = opened(backend(path))
+    assert len(parts.shards) == 2
+    assert {p.stat().st_mode & 0o777 for p in index_files(parts)} == {index_mode}
+    assert csv_index.merge_parts(parts.path, parts.generation)
+    assert parts.path.stat().st_mode & 0o777 == index_mode
+
+
+def test_the_index_of_a_group_readable_csv_is_readable_by_that_group_only(
+        tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another group needs root")
+    path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
+    os.chown(path, -1, os.getegid() + 1)  # a group other than ours
+    path.chmod(0o640)
+    index = opened(backend(path))
+    assert index.path.stat().st_gid == path.stat().st_gid
+
+
+def test_a_link_planted_where_a_merge_writes_is_not_written_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sharded(monkeypatch)
+    index = opened(backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
+    victim = tmp_path / "elsewhere"
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # names the merge's temporary file
+    (tmp_path / f"{index.path.name}.4242.tmp").symlink_to(victim)
+    assert csv_index.merge_parts(index.path, index.generation)
+    assert not victim.exists() and not index.path.is_symlink()

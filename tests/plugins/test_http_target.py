@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,6 +212,18 @@ def test_a_push_that_cannot_be_recorded_still_returns_its_id(
     assert target.push(PushRequest(PUSHED)) == "crm-1"
     with pytest.raises(BackendError, match="cannot open the push record"):
         target.check()
+
+
+def test_the_push_record_is_readable_by_the_server_only(
+        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    _, running = receiver
+    previous = os.umask(0o022)  # the usual one, under which SQLite makes files 0644
+    try:
+        make_target(running.base_url, tmp_path).push(PushRequest(PUSHED))
+    finally:
+        os.umask(previous)
+    files = sorted(tmp_path.glob("pushes.sqlite3*"))  # and its -wal, -shm if left
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o600}
 
 
 def test_customer_is_built_from_what_is_there() -> None:
