@@ -244,7 +244,7 @@ def _form_body(body: bytes) -> dict[str, object]:
     from lookup_server.php_form import FormError, parse_form
 
     try:
-        return dict(parse_form(body))
+        return dict(parse_form(body, skip=frozenset({FILE_BYTES.encode()})))
     except FormError as exc:
         raise InputError(str(exc)) from None
 

@@ -100,8 +100,13 @@ class _PhpArray:
 
 
 def parse_form(body: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH,
-               max_fields: int = DEFAULT_MAX_FIELDS) -> dict[str, FormValue]:
-    """Parse a form-encoded body into nested data exactly as PHP's ``parse_str`` does."""
+               max_fields: int = DEFAULT_MAX_FIELDS,
+               skip: frozenset[bytes] = frozenset()) -> dict[str, FormValue]:
+    """Parse a form-encoded body into nested data exactly as PHP's ``parse_str`` does.
+
+    Fields whose last key is in ``skip`` are left out unread: an attachment's
+    bytes are megabytes that would only be decoded to be thrown away.
+    """
     raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
     pairs = [pair for pair in raw.split(b"&") if pair]
     if len(pairs) > max_fields:
@@ -109,7 +114,9 @@ def parse_form(body: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH,
     root = _PhpArray()
     for pair in pairs:
         name, _, value = pair.partition(b"=")
-        _register(root, _url_decode(name), _url_decode(value), max_depth)
+        split = _split_name(_url_decode(name), max_depth)
+        if split is not None and (split[1][-1] if split[1] else split[0]) not in skip:
+            _register(root, split, _url_decode(value))
     return {str(key): _export(value) for key, value in root.items.items()}
 
 
@@ -160,10 +167,7 @@ def _split_name(name: bytes, max_depth: int) -> tuple[bytes, list[bytes | None]]
     return base, indexes
 
 
-def _register(root: _PhpArray, name: bytes, value: bytes, max_depth: int) -> None:
-    split = _split_name(name, max_depth)
-    if split is None:
-        return
+def _register(root: _PhpArray, split: tuple[bytes, list[bytes | None]], value: bytes) -> None:
     base, indexes = split
     keys: list[_Key | None] = [_key(base), *(None if i is None else _key(i) for i in indexes)]
     target = root

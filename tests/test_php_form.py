@@ -189,3 +189,9 @@ def test_bracket_soup_parses_or_raises_form_error(body: str) -> None:
         return
     assert all(isinstance(key, str) and key for key in data)
     json.dumps(data)
+
+
+def test_skipped_fields_are_left_out_unread() -> None:
+    body = b"a[1][blobFile]=%FF%00bytes&a[1][sFilename]=x.pdf&blobFile=top&b[]=1"
+    assert parse_form(body, skip=frozenset({b"blobFile"})) == {
+        "a": {"1": {"sFilename": "x.pdf"}}, "b": ["1"]}
