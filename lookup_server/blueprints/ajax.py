@@ -7,10 +7,16 @@ travels in the path instead (``/ajax/<source>/<key>``).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
-from lookup_server.answers import error_answer, options_answer, request_line_answer
-from lookup_server.blueprints.common import check_caller, raw_params, respond, state
+from lookup_server.answers import error_answer, options_answer
+from lookup_server.blueprints.common import (
+    check_caller,
+    raw_params,
+    respond,
+    state,
+    url_too_long,
+)
 from lookup_server.helpspot_input import decode_params
 from lookup_server.service import ServiceError
 
@@ -21,8 +27,7 @@ bp = Blueprint("ajax", __name__)
 @bp.route("/ajax/<source>/<path_key>", methods=["GET"])
 def ajax(source: str, path_key: str | None = None) -> Response:
     """Drop-down options for the field, searched by ``callingField``."""
-    too_long = request_line_answer(request.environ.get("QUERY_STRING", ""), len(request.path),
-                                   state().config.server.max_request_line)
+    too_long = url_too_long()
     if too_long is not None:
         return respond(too_long)
     params = raw_params()

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 from flask import Response, current_app, request
 
-from lookup_server.answers import Answer
+from lookup_server.answers import Answer, request_line_answer
 from lookup_server.auth import authorize, bearer_token
 from lookup_server.config import Config
 from lookup_server.helpspot_input import KEY_PARAM, shared_key
@@ -51,6 +51,12 @@ def check_caller(kind: str, path_key: str | None,
     presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))
     authorize(server, kind, request.remote_addr, presented)
+
+
+def url_too_long() -> Answer | None:
+    """The error answer for a URL longer than ``[server] max_request_line``, if it is."""
+    return request_line_answer(request.environ.get("QUERY_STRING", ""), len(request.path),
+                               state().config.server.max_request_line)
 
 
 def raw_params() -> list[tuple[str, str]]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
-from lookup_server.answers import error_answer, livelookup_answer, request_line_answer
-from lookup_server.blueprints.common import check_caller, raw_params, respond, state
+from lookup_server.answers import error_answer, livelookup_answer
+from lookup_server.blueprints.common import (
+    check_caller,
+    raw_params,
+    respond,
+    state,
+    url_too_long,
+)
 from lookup_server.helpspot_input import decode_params
 from lookup_server.service import ServiceError
 
@@ -16,8 +22,7 @@ bp = Blueprint("livelookup", __name__)
 @bp.route("/livelookup/<source>/<path_key>", methods=["GET", "POST"])
 def livelookup(source: str, path_key: str | None = None) -> Response:
     """Find customers in ``source`` from what HelpSpot sent."""
-    too_long = request_line_answer(request.environ.get("QUERY_STRING", ""), len(request.path),
-                                   state().config.server.max_request_line)
+    too_long = url_too_long()
     if too_long is not None:
         return respond(too_long)
     params = raw_params()
