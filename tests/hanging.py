@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from typing import Any
 
-from lookup_server.service import MAX_IN_FLIGHT, Plugged, TimedOut
+from lookup_server.backend import Backend
+from lookup_server.config import BackendConfig
+from lookup_server.service import MAX_IN_FLIGHT, Plugged, Source, Target, TimedOut
 
 #: Bound of every wait for a hung call to come back (generous: a failure, not a speed test).
 RELEASE_WAIT = 30.0
@@ -70,11 +73,15 @@ class DrippingServer:
         thread.start()
 
     def _accept(self) -> None:
+        self._listener.settimeout(0.05)  # closing it would not wake a blocked accept()
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
-                return  # closed by __exit__
+                return
+            conn.settimeout(None)
             with self._lock:
                 self._open += 1
             self._spawn(self._serve, conn)
@@ -128,6 +135,57 @@ HTTP_HEADERS_DRIP = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Dri
 #: An HTTP answer whose JSON body never ends (whitespace is valid JSON padding).
 HTTP_BODY_DRIP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 1000000\r\n\r\n")
+
+
+class DrippingApp:
+    """WSGI middleware: while ``dripping``, every answer is a JSON body that never ends.
+
+    For HTTPS, where the drip must come inside TLS: Python bounds a whole TLS
+    handshake by the socket timeout, but not a body sent one record at a time.
+    """
+
+    def __init__(self, app: Any, interval: float = 1.0) -> None:
+        self.app, self.interval = app, interval
+        self.dripping = True
+        self._open = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    @property
+    def open_connections(self) -> int:
+        """Answers still dripping: their client has not hung up yet."""
+        with self._lock:
+            return self._open
+
+    def stop(self) -> None:
+        """End every drip (the server can then shut down)."""
+        self._stop.set()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not self.dripping:
+            return self.app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return self._drip()
+
+    def _drip(self) -> Iterator[bytes]:
+        with self._lock:
+            self._open += 1
+        try:
+            while not self._stop.wait(self.interval):
+                yield b" "  # the server's write fails once the client has hung up
+        finally:
+            with self._lock:
+                self._open -= 1
+
+
+def as_source(backend: Backend[Any]) -> Source:
+    """A source built like ``backend``, run as the server runs it (workers, deadline)."""
+    return Source(BackendConfig(backend.source, type(backend), backend.options))
+
+
+def as_target(backend: Backend[Any]) -> Target:
+    """A target built like ``backend``, run as the server runs it (workers, deadline)."""
+    return Target(BackendConfig(backend.source, type(backend), backend.options))
 
 
 def hang_every_slot(plugged: Plugged, call: Callable[[], object]) -> None:
