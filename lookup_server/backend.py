@@ -206,9 +206,10 @@ class Backend(Generic[OptionsT]):
 
     Options: ClassVar[type[Any]] = NoOptions
     #: True when a call may wait on another system (network, database server): the
-    #: core then runs it on a worker thread and stops waiting at the source's
-    #: timeout. A backend that only reads local, indexed files may set False to be
-    #: called inline, sparing each lookup a thread hand-off.
+    #: core then runs it on a worker thread, stops waiting at the source's timeout
+    #: and aborts it (see :func:`abort_on_timeout`). A backend that only reads local,
+    #: indexed files may set False to be called inline, sparing each lookup a thread
+    #: hand-off.
     waits_on_network: ClassVar[bool] = True
 
     def __init__(self, options: OptionsT, source: SourceSettings) -> None:
