@@ -12,11 +12,21 @@ and implements the capabilities it offers by overriding methods:
 
 Everything else (which strategy to try first, escaping, timeouts, HTTP) is
 done by the core. See docs/plugins.md for a complete example.
+
+A call that outlives its source's ``timeout`` is answered with an error at
+once, but its thread is still blocked in the backend. So a backend wraps each
+blocking step in :func:`abort_on_timeout` with a way to end it from another
+thread (shut the socket down, cancel the statement); the core calls that when
+the timeout passes, and the thread comes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -31,6 +41,7 @@ from lookup_server.models import (
 )
 
 Strategy = Literal["customer_id", "email", "phone", "name"]
+log = logging.getLogger(__name__)
 
 
 class BackendError(Exception):
@@ -47,6 +58,107 @@ class BackendTimeout(BackendError):
 
 class NotFound(BackendError):
     """What was asked for does not exist there (an unknown push id, say)."""
+
+
+class RunningCall:
+    """One backend call on a core worker thread, and how to abort it.
+
+    The backend registers abort hooks while it blocks (:func:`abort_on_timeout`);
+    the core runs them, from another thread, when the source's timeout passes.
+    Hooks run under the same lock that unregisters them, so a hook never acts on
+    a socket or statement its block has already handed back to a pool.
+    """
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+        self._aborted = False
+        self._reported = False
+
+    @classmethod
+    def current(cls) -> RunningCall | None:
+        """The call running on this thread, or None outside the core's workers."""
+        call: RunningCall | None = getattr(cls._local, "call", None)
+        return call
+
+    @property
+    def aborted(self) -> bool:
+        """True once the core has given up waiting for this call."""
+        return self._aborted
+
+    @contextmanager
+    def bound(self) -> Iterator[None]:
+        """Make this the current call of this thread for the block."""
+        previous, RunningCall._local.call = RunningCall.current(), self
+        try:
+            yield
+        finally:
+            RunningCall._local.call = previous
+
+    @contextmanager
+    def hooked(self, abort: Callable[[], None]) -> Iterator[None]:
+        """Run ``abort`` if the call is aborted during the block; refuse to start once it was."""
+        with self._lock:
+            if self._aborted:
+                # the caller has had its answer: starting more work would only hold the thread
+                raise BackendTimeout("the source's timeout has passed")
+            self._hooks.append(abort)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.remove(abort)
+
+    def abort(self) -> None:
+        """Mark the call aborted and run every hook registered now (again, if called again)."""
+        with self._lock:
+            self._aborted = True
+            for hook in self._hooks:
+                try:
+                    hook()
+                except Exception:  # the next attempt, or the core's warning, follows
+                    if not self._reported:
+                        self._reported = True
+                        log.warning("aborting a backend call failed", exc_info=True)
+
+
+@contextmanager
+def abort_on_timeout(abort: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, the core calls ``abort()`` from another thread if the timeout passes.
+
+    ``abort`` must make what blocks in the block return soon (shut its socket
+    down, cancel its statement) without waiting for this thread; it may be
+    called more than once. Entering the block after the timeout has passed
+    raises BackendTimeout. Outside the core's worker threads (tests, scripts)
+    nothing is ever aborted.
+    """
+    call = RunningCall.current()
+    if call is None:
+        yield
+        return
+    with call.hooked(abort):
+        yield
+
+
+def timed_out() -> bool:
+    """True once the core has given up on the current call: its source's timeout passed."""
+    call = RunningCall.current()
+    return call is not None and call.aborted
+
+
+def shut_down(sock: socket.socket | None) -> None:
+    """End ``sock``'s connection from any thread: a read blocked on it returns at once.
+
+    Only shuts down (the owner still closes, so the descriptor cannot be reused
+    under it) and bypasses a TLS wrapper's own shutdown, which would pull the TLS
+    state from under the thread reading it.
+    """
+    if sock is None:
+        return
+    with suppress(OSError):  # already closed: nothing blocks on it
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -101,9 +213,10 @@ class Backend(Generic[OptionsT]):
 
     Options: ClassVar[type[Any]] = NoOptions
     #: True when a call may wait on another system (network, database server): the
-    #: core then runs it on a worker thread and stops waiting at the source's
-    #: timeout. A backend that only reads local, indexed files may set False to be
-    #: called inline, sparing each lookup a thread hand-off.
+    #: core then runs it on a worker thread, stops waiting at the source's timeout
+    #: and aborts it (see :func:`abort_on_timeout`). A backend that only reads local,
+    #: indexed files may set False to be called inline, sparing each lookup a thread
+    #: hand-off.
     waits_on_network: ClassVar[bool] = True
 
     def __init__(self, options: OptionsT, source: SourceSettings) -> None:

@@ -2,9 +2,11 @@
 
 HelpSpot has no read timeout (HELPSPOT.md §1): a slow backend hangs a staff
 member's screen. So every backend call runs on a worker thread and the answer
-is bounded by the source's ``timeout``; a backend that is still stuck keeps
-its slot, and when all slots of a source are stuck new calls fail at once
-instead of piling up threads.
+is bounded by the source's ``timeout``. When it passes, the call is aborted
+through the hooks the backend registered (its socket shut down, its statement
+cancelled), so the thread and its connection come back within a second; a
+call that still cannot be aborted keeps its slot, and when all slots of a
+source are stuck new calls fail at once instead of piling up threads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from concurrent import futures
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
-from lookup_server.backend import Backend, BackendError, BackendTimeout, NotFound, SourceSettings
+from lookup_server.backend import (
+    Backend,
+    BackendError,
+    BackendTimeout,
+    NotFound,
+    RunningCall,
+    SourceSettings,
+)
 from lookup_server.config import BackendConfig, Config
 from lookup_server.models import (
     Customer,
@@ -36,6 +45,12 @@ T = TypeVar("T")
 
 #: Calls one source may have in flight; past that, answer "busy" at once.
 MAX_IN_FLIGHT = 8
+#: After the timeout, a call's abort hooks run again this often while it has not
+#: returned: a hook may have found nothing to act on yet (a socket still connecting,
+#: a statement not yet started in the driver).
+ABORT_RETRY = 0.2
+#: ... for this long; a call still running then is reported, and keeps its slot.
+ABORT_GRACE = 1.0
 
 
 class ServiceError(Exception):
@@ -91,7 +106,7 @@ class TimedOut(ServiceError):
 
 
 class DeadlineRunner:
-    """Runs calls on daemon threads and waits for each at most until its deadline.
+    """Runs calls on daemon threads, waits for each until its deadline, then aborts it.
 
     Daemon threads (unlike ThreadPoolExecutor's) never keep a finished CLI
     process waiting for a backend that hangs.
@@ -100,38 +115,74 @@ class DeadlineRunner:
     def __init__(self, name: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.name = name
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._queue: SimpleQueue[tuple[Callable[[], Any], futures.Future[Any]]] = SimpleQueue()
+        self._queue: SimpleQueue[tuple[Callable[[], Any], futures.Future[Any], RunningCall]] = (
+            SimpleQueue())
         self._idle = 0
+        self._in_flight = 0
+        self._threads = 0
         self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls that hold a slot: running, or timed out and not yet returned."""
+        return self._in_flight
+
+    @property
+    def threads(self) -> int:
+        """Worker threads started so far (idle ones wait for the next call)."""
+        return self._threads
 
     def run(self, call: Callable[[], T], timeout: float) -> T:
         """``call()``'s result; TimeoutError when it takes longer than ``timeout``."""
         if not self._slots.acquire(timeout=min(timeout, 0.05)):
             raise Busy(f"source {self.name!r} is busy: earlier lookups have not returned yet")
         future: futures.Future[T] = futures.Future()
+        running = RunningCall()
         with self._lock:
+            self._in_flight += 1
             start_thread = self._idle == 0
-            if not start_thread:
+            if start_thread:
+                self._threads += 1
+            else:
                 self._idle -= 1
         if start_thread:
             threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True).start()
-        self._queue.put((call, future))
+        self._queue.put((call, future, running))
         try:
             return future.result(timeout=timeout)
         except futures.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
+            # aborting may itself wait (a cancel request to the database): not on this thread
+            threading.Thread(target=self._abort, args=(running, future, timeout),
+                             name=f"abort-{self.name}", daemon=True).start()
             raise TimeoutError(f"no answer within {timeout:g} s") from None
 
     def _work(self) -> None:
         while True:
-            call, future = self._queue.get()
+            call, future, running = self._queue.get()
             try:
-                future.set_result(call())
+                with running.bound():
+                    future.set_result(call())
             except BaseException as exc:  # handed to the waiting caller
                 future.set_exception(exc)
             finally:
+                with self._lock:
+                    # idle before the slot is free: the next call must not start a thread
+                    self._in_flight -= 1
+                    self._idle += 1
                 self._slots.release()
-            with self._lock:
-                self._idle += 1
+
+    def _abort(self, running: RunningCall, future: futures.Future[Any], timeout: float) -> None:
+        """Abort a call past its deadline, again while it has not returned, for ABORT_GRACE."""
+        give_up = time.monotonic() + ABORT_GRACE
+        while not future.done():
+            left = give_up - time.monotonic()
+            if left <= 0:
+                log.warning("source %r: a call is still running %g s after its timeout of "
+                            "%g s and could not be aborted; it holds one of the source's slots "
+                            "until it returns", self.name, ABORT_GRACE, timeout)
+                return
+            running.abort()
+            futures.wait([future], timeout=min(ABORT_RETRY, left))
 
 
 class ResultCache:

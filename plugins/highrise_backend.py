@@ -187,7 +187,7 @@ class HighriseBackend(Backend[HighriseOptions]):
 
     def _session(self) -> requests.Session:
         if self._http is None:
-            self._http = requests.Session()
+            self._http = http_client.AbortableSession()
             self._http.auth = (self.options.token.reveal(), "X")
             self._http.headers["User-Agent"] = self.options.user_agent
         return self._http

@@ -1,9 +1,15 @@
 """HTTP calls to hosted APIs that end within a source's timeout, retries included.
 
-Shared by the Shopify, Highrise and Microsoft Graph backends: each lookup gets
-one :class:`Deadline`; every request, and every wait a vendor asks for with
-``Retry-After``, must fit in what is left of it. Error messages name the vendor
-and what to do, never a URL's query, a header or a token.
+Shared by the Shopify, Highrise and Microsoft Graph backends and the http and
+slack targets: each lookup gets one :class:`Deadline`; every request, and
+every wait a vendor asks for with ``Retry-After``, must fit in what is left of
+it. Error messages name the vendor and what to do, never a URL's query, a
+header or a token.
+
+``requests``' timeouts bound each read, not the answer: a server that sends a
+byte a second never trips them. So every session here is an
+:class:`AbortableSession`, whose requests end when the core aborts the call:
+the connections they hold are shut down.
 """
 
 from __future__ import annotations
@@ -12,15 +18,29 @@ import email.utils
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
+from lookup_server.backend import (
+    BackendError,
+    BackendTimeout,
+    SourceSettings,
+    abort_on_timeout,
+    shut_down,
+    timed_out,
+)
 from lookup_server.models import ByEmail, ById, ByPhone, SearchTerm
 from lookup_server.search import phone_matches
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +70,148 @@ class Deadline:
         """Pause for a vendor-requested delay (the caller checked :meth:`allows`)."""
         if seconds > 0:
             threading.Event().wait(seconds)
+
+
+class _HeldSockets:
+    """The sockets one request on this thread is using, to end them from another thread.
+
+    Sockets, not urllib3 connections: a connection lets go of its socket as soon
+    as an answer says it will close, while the body is still being read from it.
+    """
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: set[Any] = set()
+
+    @classmethod
+    def current(cls) -> _HeldSockets | None:
+        """What the request running on this thread holds (None outside one)."""
+        held: _HeldSockets | None = getattr(cls._local, "held", None)
+        return held
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the sockets this thread's requests use during the block."""
+        outer, _HeldSockets._local.held = _HeldSockets.current(), self
+        try:
+            yield
+        finally:
+            _HeldSockets._local.held = outer
+
+    @classmethod
+    def hold(cls, sock: Any) -> None:
+        held = cls.current()
+        if held is not None and sock is not None:
+            with held._lock:
+                held._sockets.add(sock)
+
+    @classmethod
+    def let_go(cls, sock: Any) -> None:
+        held = cls.current()
+        if held is not None and sock is not None:
+            with held._lock:  # back in the pool: another thread may take it from now on
+                held._sockets.discard(sock)
+
+    def shut_down(self) -> None:
+        """End every held socket; the reads blocked on them return at once."""
+        with self._lock:
+            for sock in self._sockets:
+                # TLS through an HTTPS proxy: urllib3's SSLTransport wraps the real socket
+                shut_down(getattr(sock, "socket", sock))
+
+
+class _RecordsItsSocket:
+    """Mixed into urllib3's connections: a socket connected for a request is held by it."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        _HeldSockets.hold(getattr(self, "sock", None))
+
+
+class _RecordingHTTPConnection(_RecordsItsSocket, HTTPConnection):
+    pass
+
+
+class _RecordingHTTPSConnection(_RecordsItsSocket, HTTPSConnection):
+    pass
+
+
+class _RecordsSockets:
+    """Mixed into urllib3's pools: a pooled connection's socket is held while it is taken."""
+
+    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+        conn: BaseHTTPConnection = super()._get_conn(timeout)  # type: ignore[misc]
+        _HeldSockets.hold(getattr(conn, "sock", None))  # None until it connects
+        return conn
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        _HeldSockets.let_go(getattr(conn, "sock", None))
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _RecordingHTTPPool(_RecordsSockets, HTTPConnectionPool):
+    ConnectionCls = _RecordingHTTPConnection
+
+
+class _RecordingHTTPSPool(_RecordsSockets, HTTPSConnectionPool):
+    ConnectionCls = _RecordingHTTPSConnection
+
+
+_STANDARD_POOLS: dict[str, type] = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+_RECORDING_POOLS: dict[str, type] = {"http": _RecordingHTTPPool, "https": _RecordingHTTPSPool}
+
+
+def _record_connections(manager: PoolManager) -> PoolManager:
+    # a SOCKS proxy manager brings pools of its own: those stay as they are
+    if dict(manager.pool_classes_by_scheme) == _STANDARD_POOLS:
+        manager.pool_classes_by_scheme = _RECORDING_POOLS
+    return manager
+
+
+class _RecordingAdapter(HTTPAdapter):
+    """requests' adapter, over pools that record which request holds which connection."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _record_connections(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        return _record_connections(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
+class AbortableSession(requests.Session):
+    """A ``requests.Session`` whose requests end when the core aborts the backend call.
+
+    The connections a request holds are shut down from the core's thread, so a
+    server that drips its answer cannot hold the call past the source's timeout.
+    An aborted request raises ``requests.Timeout``. (Only bodies read inside
+    ``request`` are covered: do not use ``stream=True``.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, _RecordingAdapter())
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any,
+                **kwargs: Any) -> requests.Response:
+        """``requests.Session.request``, abortable."""
+        held = _HeldSockets()
+        try:
+            with abort_on_timeout(held.shut_down), held.recording():
+                response = super().request(method, url, *args, **kwargs)
+        except BackendTimeout:
+            raise requests.Timeout("the source's timeout had passed") from None
+        except requests.RequestException:
+            if timed_out():
+                raise requests.Timeout("aborted: the source's timeout passed") from None
+            raise
+        if timed_out():  # a body without a length ends early, but cleanly
+            response.close()
+            raise requests.Timeout("aborted: the source's timeout passed")
+        return response
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float:

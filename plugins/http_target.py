@@ -32,7 +32,7 @@ from lookup_server.backend import Backend, BackendError, NotFound, SourceSetting
 from lookup_server.config_schema import Secret
 from lookup_server.models import PushDetails, PushRequest, Webhook
 
-from .http_client import Deadline, dig, request_once
+from .http_client import AbortableSession, Deadline, dig, request_once
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class HttpTarget(Backend[HttpTargetOptions]):
         super().__init__(options, source)
         self.host = urlsplit(options.url).hostname or "the target"
         self.log = PushLog(options.store or default_store(source.name))
-        self._session = requests.Session()
+        self._session = AbortableSession()
 
     @classmethod
     def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:

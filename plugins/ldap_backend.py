@@ -7,6 +7,12 @@ server dropped by reconnecting (trying the URLs in order) and retrying once.
 
 Every value that enters a filter is escaped with ldap3's RFC 4515 escaping, so
 ``*``, ``(``, ``)``, ``\\`` and NUL in input only ever match literally.
+
+ldap3's receive timeout bounds each read, not an answer: a directory that sends
+a byte now and then held the thread for good. So connecting, binding and every
+search run under :func:`abort_on_timeout`, which shuts the connection's socket
+down at the source's timeout (``unbind`` would wait for ldap3's connection lock,
+held by the blocked search); that connection is then dropped, never pooled.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
+from lookup_server.backend import (
+    Backend,
+    BackendError,
+    BackendTimeout,
+    SourceSettings,
+    abort_on_timeout,
+    shut_down,
+    timed_out,
+)
 from lookup_server.config_schema import Secret
 from lookup_server.models import (
     INSERTABLE_FIELDS,
@@ -383,9 +397,12 @@ class LdapBackend(Backend[LdapOptions]):
 
     def _attempt(self, conn: Any, operation: Callable[[Any], T]) -> T:
         try:
-            result = operation(conn)
+            with abort_on_timeout(lambda: shut_down(conn.socket)):
+                result = operation(conn)
         except lx.LDAPCommunicationError as exc:
             _unbind(conn)
+            if timed_out():
+                raise _aborted() from None
             raise _network_error(exc, "the directory connection failed") from exc
         except lx.LDAPInvalidFilterError as exc:  # every other part of a filter is escaped
             self._pool.give_back(conn)
@@ -424,6 +441,18 @@ class LdapBackend(Backend[LdapOptions]):
             auto_referrals=False, read_only=True, raise_exceptions=False)
         where = f"{'ldaps' if server.ssl else 'ldap'}://{server.host}:{server.port}"
         try:
+            with abort_on_timeout(lambda: shut_down(conn.socket)):
+                self._open(conn, where)
+        except _Unusable:
+            if timed_out():  # whatever the shut-down socket made ldap3 raise
+                raise _aborted() from None  # not _Unusable: no other URL, no quarantine
+            raise
+        return conn
+
+    def _open(self, conn: Any, where: str) -> None:
+        """Connect, start TLS if asked, bind; unbound again on any failure."""
+        server = conn.server
+        try:
             conn.open(read_server_info=False)
             if self.options.start_tls:
                 conn.start_tls(read_server_info=False)
@@ -449,7 +478,6 @@ class LdapBackend(Backend[LdapOptions]):
                 raise BackendError(f"{where} rejected bind_dn/password (invalid credentials); "
                                    "check the service account and its password")
             raise BackendError(f"{where} refused the bind: {description}")
-        return conn
 
 
 class _Unusable(BackendError):
@@ -587,6 +615,10 @@ def _network_error(exc: BaseException, what: str) -> _Unusable:
     if isinstance(exc, TimeoutError) or "timed out" in str(exc):
         return _Unusable(f"{what}: no answer in time", timed_out=True)
     return _Unusable(f"{what}: {_reason(exc)}")
+
+
+def _aborted() -> BackendTimeout:
+    return BackendTimeout("the directory did not answer within the source's timeout")
 
 
 def _combined(errors: Sequence[BackendError]) -> BackendError:

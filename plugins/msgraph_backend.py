@@ -77,7 +77,7 @@ class DeadlineHttp:
     """The HTTP client handed to msal: each call ends by the running lookup's deadline."""
 
     def __init__(self, verify: bool | str) -> None:
-        self.session = requests.Session()
+        self.session = http_client.AbortableSession()
         # per request: REQUESTS_CA_BUNDLE in the environment beats Session.verify
         self.verify = verify
         self._local = threading.local()

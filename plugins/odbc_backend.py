@@ -5,6 +5,13 @@ work the same way. SQL text comes from :mod:`lookup_plugins.odbc_dialects`;
 this module owns connections: a small pool per source, timeouts inside the
 source's ``timeout``, reconnecting after the database restarts, and error
 messages for staff that never show the connection string.
+
+The database's own statement timeout is not enough: the SQLite driver ignores
+the ODBC query timeout, so a runaway query kept its thread and a core busy
+long after staff got the timeout. Every statement therefore runs under
+:func:`abort_on_timeout` with ``Cursor.cancel`` (SQLCancel, which every driver
+here honours: SQLite interrupts, PostgreSQL and MariaDB cancel the query on the
+server); the connection of a cancelled statement is closed, not pooled.
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ from typing import Any, Literal, Protocol
 
 import pyodbc
 
-from lookup_server.backend import Backend, BackendError, BackendTimeout, SourceSettings
+from lookup_server.backend import (
+    Backend,
+    BackendError,
+    BackendTimeout,
+    SourceSettings,
+    abort_on_timeout,
+    timed_out,
+)
 from lookup_server.config_schema import Secret
 from lookup_server.models import Customer, Option, OptionsQuery, SearchTerm
 from lookup_server.search import phone_matches
@@ -148,7 +162,9 @@ class ConnectionPool:
 
 def _alive(conn: Any) -> bool:
     try:
-        conn.cursor().execute("SELECT 1").fetchall()
+        cursor = conn.cursor()
+        with abort_on_timeout(cursor.cancel):
+            cursor.execute("SELECT 1").fetchall()
     except Exception:  # any failure means: do not use this connection
         return False
     return True
@@ -268,11 +284,20 @@ class OdbcBackend(Backend[OdbcOptions]):
             conn = self._pool_acquire()
             try:
                 cursor = conn.cursor()
-                cursor.execute(statement.sql, statement.params)
-                rows = cursor.fetchmany(statement.fetch)
+                with abort_on_timeout(cursor.cancel):
+                    cursor.execute(statement.sql, statement.params)
+                    rows = cursor.fetchmany(statement.fetch)
                 names = statement.elements or self._elements(cursor.description)
                 cursor.close()
+            except BackendTimeout:  # the call was aborted before the statement started
+                self._pool.release(conn)
+                raise
             except pyodbc.Error as exc:
+                if timed_out():
+                    # cancelled: whatever state the driver left it in, it is not pooled
+                    _close_quietly(conn)
+                    raise BackendTimeout(f"{self._where}: the query was cancelled at the "
+                                         "source's timeout") from None
                 if _lost(exc):
                     _close_quietly(conn)
                     # After a restart every idle connection is dead too: drop them all.

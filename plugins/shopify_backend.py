@@ -113,7 +113,7 @@ class ShopifyGraphQL(shopify.GraphQL):  # type: ignore[misc]
         # Not calling super().__init__: it reads the globally activated session.
         self.endpoint = session.version.api_path(base_url) + "/graphql.json"
         self.headers = {"X-Shopify-Access-Token": session.token}
-        self.http = requests.Session()
+        self.http = http_client.AbortableSession()
 
     def execute_within(self, query: str, variables: Mapping[str, Any],
                        deadline: Deadline) -> requests.Response:

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from lookup_server.backend import Backend, BackendError, SourceSettings
 from lookup_server.config_schema import Secret
 from lookup_server.models import PushRequest, Webhook
 
-from .http_client import Deadline, request_once
+from .http_client import AbortableSession, Deadline, request_once
 
 VENDOR = "Slack"
 #: Longer texts are cut: a request's note can be a whole e-mail.
@@ -84,7 +82,7 @@ class SlackTarget(Backend[SlackTargetOptions]):
 
     def __init__(self, options: SlackTargetOptions, source: SourceSettings) -> None:
         super().__init__(options, source)
-        self._session = requests.Session()
+        self._session = AbortableSession()
 
     @classmethod
     def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:

@@ -14,9 +14,10 @@ from lxml import etree
 from lookup_server.backend import BackendError, SourceSettings
 from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone, PushRequest
+from lookup_server.models import ByEmail, ById, ByName, ByPhone, LookupQuery, PushRequest
 from tests.backend_contract import PEOPLE, BackendContract, Lookup
 from tests.conftest import assert_not_revealed
+from tests.hanging import HTTP_BODY_DRIP, as_source, dripping, hang_every_slot, wait_for
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.highrise import HighriseEmulator, HighrisePerson
 
@@ -314,3 +315,15 @@ def test_push_and_details_through_the_push_route(emulator: tuple[HighriseEmulato
     assert details.status_code == 200
     assert "Grace Hopper" in details.text and "Navy &amp; &lt;Co&gt;" in details.text
     assert TOKEN not in details.text
+
+
+def test_a_dripping_highrise_gets_its_threads_and_connections_back(
+        emulator: tuple[HighriseEmulator, str]) -> None:
+    port = int(emulator[1].rsplit(":", 1)[1])
+    with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", port)) as server:
+        source = as_source(make_backend(f"http://127.0.0.1:{server.port}", timeout=2))
+        ada = LookupQuery(customer_id="1001")
+        hang_every_slot(source, lambda: source.lookup(ada))
+        wait_for(lambda: server.open_connections == 0, "every connection was closed")
+        server.dripping = False
+        assert [c.customer_id for c in source.lookup(ada)] == ["1001"]  # not "busy"

@@ -23,6 +23,14 @@ from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
 from lookup_server.config_schema import Secret
 from lookup_server.models import PushRequest, Webhook
 from lookup_server.registry import Registry, validate_backend_class
+from tests.hanging import (
+    HTTP_BODY_DRIP,
+    HTTP_HEADERS_DRIP,
+    as_target,
+    dripping,
+    hang_every_slot,
+    wait_for,
+)
 from tests.plugins.emulators import Running, serve
 
 SECRET = "s3cr3t-token-value"
@@ -173,6 +181,20 @@ def test_a_hanging_target_times_out(receiver: tuple[Receiver, Running],
     state.scripted = (0, "{}", "application/json")
     with pytest.raises(BackendTimeout, match=r"did not answer within 0\.3 s"):
         make_target(running.base_url, tmp_path, timeout=0.3).push(PushRequest(PUSHED))
+
+
+@pytest.mark.parametrize("start", [HTTP_HEADERS_DRIP, HTTP_BODY_DRIP], ids=["headers", "body"])
+def test_a_dripping_target_gets_its_threads_and_connections_back(
+        receiver: tuple[Receiver, Running], tmp_path: Path, start: bytes) -> None:
+    state, running = receiver
+    with dripping(start, upstream=("127.0.0.1", running.port)) as server:
+        target = as_target(make_target(f"http://127.0.0.1:{server.port}", tmp_path, timeout=2))
+        hang_every_slot(target, lambda: target.push(PushRequest(PUSHED)))
+        wait_for(lambda: server.open_connections == 0, "every connection was closed")
+        server.dripping = False
+        assert target.push(PushRequest(PUSHED)) == "crm-1"  # not "busy"
+        target.deliver(Webhook(1, "k", {"a": "1"}))
+    assert len(state.received) == 2
 
 
 # -- details --------------------------------------------------------------------------------

@@ -19,9 +19,19 @@ from lookup_plugins.ldap_backend import LdapBackend, LdapOptions
 
 from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
 from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone, Customer, Option, OptionsQuery
+from lookup_server.models import (
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    Customer,
+    LookupQuery,
+    Option,
+    OptionsQuery,
+)
 from lookup_server.search import phone_digits, phone_matches
 from tests.backend_contract import PEOPLE, BackendContract
+from tests.hanging import as_source, dripping, hang_every_slot, wait_for
 from tests.plugins.ldap_directory import (
     BOSS_CN,
     BOSS_DISPLAY,
@@ -440,6 +450,29 @@ def test_frozen_server_times_out_then_recovers(spare: Callable[[], Slapd],
     slapd.resume()
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
 
+
+
+#: An LDAP message announcing 1 MiB, whose bytes then come one at a time.
+LDAP_MESSAGE_DRIP = b"\x30\x84\x00\x10\x00\x00"
+
+
+def test_a_dripping_directory_gets_its_threads_and_connections_back(
+        server: Slapd, make: MakeBackend) -> None:
+    # faster than ldap3's receive timeout (whole seconds, at least 1): no read ever times out
+    with dripping(LDAP_MESSAGE_DRIP, b"\x00", interval=0.25,
+                  upstream=("127.0.0.1", server.port)) as proxy:
+        proxy.dripping = False
+        source = as_source(make(f"ldap://127.0.0.1:{proxy.port}", timeout=1.0))
+        query = LookupQuery(customer_id="u0001")
+        try:
+            assert _ids(source.lookup(query)) == ["u0001"]  # one bound connection pooled
+            proxy.dripping = True  # the pooled one hangs mid-search, new ones in their bind
+            hang_every_slot(source, lambda: source.lookup(query))
+            wait_for(lambda: proxy.open_connections == 0, "every connection was closed")
+            proxy.dripping = False
+            assert _ids(source.lookup(query)) == ["u0001"]  # not "busy": fresh connections
+        finally:
+            source.backend.close()
 
 def test_restart_through_http_shows_helpspot_an_error(spare: Callable[[], Slapd],
                                                       tmp_path: Path) -> None:

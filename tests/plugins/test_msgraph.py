@@ -15,9 +15,10 @@ from lookup_plugins.msgraph_backend import MsGraphBackend, MsGraphOptions
 from lookup_server.backend import BackendError, SourceSettings
 from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone
+from lookup_server.models import ByEmail, ById, ByName, ByPhone, LookupQuery
 from tests.backend_contract import PEOPLE, BackendContract, Lookup
 from tests.conftest import assert_not_revealed
+from tests.hanging import DrippingApp, as_source, hang_every_slot, wait_for
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.msgraph import (
     GraphEmulator,
@@ -311,3 +312,20 @@ def test_the_documented_source_is_valid(tmp_path: Path) -> None:
     options = config.sources["staff"].options
     assert (options.id_property, options.authority_host) == (
         "employeeId", "https://login.microsoftonline.com")
+
+
+def test_a_dripping_sign_in_gets_its_threads_and_connections_back(
+        tls: tuple[ssl.SSLContext, Path]) -> None:
+    emulator = GraphEmulator(directory(), TENANT, CLIENT_ID, SECRET)
+    app = DrippingApp(emulator.app())
+    with serve(app, tls[0]) as running:
+        try:
+            emulator.base_url = running.base_url
+            source = as_source(make_backend(emulator, tls[1], timeout=2))
+            ada = LookupQuery(customer_id=PEOPLE[0].customer_id)
+            hang_every_slot(source, lambda: source.lookup(ada))
+            wait_for(lambda: app.open_connections == 0, "every connection was closed")
+            app.dripping = False
+            assert [c.customer_id for c in source.lookup(ada)] == [PEOPLE[0].customer_id]
+        finally:
+            app.stop()

@@ -25,6 +25,7 @@ from lookup_server.backend import BackendError, BackendTimeout
 from lookup_server.config import ConfigError, config_from_mapping
 from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
 from tests.backend_contract import HOSTILE, PEOPLE, BackendContract, Person
+from tests.hanging import as_source, hang_every_slot, wait_for
 from tests.plugins.databases import (
     FIELDS,
     MARIADB,
@@ -306,6 +307,47 @@ def test_slow_query_is_cancelled_by_the_database(db: Database, sleep: str) -> No
         backend.find_options(OptionsQuery(), 5)
     backend.close()
 
+
+
+# -- a query past the source's timeout is cancelled, and the source recovers ------------
+
+#: Runs forever while the switch table says so; then answers ('ok', ...) at once.
+RUNAWAY = {
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE "
+              "(SELECT runaway FROM {switch}) = 1) SELECT 'ok', count(*) FROM c",
+    "postgresql": "SELECT CASE WHEN (SELECT runaway FROM {switch}) = 1 "
+                  "THEN pg_sleep(60)::text ELSE 'ok' END, 'x'",
+    "mysql": "SELECT IF((SELECT runaway FROM {switch}) = 1, SLEEP(60), 'ok'), 'x'",
+}
+#: Sessions still running the runaway query on the server.
+STILL_RUNNING = {
+    "postgresql": "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' "
+                  "AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+    "mysql": "SELECT COUNT(*) FROM information_schema.processlist "
+             "WHERE info LIKE '%SLEEP(60)%' AND id <> CONNECTION_ID()",
+}
+
+
+def test_a_runaway_query_is_cancelled_and_the_source_recovers(database: Database) -> None:
+    """SQLite's driver ignores the query timeout: only SQLCancel stops it."""
+    switch = f"switch_{uuid.uuid4().hex[:10]}"
+    with database.table(switch, f"{database.quote('runaway')} INTEGER", ["runaway"],
+                        [(1,)]):
+        source = as_source(make_backend({
+            "backend": "odbc", "dialect": database.dialect, "timeout": 1.0,
+            "connection": database.connection, "table": "t",
+            "queries": {"options": RUNAWAY[database.dialect].format(switch=switch)}}))
+        hang_every_slot(source, lambda: source.options(OptionsQuery()))
+        admin = database.connect()
+        try:
+            if database.dialect in STILL_RUNNING:  # cancelled on the server, not only here
+                wait_for(lambda: admin.execute(STILL_RUNNING[database.dialect])
+                         .fetchone()[0] == 0, "the server stopped every runaway query")
+            admin.execute(f"UPDATE {switch} SET runaway = 0")
+        finally:
+            admin.close()
+        assert [o.value for o in source.options(OptionsQuery())] == ["ok"]  # not "busy"
+        source.backend.close()
 
 # -- reconnect after the database dropped our connection --------------------------------
 

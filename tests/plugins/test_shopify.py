@@ -18,9 +18,10 @@ from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
 from lookup_server.cli import cli
 from lookup_server.config import config_from_mapping
 from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone
+from lookup_server.models import ByEmail, ById, ByName, ByPhone, LookupQuery
 from tests.backend_contract import PEOPLE, BackendContract
 from tests.conftest import assert_not_revealed
+from tests.hanging import HTTP_HEADERS_DRIP, as_source, dripping, hang_every_slot, wait_for
 from tests.helpspot import assert_livelookup
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.shopify import ShopifyCustomer, ShopifyEmulator, Term, flatten, parse
@@ -268,6 +269,18 @@ def test_a_hanging_shop_times_out_within_the_source_timeout(tmp_path: Any) -> No
         finally:
             release.set()
 
+
+
+def test_a_dripping_shop_gets_its_threads_and_connections_back(
+        emulator: tuple[ShopifyEmulator, str]) -> None:
+    port = int(emulator[1].rsplit(":", 1)[1])
+    with dripping(HTTP_HEADERS_DRIP, upstream=("127.0.0.1", port)) as server:
+        source = as_source(make_backend(f"http://127.0.0.1:{server.port}", timeout=2))
+        ada = LookupQuery(customer_id="1001")
+        hang_every_slot(source, lambda: source.lookup(ada))
+        wait_for(lambda: server.open_connections == 0, "every connection was closed")
+        server.dripping = False
+        assert [c.customer_id for c in source.lookup(ada)] == ["1001"]  # not "busy"
 
 # -- configuration and check ------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from lookup_server.backend import BackendError, SourceSettings
 from lookup_server.config_schema import Secret
 from lookup_server.models import PushRequest, Webhook
 from lookup_server.registry import Registry, validate_backend_class
+from tests.hanging import HTTP_BODY_DRIP, as_target, dripping, hang_every_slot, wait_for
 from tests.plugins.emulators import Running, serve
 
 HOOK_PATH = "/services/T000/B000/XXXXsecretXXXX"
@@ -186,3 +187,16 @@ def test_validate() -> None:
         == "request_url"
     assert SlackTarget.validate(SlackTargetOptions(Secret("https://hooks.slack.com/x")),
                                 settings) == []
+
+
+def test_a_dripping_slack_gets_its_threads_and_connections_back(
+        slack: tuple[FakeSlack, Running]) -> None:
+    state, running = slack
+    with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", running.port)) as server:
+        chat = make_target(f"http://127.0.0.1:{server.port}")
+        target = as_target(SlackTarget(chat.options, SourceSettings("chat", "slack", timeout=2)))
+        hang_every_slot(target, lambda: target.push(PushRequest(PUSHED)))
+        wait_for(lambda: server.open_connections == 0, "every connection was closed")
+        server.dripping = False
+        assert target.push(PushRequest(PUSHED)).startswith("slack-12345-")  # not "busy"
+    assert len(state.messages) == 1
