@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -145,7 +146,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
 @cli.command()
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def check(config_path: str | None) -> None:
-    """Validate the configuration and probe every source, like nginx -t."""
+    """Validate the configuration, probe every source and target and the outbox, like nginx -t."""
     from lookup_server.probe import probe_all
 
     config = _load(config_path)
@@ -155,7 +156,7 @@ def check(config_path: str | None) -> None:
         click.echo(line)
         failed += not ok
     if failed:
-        click.echo(f"{failed} source(s) failed", err=True)
+        click.echo(f"{failed} check(s) failed", err=True)
         sys.exit(1)
 
 
@@ -246,13 +247,20 @@ def outbox() -> None:
     """See and handle stored webhooks ([server] outbox)."""
 
 
-def _outbox(config_path: str | None) -> Outbox:
-    from lookup_server.outbox import Outbox
+@contextmanager
+def _outbox(config_path: str | None) -> Iterator[Outbox]:
+    """The configured outbox; any trouble with it ends the command with one clear line."""
+    from lookup_server.outbox import Outbox, OutboxError
 
     path = _load(config_path).server.outbox
     if not path.exists():
+        if not path.parent.is_dir():
+            _fail(f"{path}: no outbox: {path.parent} is not a folder (check [server] outbox)")
         _fail(f"{path}: no outbox yet (no webhook was ever received)")
-    return Outbox(path)
+    try:
+        yield Outbox(path)
+    except OutboxError as exc:
+        _fail(str(exc))
 
 
 @outbox.command("list")
@@ -263,7 +271,8 @@ def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
     """Webhooks with their state, attempts and last error."""
     import time
 
-    entries = _outbox(config_path).entries(states or None)  # type: ignore[arg-type]
+    with _outbox(config_path) as box:
+        entries = box.entries(states or None)  # type: ignore[arg-type]
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created_at))
         error = f"  last error: {e.last_error}" if e.last_error else ""
@@ -277,12 +286,8 @@ def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_retry(webhook_id: int, config_path: str | None) -> None:
     """Deliver a failed or waiting webhook again, now (the running server picks it up)."""
-    from lookup_server.outbox import OutboxError
-
-    try:
-        entry = _outbox(config_path).retry(webhook_id)
-    except OutboxError as exc:
-        _fail(str(exc))
+    with _outbox(config_path) as box:
+        entry = box.retry(webhook_id)
     click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
 
 
@@ -291,10 +296,6 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
     """Delete delivered and failed webhooks older than DAYS (pending ones are kept)."""
-    from lookup_server.outbox import OutboxError
-
-    try:
-        removed = _outbox(config_path).purge(days)
-    except OutboxError as exc:
-        _fail(str(exc))
+    with _outbox(config_path) as box:
+        removed = box.purge(days)
     click.echo(f"purged {removed} webhook(s)")

@@ -4,6 +4,10 @@ HelpSpot never retries a webhook and discards our answer (HELPSPOT.md §6), so a
 webhook exists only once it is committed to the outbox. Every server process
 runs its own delivery worker, so nothing but the server has to run; the
 outbox's leases keep several processes from delivering one webhook twice.
+
+The outbox is opened on first use: when it is unusable, webhooks are answered
+503 (the caller's log is the only trace) while Live Lookup, AJAX fields and
+Request Push go on, and the next webhook tries it again.
 """
 
 from __future__ import annotations
@@ -12,39 +16,27 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 
 from lookup_server.backend import BackendError
+from lookup_server.config import ServerSettings
 from lookup_server.models import Webhook
 from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry
 from lookup_server.service import ServiceError, Targets, UnknownSource
 
 log = logging.getLogger(__name__)
 
-
 class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
 
-    def __init__(self, outbox_path: Path, targets: Targets) -> None:
-        self.outbox_path = outbox_path
+    def __init__(self, server: ServerSettings, targets: Targets) -> None:
+        self.server = server
         self.targets = targets
         self.enabled = any("webhook" in t.capabilities for t in targets.items().values())
-        self._outbox: Outbox | None = None
+        # No file is touched here: a bad outbox must not stop the app from starting.
+        self.outbox = Outbox(server.outbox, lazy=True, create_folder=True)
         self._worker: DeliveryWorker | None = None
         self._worker_pid = 0
         self._lock = threading.Lock()
-
-    @property
-    def outbox(self) -> Outbox:
-        """The outbox, opened (and created) on first use."""
-        with self._lock:
-            return self._open_outbox()
-
-    def _open_outbox(self) -> Outbox:  # with self._lock held
-        if self._outbox is None:
-            self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-            self._outbox = Outbox(self.outbox_path)
-        return self._outbox
 
     def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
         """Store a webhook for ``target``; it is on disk when this returns."""
@@ -62,7 +54,7 @@ class Webhooks:
             if self._worker_pid == os.getpid():
                 return
             # A worker inherited through fork() has no thread here: start our own.
-            self._worker = DeliveryWorker(self._open_outbox(), self._deliver)
+            self._worker = DeliveryWorker(self.outbox, self._deliver)
             self._worker_pid = os.getpid()
         self._worker.start()
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @bp.route("/webhook/<target>", methods=["POST"])
 @bp.route("/webhook/<target>/<path_key>", methods=["POST"])
-def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
+def webhook(target: str, path_key: str | None = None) -> Response | tuple[Response, int]:
     """Store the webhook durably, then answer 202; delivery happens in the background."""
     try:
         body = request.get_data()  # before check_caller may parse a form from the stream
@@ -42,5 +42,11 @@ def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
         return jsonify(error=exc.reason), exc.status
     except OutboxError as exc:
         log.error("webhook for %r NOT stored: %s", target, exc)
-        return jsonify(error="the webhook could not be stored (see the server log)"), 503
+        return _plain("the webhook outbox is unusable, so this webhook was NOT stored "
+                      "(details in the server log)", 503)
     return jsonify(id=entry.id), 202
+
+
+def _plain(reason: str, status: int) -> Response:
+    return Response(f"lookup-server error: {reason}\n", status=status,
+                    content_type="text/plain; charset=utf-8")

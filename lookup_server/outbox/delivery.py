@@ -1,0 +1,133 @@
+"""Delivering stored webhooks: a thread per server process that claims, delivers, records.
+
+An unusable outbox is logged once when it breaks and once when it works again,
+never at every poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from lookup_server.backend import BackendError
+from lookup_server.models import Webhook
+from lookup_server.outbox.database import OutboxError
+from lookup_server.outbox.store import Outbox, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+#: ``deliver(target_name, webhook)``: returns when delivered, raises when not.
+Deliver = Callable[[str, Webhook], None]
+
+#: Seconds between looks at the outbox when nothing woke the worker.
+POLL_SECONDS = 5.0
+def safe_error(exc: BaseException) -> str:
+    """The text to store as last_error: a BackendError's message, else only the type."""
+    if isinstance(exc, BackendError):
+        return str(exc) or type(exc).__name__
+    # Other exceptions may quote URLs with keys or tokens; the log has the details.
+    return f"{type(exc).__name__}: unexpected error (details in the server log)"
+
+
+class _StateLog:
+    """Logs a problem when it starts or changes, and once when it is over."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.problem: str | None = None
+
+    def failed(self, problem: str, exc_info: BaseException | None = None) -> None:
+        if problem != self.problem:
+            log.error("%s: %s (logged once; deliveries resume by themselves when it is fixed)",
+                      self.what, problem, exc_info=exc_info)
+            self.problem = problem
+
+    def ok(self) -> None:
+        if self.problem is not None:
+            log.warning("%s: usable again", self.what)
+            self.problem = None
+
+
+class DeliveryWorker:
+    """A daemon thread that delivers due webhooks: claim, deliver, record, repeat.
+
+    Start one in every server process (after any fork): it wakes at once when
+    the same process stores a webhook and polls every ``poll_seconds``
+    otherwise, which picks up retries and webhooks stored by other processes.
+    """
+
+    def __init__(self, outbox: Outbox, deliver: Deliver, *, poll_seconds: float = POLL_SECONDS,
+                 owner: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.deliver = deliver
+        self.poll_seconds = poll_seconds
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self._state = _StateLog(f"webhook outbox {outbox.path}")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is not None:
+            return
+        self.outbox.subscribe(self._wake)
+        self._thread = threading.Thread(target=self._run, name="webhook-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to stop after the current delivery and wait for it."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.outbox.unsubscribe(self._wake)
+
+    def run_once(self, now: float | None = None) -> bool:
+        """Claim and deliver one due webhook; False when none was due."""
+        entry = self.outbox.claim(self.owner, self.clock() if now is None else now)
+        if entry is None:
+            return False
+        error = self._deliver(entry)
+        # Recorded only while we hold the lease (owner=): after a takeover the new
+        # owner's outcome counts.
+        finished = self.clock() if now is None else now
+        if error is None:
+            self.outbox.mark_delivered(entry.id, owner=self.owner, now=finished)
+        else:
+            self.outbox.mark_failed(entry.id, error, owner=self.owner, now=finished)
+        return True
+
+    def _deliver(self, entry: OutboxEntry) -> str | None:
+        """Hand the webhook to its target; the error to record, or None when delivered."""
+        try:
+            self.deliver(entry.target, entry.webhook)
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                log.exception("webhook %s to target %r: unexpected error", entry.id, entry.target)
+            else:
+                log.warning("webhook %s to target %r failed (attempt %s): %s",
+                            entry.id, entry.target, entry.attempts, exc)
+            return safe_error(exc)
+        return None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                delivered = self.run_once()
+                self._state.ok()
+                if delivered:
+                    continue
+            except OutboxError as exc:
+                self._state.failed(str(exc))
+            except Exception as exc:
+                # A bug must not end deliveries for good, nor fill the log every poll.
+                self._state.failed(f"delivery loop error: {exc!r}", exc_info=exc)
+            self._wake.wait(self.poll_seconds)
