@@ -10,7 +10,9 @@ then hands it to the target, retrying with exponential backoff.
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks in it: store, claim under a lease, record
   the outcome, list, purge.
-- :mod:`.delivery` — the worker thread.
+- :mod:`.leases` — who holds a lease, and whether that process is gone.
+- :mod:`.delivery` — the worker thread, and the lease renewal while a
+  delivery runs.
 
 Delivery is at-least-once: a duplicate can only follow a crash (or a process
 frozen for longer than its lease) between sending and recording, and it
@@ -18,7 +20,12 @@ carries the same idempotency key.
 """
 
 from lookup_server.outbox.database import OutboxError, probe
-from lookup_server.outbox.delivery import Deliver, DeliveryWorker, safe_error
+from lookup_server.outbox.delivery import (
+    Deliver,
+    DeliveryWorker,
+    LeaseRenewal,
+    safe_error,
+)
 from lookup_server.outbox.store import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -37,6 +44,7 @@ __all__ = [
     "STATES",
     "Deliver",
     "DeliveryWorker",
+    "LeaseRenewal",
     "Outbox",
     "OutboxEntry",
     "OutboxError",

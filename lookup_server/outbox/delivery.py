@@ -1,22 +1,22 @@
 """Delivering stored webhooks: a thread per server process that claims, delivers, records.
 
-An unusable outbox is logged once when it breaks and once when it works again,
-never at every poll.
+While a delivery runs, :class:`LeaseRenewal` keeps its lease alive, so the
+lease can be short and a process that dies mid-delivery delays its webhook by
+one lease at most. An unusable outbox is logged once when it breaks and once
+when it works again, never at every poll.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 from lookup_server.backend import BackendError
 from lookup_server.models import Webhook
 from lookup_server.outbox.database import OutboxError
+from lookup_server.outbox.leases import new_owner
 from lookup_server.outbox.store import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,68 @@ Deliver = Callable[[str, Webhook], None]
 
 #: Seconds between looks at the outbox when nothing woke the worker.
 POLL_SECONDS = 5.0
+#: A lease is renewed four times per lease period, so one slow renewal costs nothing.
+RENEWALS_PER_LEASE = 4
+#: A delivery takes at most its target's timeout (300 s at most); one still running
+#: after this is stuck, and its lease is left to expire.
+MAX_HOLD_SECONDS = 600.0
 def safe_error(exc: BaseException) -> str:
     """The text to store as last_error: a BackendError's message, else only the type."""
     if isinstance(exc, BackendError):
         return str(exc) or type(exc).__name__
     # Other exceptions may quote URLs with keys or tokens; the log has the details.
     return f"{type(exc).__name__}: unexpected error (details in the server log)"
+
+
+class LeaseRenewal:
+    """Keeps one claimed webhook's lease alive while its delivery runs (a context manager).
+
+    Renewal stops when the lease was lost (another worker took the webhook over,
+    which it records) or after ``max_hold`` seconds.
+    """
+
+    def __init__(self, outbox: Outbox, entry: OutboxEntry, owner: str, *,
+                 every: float, clock: Callable[[], float] = time.time,
+                 max_hold: float = MAX_HOLD_SECONDS) -> None:
+        self.outbox = outbox
+        self.entry = entry
+        self.owner = owner
+        self.every = every
+        self.clock = clock
+        self.max_hold = max_hold
+        #: Set once the lease is known to be someone else's.
+        self.lost = threading.Event()
+        #: How many renewals were written (for the curious and the tests).
+        self.renewals = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook-lease", daemon=True)
+
+    def __enter__(self) -> LeaseRenewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._done.wait(self.every):
+            if time.monotonic() - started > self.max_hold:
+                log.error("webhook %s to target %r: still delivering after %g s; its lease is "
+                          "left to expire", self.entry.id, self.entry.target, self.max_hold)
+                return
+            try:
+                kept = self.outbox.renew(self.entry.id, self.owner, now=self.clock())
+            except OutboxError as exc:  # try again; the lease lasts a few more renewals
+                log.warning("webhook %s: cannot renew its lease: %s", self.entry.id, exc)
+                continue
+            if not kept:
+                log.warning("webhook %s to target %r: lease lost to another worker, which "
+                            "will record the outcome", self.entry.id, self.entry.target)
+                self.lost.set()
+                return
+            self.renewals += 1
 
 
 class _StateLog:
@@ -62,11 +118,13 @@ class DeliveryWorker:
     """
 
     def __init__(self, outbox: Outbox, deliver: Deliver, *, poll_seconds: float = POLL_SECONDS,
-                 owner: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 owner: str | None = None, renew_every: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.poll_seconds = poll_seconds
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or new_owner()
+        self.renew_every = renew_every or outbox.lease_seconds / RENEWALS_PER_LEASE
         self.clock = clock
         self._state = _StateLog(f"webhook outbox {outbox.path}")
         self._wake = threading.Event()
@@ -94,7 +152,9 @@ class DeliveryWorker:
         entry = self.outbox.claim(self.owner, self.clock() if now is None else now)
         if entry is None:
             return False
-        error = self._deliver(entry)
+        with LeaseRenewal(self.outbox, entry, self.owner, every=self.renew_every,
+                          clock=self.clock):
+            error = self._deliver(entry)
         # Recorded only while we hold the lease (owner=): after a takeover the new
         # owner's outcome counts.
         finished = self.clock() if now is None else now

@@ -2,8 +2,10 @@
 
 Several gunicorn workers share one SQLite file. A worker *claims* a webhook
 with a lease (``BEGIN IMMEDIATE`` serialises claims across processes), so no
-two deliver the same one at once; a lease left by a crashed process expires
-and the webhook is taken over.
+two deliver the same one at once. The lease is short and renewed while the
+delivery runs (:class:`~lookup_server.outbox.delivery.LeaseRenewal`): a
+process that dies mid-delivery lets go of its webhook within one lease, or at
+once when another process on the same host sees that its PID is gone.
 
 Times are seconds since the epoch (wall clock), because they are compared
 across processes and restarts.
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 from lookup_server.models import Webhook
 from lookup_server.outbox.database import Database, OutboxError
+from lookup_server.outbox.leases import dead_owners
 
 State = Literal["pending", "delivering", "delivered", "failed"]
 STATES: tuple[State, ...] = ("pending", "delivering", "delivered", "failed")
@@ -34,9 +37,9 @@ BACKOFF_BASE = 30.0
 BACKOFF_CAP = 3600.0
 #: ...and giving up after about a day (7 tries to reach the cap, then hourly).
 MAX_ATTEMPTS = 30
-#: Longer than any delivery may take (a target's timeout is at most 300 s):
-#: a lease that expires during a delivery would let a second worker send it too.
-LEASE_SECONDS = 600.0
+#: A claimed webhook is held this long, and renewed while its delivery runs: a
+#: process that dies delivering lets go of it within this time.
+LEASE_SECONDS = 20.0
 #: last_error is shown in ``lookup-server outbox list``; keep it readable.
 MAX_ERROR_CHARS = 500
 
@@ -124,9 +127,10 @@ class Outbox:
     # -- the worker side -----------------------------------------------------------
 
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
-        """Lease the next due webhook to ``owner`` (or take over an expired lease)."""
+        """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
         with self._db.transaction() as conn:
+            _expire_dead_leases(conn, moment)
             # An expired lease at the last attempt: the worker died delivering it.
             conn.execute(
                 "UPDATE webhooks SET state = 'failed', updated_at = ?, lease_owner = '',"
@@ -149,6 +153,15 @@ class Outbox:
             )
             return _entry(conn.execute("SELECT * FROM webhooks WHERE id = ?",
                                        (row["id"],)).fetchone())
+
+    def renew(self, entry_id: int, owner: str, now: float | None = None) -> bool:
+        """Extend ``owner``'s lease by lease_seconds from now; False when it was lost."""
+        moment = time.time() if now is None else now
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE webhooks SET lease_expires_at = ? WHERE id = ? AND state = 'delivering'"
+                " AND lease_owner = ?", (moment + self.lease_seconds, entry_id, owner))
+            return cursor.rowcount == 1
 
     def mark_delivered(self, entry_id: int, *, owner: str | None = None,
                        now: float | None = None) -> bool:
@@ -229,6 +242,16 @@ class Outbox:
             cursor = conn.execute("DELETE FROM webhooks WHERE state IN ('delivered', 'failed')"
                                   " AND updated_at < ?", (cutoff,))
             return cursor.rowcount
+
+
+def _expire_dead_leases(conn: sqlite3.Connection, moment: float) -> None:
+    """Leases held by a process of this host that is gone: expired now, taken over below."""
+    owners = [row[0] for row in conn.execute(
+        "SELECT DISTINCT lease_owner FROM webhooks"
+        " WHERE state = 'delivering' AND lease_expires_at > ?", (moment,))]
+    for owner in dead_owners(owners):
+        conn.execute("UPDATE webhooks SET lease_expires_at = ? WHERE state = 'delivering'"
+                     " AND lease_owner = ?", (moment, owner))
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:

@@ -1,15 +1,23 @@
-"""The delivery worker: claim, deliver, record; an unusable outbox logged once."""
+"""The delivery worker: leases kept while a delivery runs, taken over after a crash,
+and an unusable outbox logged once."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lookup_server.backend import BackendError
-from lookup_server.outbox import BACKOFF_CAP, DeliveryWorker, Outbox
+from lookup_server.models import Webhook
+from lookup_server.outbox import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox
+from lookup_server.outbox.leases import dead_owners, new_owner
 from tests.outbox.conftest import (
     HANG_GUARD,
     PAYLOAD,
@@ -102,6 +110,140 @@ def test_the_worker_survives_a_failing_delivery(outbox: Outbox) -> None:
         worker.stop()
     assert outbox.get(first.id).state == "pending"  # type: ignore[union-attr]
     assert outbox.get(second.id).state == "delivered"  # type: ignore[union-attr]
+
+
+# -- leases: kept while delivering, let go after a crash ----------------------------------------
+
+
+def _lease(outbox: Outbox, entry_id: int) -> tuple[str, float]:
+    entry = outbox.get(entry_id)
+    assert entry is not None
+    return entry.lease_owner, entry.lease_expires_at
+
+
+class Blocking:
+    """A deliver callable that blocks until released, as a slow target does."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, target: str, webhook: Webhook) -> None:
+        self.started.set()
+        assert self.release.wait(HANG_GUARD)
+
+
+def test_a_long_delivery_keeps_its_lease(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    clock, deliver = Clock(T0), Blocking()
+    worker = DeliveryWorker(outbox, deliver, owner="w1", clock=clock, renew_every=0.001)
+    delivering = threading.Thread(target=worker.run_once)
+    delivering.start()
+    try:
+        assert deliver.started.wait(HANG_GUARD)
+        # Far past the first lease, up to a target's longest timeout (300 s).
+        for elapsed in (LEASE_SECONDS / 2, LEASE_SECONDS * 1.5, 100.0, 299.0):
+            clock.now = T0 + elapsed
+            wait_for(lambda: _lease(outbox, stored.id) == ("w1", clock.now + LEASE_SECONDS))
+            # nobody else may deliver it meanwhile, even just before the renewed lease ends
+            assert outbox.claim("w2", now=clock.now + LEASE_SECONDS - 0.001) is None
+    finally:
+        deliver.release.set()
+        delivering.join(HANG_GUARD)
+    entry = outbox.get(stored.id)
+    assert entry is not None and entry.state == "delivered" and entry.attempts == 1
+
+
+def test_a_worker_that_lost_its_lease_stops_renewing_and_records_nothing(
+        outbox: Outbox, caplog: pytest.LogCaptureFixture) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    deliver = Blocking()
+    worker = DeliveryWorker(outbox, deliver, owner="w1", clock=Clock(T0), renew_every=0.001)
+    delivering = threading.Thread(target=worker.run_once)
+    delivering.start()
+    try:
+        assert deliver.started.wait(HANG_GUARD)
+        # w1 froze for longer than its lease (its clock stands still): w2 takes over
+        taken = outbox.claim("w2", now=T0 + 10 * LEASE_SECONDS)
+        assert taken is not None and taken.id == stored.id
+        wait_for(lambda: not [t for t in threading.enumerate() if t.name == "webhook-lease"])
+        assert "lease lost to another worker" in caplog.text
+    finally:
+        deliver.release.set()
+        delivering.join(HANG_GUARD)
+    entry = outbox.get(stored.id)  # w1's success is not recorded: w2 owns the outcome
+    assert entry is not None and entry.state == "delivering" and entry.lease_owner == "w2"
+    assert entry.lease_expires_at == T0 + 10 * LEASE_SECONDS + LEASE_SECONDS
+
+
+def _deliver_until_killed(path: str, owner: str | None, now: float | None,
+                          delivering: Any) -> None:
+    """Child process: claim the webhook and hang in its delivery until SIGKILL."""
+
+    def hang(target: str, webhook: Webhook) -> None:
+        delivering.set()
+        threading.Event().wait()
+
+    clock = (lambda: now) if now is not None else time.time
+    DeliveryWorker(Outbox(path), hang, owner=owner, clock=clock).run_once()
+
+
+def _claimed_then_killed(path: Path, owner: str | None = None,
+                         now: float | None = None) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    delivering = ctx.Event()
+    child = ctx.Process(target=_deliver_until_killed, args=(str(path), owner, now, delivering))
+    child.start()
+    try:
+        assert delivering.wait(HANG_GUARD)
+        entry = Outbox(path).get(1)
+        assert entry is not None and entry.state == "delivering"
+        assert entry.lease_owner == owner or entry.lease_owner.rsplit(":", 2)[1] == str(child.pid)
+        # alive, with a valid lease: nobody else may take it
+        assert Outbox(path).claim("other", now=now or time.time()) is None
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(HANG_GUARD)
+    assert child.exitcode == -signal.SIGKILL
+
+
+def test_a_webhook_of_a_killed_process_on_this_host_is_taken_over_at_once(path: Path) -> None:
+    outbox = Outbox(path)
+    stored = outbox.store("crm", PAYLOAD)
+    _claimed_then_killed(path)
+    owner, expires = _lease(outbox, stored.id)
+    # Still inside the dead process's lease, yet taken over: its PID is gone.
+    now = time.time()
+    assert now < expires
+    taken = outbox.claim(new_owner(), now=now)
+    assert taken is not None and taken.id == stored.id and taken.attempts == 2
+    assert taken.idempotency_key == stored.idempotency_key and taken.lease_owner != owner
+
+
+def test_a_webhook_of_a_killed_process_elsewhere_is_taken_over_after_one_short_lease(
+        path: Path) -> None:
+    outbox = Outbox(path)
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    # An owner on another host: its PID cannot be checked, only its lease can run out.
+    _claimed_then_killed(path, owner="elsewhere:4242:0badcafe", now=T0)
+    assert _lease(outbox, stored.id) == ("elsewhere:4242:0badcafe", T0 + LEASE_SECONDS)
+    assert outbox.claim("w2", now=T0 + LEASE_SECONDS - 0.001) is None
+    taken = outbox.claim("w2", now=T0 + LEASE_SECONDS)
+    assert taken is not None and taken.id == stored.id
+    assert LEASE_SECONDS <= 30  # picked up again within 30 s of the crash, not 600
+
+
+def test_dead_owners_are_only_gone_processes_of_this_host() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=int)
+    child.start()
+    child.join(HANG_GUARD)  # reaped: its PID names no process now
+    mine = new_owner()
+    host = mine.rsplit(":", 2)[0]
+    gone = f"{host}:{child.pid}:00000000"
+    alive = f"{host}:{os.getppid()}:00000000"  # a live PID (maybe reused) proves nothing
+    others = ["otherhost:1:00000000", f"{host}:x:y", "w1", "", f"{host}:0:00000000"]
+    assert dead_owners([mine, gone, alive, *others]) == {gone}
 
 
 # -- an unusable outbox ---------------------------------------------------------------------

@@ -124,6 +124,19 @@ def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
     assert "stopped while delivering" in entry.last_error
 
 
+def test_renew_extends_only_the_owners_lease(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    assert outbox.renew(stored.id, "w1", now=T0 + 15)
+    assert outbox.get(stored.id).lease_expires_at == T0 + 15 + LEASE_SECONDS  # type: ignore[union-attr]
+    assert outbox.claim("w2", now=T0 + LEASE_SECONDS + 1) is None  # the old expiry is gone
+    assert not outbox.renew(stored.id, "w2", now=T0 + 16)
+    assert outbox.claim("w2", now=T0 + 15 + LEASE_SECONDS) is not None
+    assert not outbox.renew(stored.id, "w1", now=T0 + 40)  # lost: renewing cannot win it back
+    outbox.mark_delivered(stored.id, owner="w2", now=T0 + 41)
+    assert not outbox.renew(stored.id, "w2", now=T0 + 42)  # finished: nothing to hold
+
+
 # -- failures, backoff, giving up ---------------------------------------------------------
 
 
