@@ -267,18 +267,36 @@ def _outbox(config_path: str | None) -> Iterator[Outbox]:
 @click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--state", "states", multiple=True,
               type=click.Choice(["pending", "delivering", "delivered", "failed"]))
-def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
-    """Webhooks with their state, attempts and last error."""
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Show the newest N webhooks (0: all).")
+def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) -> None:
+    """Webhooks with their state, attempts and last error.
+
+    Read a page at a time: any size of outbox lists in constant memory.
+    """
+    with _outbox(config_path) as box:
+        _list_webhooks(box, list(states) or None, limit)
+
+
+def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
+    after, older = box.newest(limit, states) if limit else (0, 0)  # type: ignore[arg-type]
+    shown = 0
+    for e in box.summaries(states, after_id=after):  # type: ignore[arg-type]
+        error = f"  last error: {e.last_error}" if e.last_error else ""
+        click.echo(f"{e.id:>6}  {_when(e.created_at)}  {e.target:<16} {e.state:<10} "
+                   f"attempts={e.attempts}{error}")
+        shown += 1
+    click.echo(f"{shown} webhook(s){_older(older)}", err=True)
+
+
+def _when(timestamp: float) -> str:
     import time
 
-    with _outbox(config_path) as box:
-        entries = box.entries(states or None)  # type: ignore[arg-type]
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created_at))
-        error = f"  last error: {e.last_error}" if e.last_error else ""
-        click.echo(f"{e.id:>6}  {when}  {e.target:<16} {e.state:<10} "
-                   f"attempts={e.attempts}{error}")
-    click.echo(f"{len(entries)} webhook(s)", err=True)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _older(count: int) -> str:
+    return f", and {count} older not shown (--limit 0 lists all)" if count else ""
 
 
 @outbox.command("retry")
@@ -295,7 +313,9 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--older-than", "days", type=float, required=True, help="Age in days.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
-    """Delete delivered and failed webhooks older than DAYS (pending ones are kept)."""
+    """Delete delivered and failed webhooks older than DAYS (pending ones are kept).
+
+    The server does this by itself after [server] outbox_retention_days."""
     with _outbox(config_path) as box:
-        removed = box.purge(days)
-    click.echo(f"purged {removed} webhook(s)")
+        purged = box.purge(days)
+    click.echo(f"purged {purged.webhooks} webhook(s)")

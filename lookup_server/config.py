@@ -54,6 +54,7 @@ class ServerKeys:
     allowed_ips: tuple[str, ...] = ()
     outbox: Path | None = None
     max_body_bytes: int = 1024 * 1024
+    outbox_retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class ServerSettings:
     outbox: Path = Path("lookup-server-outbox.sqlite3")
     #: Larger request bodies are refused with 413 before anything is stored.
     max_body_bytes: int = 1024 * 1024
+    #: Delivered and failed webhooks are purged after this many days; 0 keeps
+    #: them forever.
+    outbox_retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,11 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
             ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
     if keys.max_body_bytes < 1024:
         ctx.problem("server.max_body_bytes", "must be at least 1024")
+    if not keys.outbox_retention_days >= 0:  # also NaN
+        ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
     outbox = keys.outbox or default_outbox(ctx.base_dir)
-    return ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes)
+    return ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes,
+                          keys.outbox_retention_days)
 
 
 def default_outbox(base_dir: Path) -> Path:

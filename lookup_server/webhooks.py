@@ -54,7 +54,8 @@ class Webhooks:
             if self._worker_pid == os.getpid():
                 return
             # A worker inherited through fork() has no thread here: start our own.
-            self._worker = DeliveryWorker(self.outbox, self._deliver)
+            self._worker = DeliveryWorker(self.outbox, self._deliver,
+                                          retention_days=self.server.outbox_retention_days)
             self._worker_pid = os.getpid()
         self._worker.start()
 

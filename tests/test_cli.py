@@ -281,3 +281,22 @@ def test_check_passes_a_good_or_new_outbox(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["check", "--config", str(webhook_config(tmp_path, path))])
         assert result.exit_code == 0, result.output
         assert f"ok   server.outbox {path}" in result.output
+
+
+def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> None:
+    from lookup_server.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    ids = [outbox.store("hooks", {"n": str(i)}).id for i in range(150)]
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", "list", "--config", config])
+    assert result.exit_code == 0, result.output
+    listed = [int(line.split()[0]) for line in result.stdout.splitlines()
+              if line.split()[0].isdigit()]
+    assert listed == ids[-100:]  # the newest 100, oldest first
+    assert "100 webhook(s), and 50 older not shown (--limit 0 lists all)" in result.stderr
+    everything = CliRunner().invoke(cli, ["outbox", "list", "--limit", "0", "--config", config])
+    assert everything.stdout.count(" pending ") == 150
+    failed = CliRunner().invoke(cli, ["outbox", "list", "--state", "failed", "--config", config])
+    assert failed.stdout == "" and failed.stderr == "0 webhook(s)\n"

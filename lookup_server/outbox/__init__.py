@@ -9,10 +9,10 @@ then hands it to the target, retrying with exponential backoff.
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks in it: store, claim under a lease, record
-  the outcome, list, purge.
+  the outcome, list a page at a time, purge.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
-- :mod:`.delivery` — the worker thread, and the lease renewal while a
-  delivery runs.
+- :mod:`.delivery` — the worker thread, the lease renewal while a delivery
+  runs, and the retention purge.
 
 Delivery is at-least-once: a duplicate can only follow a crash (or a process
 frozen for longer than its lease) between sending and recording, and it
@@ -33,6 +33,8 @@ from lookup_server.outbox.store import (
     STATES,
     Outbox,
     OutboxEntry,
+    OutboxSummary,
+    Purged,
     State,
     backoff_delay,
 )
@@ -48,6 +50,8 @@ __all__ = [
     "Outbox",
     "OutboxEntry",
     "OutboxError",
+    "OutboxSummary",
+    "Purged",
     "State",
     "backoff_delay",
     "probe",

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS webhooks (
     lease_expires_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state, next_attempt_at);
+-- The purge finds old finished webhooks without reading the rest.
+CREATE INDEX IF NOT EXISTS webhooks_finished ON webhooks (updated_at)
+    WHERE state IN ('delivered', 'failed');
 """
 
 #: What to do about each primary SQLite result code, for the admin reading the error.

@@ -2,8 +2,9 @@
 
 While a delivery runs, :class:`LeaseRenewal` keeps its lease alive, so the
 lease can be short and a process that dies mid-delivery delays its webhook by
-one lease at most. An unusable outbox is logged once when it breaks and once
-when it works again, never at every poll.
+one lease at most. Now and then the same thread purges what the retention no
+longer keeps. An unusable outbox is logged once when it breaks and once when
+it works again, never at every poll.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lookup_server.backend import BackendError
 from lookup_server.models import Webhook
 from lookup_server.outbox.database import OutboxError
 from lookup_server.outbox.leases import new_owner
-from lookup_server.outbox.store import Outbox, OutboxEntry
+from lookup_server.outbox.store import Outbox, OutboxEntry, Purged
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ RENEWALS_PER_LEASE = 4
 #: A delivery takes at most its target's timeout (300 s at most); one still running
 #: after this is stuck, and its lease is left to expire.
 MAX_HOLD_SECONDS = 600.0
+#: The retention purge runs at most this often per process...
+PURGE_EVERY_SECONDS = 3600.0
+#: ...deleting at most this many rows before it lets deliveries run again.
+PURGE_ROWS_PER_PASS = 10_000
+
+
 def safe_error(exc: BaseException) -> str:
     """The text to store as last_error: a BackendError's message, else only the type."""
     if isinstance(exc, BackendError):
@@ -115,17 +122,23 @@ class DeliveryWorker:
     Start one in every server process (after any fork): it wakes at once when
     the same process stores a webhook and polls every ``poll_seconds``
     otherwise, which picks up retries and webhooks stored by other processes.
+    With ``retention_days`` above 0 it purges finished webhooks older than
+    that, at most every ``purge_every`` seconds.
     """
 
     def __init__(self, outbox: Outbox, deliver: Deliver, *, poll_seconds: float = POLL_SECONDS,
-                 owner: str | None = None, renew_every: float | None = None,
+                 owner: str | None = None, retention_days: float = 0.0,
+                 purge_every: float = PURGE_EVERY_SECONDS, renew_every: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.outbox = outbox
         self.deliver = deliver
         self.poll_seconds = poll_seconds
         self.owner = owner or new_owner()
+        self.retention_days = retention_days
+        self.purge_every = purge_every
         self.renew_every = renew_every or outbox.lease_seconds / RENEWALS_PER_LEASE
         self.clock = clock
+        self._next_purge = 0.0
         self._state = _StateLog(f"webhook outbox {outbox.path}")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -177,11 +190,26 @@ class DeliveryWorker:
             return safe_error(exc)
         return None
 
+    def purge_if_due(self, now: float | None = None) -> Purged | None:
+        """Apply the retention if it is time to; what was purged, or None."""
+        moment = self.clock() if now is None else now
+        if self.retention_days <= 0 or moment < self._next_purge:
+            return None
+        purged = self.outbox.purge(self.retention_days, moment, max_rows=PURGE_ROWS_PER_PASS)
+        # A large backlog is purged a pass at a time, with deliveries in between.
+        self._next_purge = moment + (self.purge_every if purged.complete else 0.0)
+        if purged.webhooks:
+            log.info("webhook outbox %s: purged %s webhook(s) older than %g days",
+                     self.outbox.path, purged.webhooks, self.retention_days)
+        return purged
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 delivered = self.run_once()
+                if not delivered:
+                    self.purge_if_due()
                 self._state.ok()
                 if delivered:
                     continue

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,17 @@ MAX_ATTEMPTS = 30
 LEASE_SECONDS = 20.0
 #: last_error is shown in ``lookup-server outbox list``; keep it readable.
 MAX_ERROR_CHARS = 500
+#: Rows read per query when listing, rows deleted per transaction when purging:
+#: memory stays constant and no purge holds the write lock for long.
+PAGE_ROWS = 500
+PURGE_BATCH_ROWS = 200
+
+#: The columns of OutboxSummary, in the order of its fields.
+_SUMMARY = "id, target, created_at, updated_at, state, attempts, last_error"
+#: What the purge deletes, found through the index made for it (INDEXED BY: the
+#: planner, without statistics, would rather read every finished webhook).
+_OLD_WEBHOOKS = ("SELECT id FROM webhooks INDEXED BY webhooks_finished"
+                 " WHERE state IN ('delivered', 'failed') AND updated_at < ? LIMIT ?")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,27 @@ class OutboxEntry:
     def webhook(self) -> Webhook:
         """The webhook as handed to a target's ``deliver``."""
         return Webhook(self.id, self.idempotency_key, self.payload)
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """What ``outbox list`` shows of a webhook (its payload is never read for that)."""
+
+    id: int
+    target: str
+    created_at: float
+    updated_at: float
+    state: State
+    attempts: int
+    last_error: str
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a purge deleted; ``complete`` is False when it stopped at its row budget."""
+
+    webhooks: int
+    complete: bool
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
@@ -207,14 +239,39 @@ class Outbox:
             row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (entry_id,)).fetchone()
         return None if row is None else _entry(row)
 
-    def entries(self, states: Collection[State] | None = None) -> list[OutboxEntry]:
-        """Stored webhooks, oldest first; only those in ``states`` when given."""
-        wanted = list(STATES if states is None else states)
-        marks = ", ".join("?" * len(wanted))
+    def summaries(self, states: Collection[State] | None = None, *, after_id: int = 0,
+                  ) -> Iterator[OutboxSummary]:
+        """Webhooks with an id above ``after_id``, oldest first, read a page at a time."""
+        where, params = _in_states(states)
+        for row in self._pages("webhooks", _SUMMARY, where, params, after_id):
+            yield OutboxSummary(*row)
+
+    def newest(self, limit: int, states: Collection[State] | None = None) -> tuple[int, int]:
+        """``(after_id, older)``: listing from after_id shows the newest ``limit`` webhooks;
+        ``older`` ones come before them."""
+        where, params = _in_states(states)
         with self._db.reading() as conn:
-            rows = conn.execute(f"SELECT * FROM webhooks WHERE state IN ({marks}) ORDER BY id",
-                                wanted).fetchall()
-        return [_entry(row) for row in rows]
+            row = conn.execute(f"SELECT id FROM webhooks WHERE {where} ORDER BY id DESC"
+                               " LIMIT 1 OFFSET ?", (*params, limit)).fetchone()
+            if row is None:
+                return 0, 0
+            older = conn.execute(f"SELECT COUNT(*) FROM webhooks WHERE {where} AND id <= ?",
+                                 (*params, row["id"])).fetchone()[0]
+        return int(row["id"]), int(older)
+
+    def _pages(self, table: str, columns: str, where: str, params: list[object],
+               after_id: int) -> Iterator[sqlite3.Row]:
+        # Keyset pagination: each page is a fresh short read, so neither memory nor
+        # a reader's snapshot grows with the outbox.
+        while True:
+            with self._db.reading() as conn:
+                rows = conn.execute(
+                    f"SELECT {columns} FROM {table} WHERE {where} AND id > ?"
+                    " ORDER BY id LIMIT ?", (*params, after_id, PAGE_ROWS)).fetchall()
+            yield from rows
+            if len(rows) < PAGE_ROWS:
+                return
+            after_id = rows[-1]["id"]
 
     def retry(self, entry_id: int, now: float | None = None) -> OutboxEntry:
         """Make a failed (or waiting) webhook due now with a fresh set of attempts."""
@@ -233,15 +290,35 @@ class Outbox:
         assert entry is not None
         return entry
 
-    def purge(self, older_than_days: float, now: float | None = None) -> int:
-        """Delete delivered and failed webhooks finished more than that many days ago."""
+    def purge(self, older_than_days: float, now: float | None = None, *,
+              max_rows: int | None = None) -> Purged:
+        """Delete delivered and failed webhooks finished more than that many days ago,
+        a small transaction at a time (at most ``max_rows`` in all)."""
         if older_than_days < 0:
             raise OutboxError("--older-than must be zero or more days")
         cutoff = (time.time() if now is None else now) - older_than_days * 86400
-        with self._db.transaction() as conn:
-            cursor = conn.execute("DELETE FROM webhooks WHERE state IN ('delivered', 'failed')"
-                                  " AND updated_at < ?", (cutoff,))
-            return cursor.rowcount
+        webhooks = self._purge_rows("webhooks", _OLD_WEBHOOKS, cutoff, max_rows)
+        return Purged(webhooks, complete=max_rows is None or webhooks < max_rows)
+
+    def _purge_rows(self, table: str, select: str, cutoff: float, max_rows: int | None) -> int:
+        removed = 0
+        while max_rows is None or removed < max_rows:
+            batch = PURGE_BATCH_ROWS if max_rows is None else min(PURGE_BATCH_ROWS,
+                                                                  max_rows - removed)
+            with self._db.transaction() as conn:
+                count = conn.execute(f"DELETE FROM {table} WHERE id IN ({select})",
+                                     (cutoff, batch)).rowcount
+            removed += count
+            if count < batch:
+                break
+        return removed
+
+
+def _in_states(states: Collection[State] | None) -> tuple[str, list[object]]:
+    wanted = list(STATES if states is None else states)
+    if not wanted:
+        return "0", []
+    return f"state IN ({', '.join('?' * len(wanted))})", list(wanted)
 
 
 def _expire_dead_leases(conn: sqlite3.Connection, moment: float) -> None:

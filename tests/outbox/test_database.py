@@ -97,7 +97,7 @@ def test_a_damaged_page_is_a_clear_error(tmp_path: Path) -> None:
     outbox = Outbox(with_damaged_pages(tmp_path), lazy=True)
     with pytest.raises(OutboxError, match=r"is unusable \(database disk image is malformed\);"
                                           r" the file is damaged"):
-        outbox.entries()
+        list(outbox.summaries())
 
 
 def test_a_read_only_folder_is_a_clear_error(read_only_folder: Path) -> None:
@@ -131,7 +131,7 @@ def test_a_repaired_outbox_is_used_again_without_a_restart(tmp_path: Path) -> No
         outbox.store("crm", PAYLOAD)
     restore_header(path, original)
     assert outbox.store("crm", PAYLOAD).id == stored.id + 1
-    assert [e.id for e in outbox.entries()] == [stored.id, stored.id + 1]
+    assert [e.id for e in outbox.summaries()] == [stored.id, stored.id + 1]
 
 
 def test_an_outbox_moved_away_is_created_again_private(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The delivery worker: leases kept while a delivery runs, taken over after a crash,
-and an unusable outbox logged once."""
+an unusable outbox logged once, and the retention applied by itself."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import pytest
 from lookup_server.backend import BackendError
 from lookup_server.models import Webhook
 from lookup_server.outbox import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox
+from lookup_server.outbox import delivery as delivery_module
+from lookup_server.outbox import store as store_module
 from lookup_server.outbox.leases import dead_owners, new_owner
 from tests.outbox.conftest import (
+    DAY,
     HANG_GUARD,
     PAYLOAD,
     T0,
@@ -93,7 +96,7 @@ def test_stop_joins_the_thread(outbox: Outbox) -> None:
     worker.stop()
     assert not thread.is_alive()
     outbox.store("crm", PAYLOAD)  # no listener left behind
-    assert outbox.entries(["pending"])
+    assert list(outbox.summaries(["pending"]))
 
 
 def test_the_worker_survives_a_failing_delivery(outbox: Outbox) -> None:
@@ -288,3 +291,63 @@ def test_an_unusable_outbox_is_logged_once_per_change_and_recovers_by_itself(
     finally:
         worker.stop()
     assert deliver.calls == [("crm", stored.webhook)]
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+def _finished(outbox: Outbox, count: int, when: float) -> list[int]:
+    ids = []
+    for i in range(count):
+        entry = outbox.store("crm", {"n": str(i)}, now=when)
+        outbox.claim("w1", now=when)
+        outbox.mark_delivered(entry.id, now=when)
+        ids.append(entry.id)
+    return ids
+
+
+def test_the_worker_purges_after_the_retention_at_most_once_an_hour(outbox: Outbox) -> None:
+    old = _finished(outbox, 2, T0)
+    worker = DeliveryWorker(outbox, Recorder(), retention_days=30)
+    assert worker.purge_if_due(now=T0 + 29 * DAY) is not None  # due, nothing old enough
+    assert [e.id for e in outbox.summaries()] == old
+    assert worker.purge_if_due(now=T0 + 29 * DAY + 3599) is None  # not an hour later yet
+    purged = worker.purge_if_due(now=T0 + 29 * DAY + 3600)
+    assert purged is not None and purged.webhooks == 0
+    purged = worker.purge_if_due(now=T0 + 31 * DAY)
+    assert purged is not None and purged.webhooks == 2
+    assert list(outbox.summaries()) == []
+
+
+def test_retention_zero_keeps_everything(outbox: Outbox) -> None:
+    _finished(outbox, 1, T0)
+    worker = DeliveryWorker(outbox, Recorder(), retention_days=0)
+    assert worker.purge_if_due(now=T0 + 10_000 * DAY) is None
+    assert len(list(outbox.summaries())) == 1
+
+
+def test_a_large_backlog_is_purged_a_pass_at_a_time(outbox: Outbox,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    monkeypatch.setattr(delivery_module, "PURGE_ROWS_PER_PASS", 3)
+    _finished(outbox, 7, T0)
+    worker = DeliveryWorker(outbox, Recorder(), retention_days=1)
+    passes = []
+    now = T0 + 2 * DAY
+    while (purged := worker.purge_if_due(now=now)) is not None:
+        passes.append(purged.webhooks)
+        if purged.complete:
+            break
+    assert passes == [3, 3, 1]  # one pass after another, deliveries in between
+    assert worker.purge_if_due(now=now) is None  # then not again for an hour
+
+
+def test_the_worker_thread_applies_the_retention_by_itself(outbox: Outbox) -> None:
+    _finished(outbox, 3, time.time() - 40 * DAY)
+    fresh = _finished(outbox, 1, time.time())
+    worker = DeliveryWorker(outbox, Recorder(), retention_days=30, poll_seconds=3600)
+    worker.start()
+    try:
+        wait_for(lambda: [e.id for e in outbox.summaries()] == fresh)
+    finally:
+        worker.stop()

@@ -21,6 +21,7 @@ from lookup_server.outbox import (
     backoff_delay,
     safe_error,
 )
+from lookup_server.outbox import store as store_module
 from tests.outbox.conftest import DAY, HANG_GUARD, PAYLOAD, T0, Fixed
 
 # -- storing ---------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
         outbox.mark_failed(stored.id, f"failure {attempt}", now=now)
         now = outbox.get(stored.id).next_attempt_at + 1  # type: ignore[union-attr]
     assert outbox.claim("w1", now=now + 10**6) is None
-    (failed,) = outbox.entries(["failed"])
+    (failed,) = outbox.summaries(["failed"])
     assert failed.id == stored.id and failed.last_error == "failure 3"
     assert failed.attempts == 3
 
@@ -207,10 +208,36 @@ def test_summaries_filter_by_state(outbox: Outbox) -> None:
     b = outbox.store("crm", {"n": "b"}, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_delivered(a.id, now=T0)
-    assert [e.id for e in outbox.entries()] == [a.id, b.id]
-    assert [e.id for e in outbox.entries(["pending"])] == [b.id]
-    assert [e.id for e in outbox.entries(["delivered", "failed"])] == [a.id]
-    assert outbox.entries([]) == []
+    assert [e.id for e in outbox.summaries()] == [a.id, b.id]
+    assert [e.id for e in outbox.summaries(["pending"])] == [b.id]
+    assert [e.id for e in outbox.summaries(["delivered", "failed"])] == [a.id]
+    assert list(outbox.summaries([])) == []
+
+
+def test_summaries_page_through_the_outbox_without_reading_payloads(
+        outbox: Outbox, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PAGE_ROWS", 3)
+    ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(8)]
+    conn = sqlite3.connect(path)  # a payload listing would choke on
+    conn.execute("UPDATE webhooks SET payload = 'not JSON' WHERE id = ?", (ids[4],))
+    conn.commit()
+    conn.close()
+    pages = outbox.summaries()
+    assert [next(pages).id for _ in range(4)] == ids[:4]
+    later = outbox.store("crm", {"n": "late"}, now=T0).id  # arrives between two pages
+    assert [e.id for e in pages] == [*ids[4:], later]
+    assert [e.id for e in outbox.summaries(after_id=ids[5])] == [ids[6], ids[7], later]
+    assert all(e.target == "crm" and e.state == "pending" for e in outbox.summaries())
+
+
+def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
+    ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(5)]
+    outbox.claim("w1", now=T0)  # ids[0] is delivering now
+    assert outbox.newest(2) == (ids[2], 3)
+    assert [e.id for e in outbox.summaries(after_id=ids[2])] == ids[3:]
+    assert outbox.newest(2, ["pending"]) == (ids[2], 2)  # ids[1], ids[2] are older
+    assert outbox.newest(5) == (0, 0) and outbox.newest(9) == (0, 0)
+    assert outbox.newest(1, ["failed"]) == (0, 0)
 
 
 def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> None:
@@ -250,10 +277,39 @@ def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
         else:
             outbox.mark_failed(entry.id, "gone", now=when)
     old_pending = outbox.store("crm", {"n": "old_pending"}, now=T0)
-    assert outbox.purge(7, now=T0 + 10 * DAY) == 2
-    assert [e.id for e in outbox.entries()] == [finished["new_done"].id, old_pending.id]
+    assert outbox.purge(7, now=T0 + 10 * DAY).webhooks == 2
+    assert [e.id for e in outbox.summaries()] == [finished["new_done"].id, old_pending.id]
     with pytest.raises(OutboxError):
         outbox.purge(-1)
+
+
+def test_purge_works_in_small_transactions_within_a_budget(
+        outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    for i in range(5):
+        entry = outbox.store("crm", {"n": str(i)}, now=T0)
+        outbox.claim("w1", now=T0)
+        outbox.mark_delivered(entry.id, now=T0)
+    kept = outbox.store("crm", {"n": "new"}, now=T0 + 9 * DAY)
+    first = outbox.purge(7, now=T0 + 10 * DAY, max_rows=3)
+    assert (first.webhooks, first.complete) == (3, False)
+    rest = outbox.purge(7, now=T0 + 10 * DAY, max_rows=3)
+    assert (rest.webhooks, rest.complete) == (2, True)
+    assert [e.id for e in outbox.summaries()] == [kept.id]
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (store_module._OLD_WEBHOOKS, "webhooks_finished (updated_at<?)"),
+])
+def test_the_purge_reads_only_what_it_deletes(outbox: Outbox, path: Path, query: str,
+                                              index: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", (T0, 1)))
+    finally:
+        conn.close()
+    # an index range, not a scan of every finished webhook, payloads and all
+    assert plan.startswith("SEARCH") and plan.endswith(f"INDEX {index}"), plan
 
 
 def test_ids_are_not_reused_after_a_purge(outbox: Outbox) -> None:
@@ -295,6 +351,6 @@ def test_two_processes_never_deliver_the_same_webhook(path: Path, tmp_path: Path
     delivered = [int(line.split()[0]) for line in lines]
     assert sorted(delivered) == sorted(ids)  # each exactly once
     assert {line.split()[1] for line in lines} <= {"p0", "p1"}
-    assert all(e.state == "delivered" and e.attempts == 1 for e in outbox.entries())
+    assert all(e.state == "delivered" and e.attempts == 1 for e in outbox.summaries())
 
 
