@@ -266,16 +266,20 @@ def _outbox(config_path: str | None) -> Iterator[Outbox]:
 @outbox.command("list")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--state", "states", multiple=True,
-              type=click.Choice(["pending", "delivering", "delivered", "failed"]))
+              type=click.Choice(["pending", "delivering", "delivered", "failed", "refused"]))
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
-              help="Show the newest N webhooks (0: all).")
+              help="Show the newest N webhooks and refusals (0: all).")
 def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) -> None:
-    """Webhooks with their state, attempts and last error.
+    """Webhooks with their state, attempts and last error, then those refused as too large.
 
     Read a page at a time: any size of outbox lists in constant memory.
     """
+    webhook_states = [s for s in states if s != "refused"] if states else None
     with _outbox(config_path) as box:
-        _list_webhooks(box, list(states) or None, limit)
+        if webhook_states is None or webhook_states:
+            _list_webhooks(box, webhook_states, limit)
+        if not states or "refused" in states:
+            _list_refusals(box, limit)
 
 
 def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
@@ -287,6 +291,20 @@ def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
                    f"attempts={e.attempts}{error}")
         shown += 1
     click.echo(f"{shown} webhook(s){_older(older)}", err=True)
+
+
+def _list_refusals(box: Outbox, limit: int) -> None:
+    after, older = box.newest(limit, table="refusals") if limit else (0, 0)
+    shown = 0
+    for r in box.refusals(after_id=after):
+        if not shown:
+            click.echo("refused as larger than [server] max_body_bytes (not stored, cannot be "
+                       "retried):")
+        size = f"more than {r.limit_bytes}" if r.size_bytes is None else str(r.size_bytes)
+        click.echo(f"{'-':>6}  {_when(r.refused_at)}  {r.target:<16} {'refused':<10} "
+                   f"size={size} bytes  request={r.request_id or 'unknown'}")
+        shown += 1
+    click.echo(f"{shown} refused webhook(s){_older(older)}", err=True)
 
 
 def _when(timestamp: float) -> str:
@@ -313,9 +331,8 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--older-than", "days", type=float, required=True, help="Age in days.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
-    """Delete delivered and failed webhooks older than DAYS (pending ones are kept).
-
-    The server does this by itself after [server] outbox_retention_days."""
+    """Delete delivered and failed webhooks, and refusals, older than DAYS (pending ones
+    are kept). The server does this by itself after [server] outbox_retention_days."""
     with _outbox(config_path) as box:
         purged = box.purge(days)
-    click.echo(f"purged {purged.webhooks} webhook(s)")
+    click.echo(f"purged {purged.webhooks} webhook(s) and {purged.refusals} refusal(s)")

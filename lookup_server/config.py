@@ -67,8 +67,8 @@ class ServerSettings:
     outbox: Path = Path("lookup-server-outbox.sqlite3")
     #: Larger request bodies are refused with 413 before anything is stored.
     max_body_bytes: int = 1024 * 1024
-    #: Delivered and failed webhooks are purged after this many days; 0 keeps
-    #: them forever.
+    #: Delivered and failed webhooks, and refusals, are purged after this many
+    #: days; 0 keeps them forever.
     outbox_retention_days: float = 30.0
 
 

@@ -14,16 +14,38 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
 
 from lookup_server.backend import BackendError
 from lookup_server.config import ServerSettings
 from lookup_server.models import Webhook
-from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry
+from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry, OutboxError
 from lookup_server.service import ServiceError, Targets, UnknownSource
 
 log = logging.getLogger(__name__)
+
+#: How much of a refused body is read to find HelpSpot's request id. The request
+#: row, xRequest first, comes before the (large) request history.
+REQUEST_ID_WINDOW = 64 * 1024
+
+# The number must be followed by its terminator, so a window that cuts it short
+# never yields a wrong id.
+_FORM_ID = re.compile(rb"(?:^|&)xRequest=([0-9]{1,20})&")
+_JSON_ID = re.compile(rb'"xRequest"[ \t\r\n]*:[ \t\r\n]*"?([0-9]{1,20})[" \t\r\n,}]')
+
+
+def find_request_id(head: bytes, complete: bool = False) -> str:
+    """HelpSpot's request id (xRequest) in the start of a form or JSON body, or "".
+
+    ``complete`` says ``head`` is the whole body (its end ends the last field).
+    One regular expression pass each over at most REQUEST_ID_WINDOW bytes.
+    """
+    head = head[:REQUEST_ID_WINDOW]
+    match = _FORM_ID.search(head + b"&" if complete else head) or _JSON_ID.search(head)
+    return match.group(1).decode("ascii") if match else ""
+
 
 class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
@@ -40,11 +62,34 @@ class Webhooks:
 
     def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
         """Store a webhook for ``target``; it is on disk when this returns."""
-        if "webhook" not in self.targets[target].capabilities:
-            raise UnknownSource(f"target {target!r} does not accept webhooks")
+        self._require(target)
         entry = self.outbox.store(target, payload)
         self.ensure_worker()
         return entry
+
+    def _require(self, target: str) -> None:
+        if "webhook" not in self.targets[target].capabilities:
+            raise UnknownSource(f"target {target!r} does not accept webhooks")
+
+    def record_refusal(self, target: str, size_bytes: int | None, head: bytes = b"") -> None:
+        """Keep in the outbox what is known of a webhook refused as too large (not its body).
+
+        ``size_bytes`` is None when the body was not announced (chunked); ``head``
+        is as much of the body's start as could be read, to find the request id.
+        Only for targets that take webhooks; a failure is logged, never raised.
+        """
+        try:
+            self._require(target)
+        except ServiceError:
+            return
+        complete = size_bytes is not None and len(head) >= size_bytes
+        request_id = find_request_id(head, complete)
+        try:
+            self.outbox.record_refusal(target, size_bytes, self.server.max_body_bytes,
+                                       request_id)
+        except OutboxError as exc:
+            log.error("refused webhook for %r (request %s) NOT recorded: %s", target,
+                      request_id or "unknown", exc)
 
     def ensure_worker(self) -> None:
         """Run a delivery worker in this process (again, after a fork)."""

@@ -289,6 +289,8 @@ def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> 
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
     ids = [outbox.store("hooks", {"n": str(i)}).id for i in range(150)]
+    outbox.record_refusal("hooks", 5_000_000, 65536, "12345")
+    outbox.record_refusal("hooks", None, 65536)
     config = str(webhook_config(tmp_path, path))
     result = CliRunner().invoke(cli, ["outbox", "list", "--config", config])
     assert result.exit_code == 0, result.output
@@ -296,7 +298,12 @@ def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> 
               if line.split()[0].isdigit()]
     assert listed == ids[-100:]  # the newest 100, oldest first
     assert "100 webhook(s), and 50 older not shown (--limit 0 lists all)" in result.stderr
+    assert "size=5000000 bytes  request=12345" in result.stdout
+    assert "size=more than 65536 bytes  request=unknown" in result.stdout
+    assert "2 refused webhook(s)\n" in result.stderr
     everything = CliRunner().invoke(cli, ["outbox", "list", "--limit", "0", "--config", config])
     assert everything.stdout.count(" pending ") == 150
-    failed = CliRunner().invoke(cli, ["outbox", "list", "--state", "failed", "--config", config])
-    assert failed.stdout == "" and failed.stderr == "0 webhook(s)\n"
+    refused = CliRunner().invoke(cli, ["outbox", "list", "--state", "refused", "--limit", "1",
+                                       "--config", config])
+    assert " pending " not in refused.stdout and "request=unknown" in refused.stdout
+    assert "request=12345" not in refused.stdout and "1 older not shown" in refused.stderr

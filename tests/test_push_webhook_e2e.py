@@ -365,3 +365,47 @@ def test_webhooks_come_back_by_themselves_when_the_outbox_is_repaired(
         wait_for(lambda: len(receiver.received) == 2)  # the new one and the one from before
     assert sorted(payload.get("stored", "new") for _, payload in receiver.received) == [
         "before", "new"]
+
+
+# -- refused as too large: recorded, never the body -------------------------------------------
+
+
+def _too_large() -> bytes:
+    return urlencode([*HELPSPOT_WEBHOOK, ("request_history[item][680][tNote]", "y" * 70_000)]
+                     ).encode()
+
+
+def test_a_webhook_refused_as_too_large_is_recorded_without_its_body(
+        running: Running, receiver: Receiver) -> None:
+    body = _too_large()
+    response = post_webhook(running, body)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.text == ("lookup-server error: the webhook is larger than [server] "
+                             "max_body_bytes (65536 bytes), so it was NOT stored\n")
+    (refusal,) = Outbox(running.outbox).refusals()
+    assert (refusal.target, refusal.size_bytes, refusal.limit_bytes, refusal.request_id) == (
+        "hooks", len(body), 65536, "12345")
+    assert b"y" * 100 not in running.outbox.read_bytes()  # not a byte of the body
+    listed = CliRunner().invoke(cli, ["outbox", "list", "--config", str(running.config)])
+    assert f"hooks            refused    size={len(body)} bytes  request=12345" in listed.output
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize("url", ["/webhook/hooks/wrong-key-0123456789", "/webhook/hooks",
+                                 f"/webhook/nope/{KEY}", f"/webhook/crm/{KEY}?x=1"])
+def test_a_refusal_is_recorded_only_for_helpspot_and_a_webhook_target(
+        running: Running, url: str) -> None:
+    # crm takes pushes and webhooks alike; nope does not exist; the others lack the key
+    response = requests.post(f"{running.url}{url}", data=_too_large(), timeout=10,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413
+    recorded = list(Outbox(running.outbox).refusals()) if running.outbox.exists() else []
+    assert [r.target for r in recorded] == (["crm"] if "crm" in url else [])
+
+
+def test_a_refusal_is_answered_even_when_the_outbox_is_unusable(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    with serving(tmp_path, receiver, _damaged(tmp_path)) as running:
+        assert post_webhook(running, _too_large()).status_code == 413
+    assert "refused webhook for 'hooks' (request 12345) NOT recorded" in caplog.text

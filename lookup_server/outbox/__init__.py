@@ -8,8 +8,8 @@ then hands it to the target, retrying with exponential backoff.
 
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
-- :mod:`.store` — the webhooks in it: store, claim under a lease, record
-  the outcome, list a page at a time, purge.
+- :mod:`.store` — the webhooks and refusals in it: store, claim under a
+  lease, record the outcome, list a page at a time, purge.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -35,6 +35,7 @@ from lookup_server.outbox.store import (
     OutboxEntry,
     OutboxSummary,
     Purged,
+    Refusal,
     State,
     backoff_delay,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "OutboxError",
     "OutboxSummary",
     "Purged",
+    "Refusal",
     "State",
     "backoff_delay",
     "probe",

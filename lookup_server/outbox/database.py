@@ -43,6 +43,17 @@ CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state, next_attempt_at
 -- The purge finds old finished webhooks without reading the rest.
 CREATE INDEX IF NOT EXISTS webhooks_finished ON webhooks (updated_at)
     WHERE state IN ('delivered', 'failed');
+-- Webhooks refused as too large: HelpSpot never sends them again, so what is
+-- known of them is kept (never the body) for `outbox list`.
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    refused_at REAL NOT NULL,
+    target TEXT NOT NULL,
+    size_bytes INTEGER,  -- NULL: not announced (chunked), more than limit_bytes
+    limit_bytes INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS refusals_by_time ON refusals (refused_at);
 """
 
 #: What to do about each primary SQLite result code, for the admin reading the error.

@@ -122,8 +122,8 @@ class DeliveryWorker:
     Start one in every server process (after any fork): it wakes at once when
     the same process stores a webhook and polls every ``poll_seconds``
     otherwise, which picks up retries and webhooks stored by other processes.
-    With ``retention_days`` above 0 it purges finished webhooks older than
-    that, at most every ``purge_every`` seconds.
+    With ``retention_days`` above 0 it purges finished webhooks and refusals
+    older than that, at most every ``purge_every`` seconds.
     """
 
     def __init__(self, outbox: Outbox, deliver: Deliver, *, poll_seconds: float = POLL_SECONDS,
@@ -198,9 +198,10 @@ class DeliveryWorker:
         purged = self.outbox.purge(self.retention_days, moment, max_rows=PURGE_ROWS_PER_PASS)
         # A large backlog is purged a pass at a time, with deliveries in between.
         self._next_purge = moment + (self.purge_every if purged.complete else 0.0)
-        if purged.webhooks:
-            log.info("webhook outbox %s: purged %s webhook(s) older than %g days",
-                     self.outbox.path, purged.webhooks, self.retention_days)
+        if purged.webhooks or purged.refusals:
+            log.info("webhook outbox %s: purged %s webhook(s) and %s refusal(s) older than "
+                     "%g days", self.outbox.path, purged.webhooks, purged.refusals,
+                     self.retention_days)
         return purged
 
     def _run(self) -> None:

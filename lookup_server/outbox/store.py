@@ -47,12 +47,14 @@ MAX_ERROR_CHARS = 500
 PAGE_ROWS = 500
 PURGE_BATCH_ROWS = 200
 
-#: The columns of OutboxSummary, in the order of its fields.
+#: The columns of OutboxSummary and Refusal, in the order of their fields.
 _SUMMARY = "id, target, created_at, updated_at, state, attempts, last_error"
-#: What the purge deletes, found through the index made for it (INDEXED BY: the
+_REFUSAL = "id, refused_at, target, size_bytes, limit_bytes, request_id"
+#: What the purge deletes, found through the indexes made for it (INDEXED BY: the
 #: planner, without statistics, would rather read every finished webhook).
 _OLD_WEBHOOKS = ("SELECT id FROM webhooks INDEXED BY webhooks_finished"
                  " WHERE state IN ('delivered', 'failed') AND updated_at < ? LIMIT ?")
+_OLD_REFUSALS = "SELECT id FROM refusals INDEXED BY refusals_by_time WHERE refused_at < ? LIMIT ?"
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,25 @@ class OutboxSummary:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A webhook refused as too large: what is known of it, never its body."""
+
+    id: int
+    refused_at: float
+    target: str
+    #: None: not announced (a chunked body), only known to exceed limit_bytes.
+    size_bytes: int | None
+    limit_bytes: int
+    #: HelpSpot's request id (xRequest) when it was found in the body, else "".
+    request_id: str
+
+
+@dataclass(frozen=True)
 class Purged:
     """What a purge deleted; ``complete`` is False when it stopped at its row budget."""
 
     webhooks: int
+    refusals: int
     complete: bool
 
 
@@ -142,6 +159,17 @@ class Outbox:
                                         (cursor.lastrowid,)).fetchone())
         self._notify()
         return entry
+
+    def record_refusal(self, target: str, size_bytes: int | None, limit_bytes: int,
+                       request_id: str = "", now: float | None = None) -> Refusal:
+        """Keep what is known of a webhook refused as too large (never its body)."""
+        moment = time.time() if now is None else now
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO refusals (refused_at, target, size_bytes, limit_bytes, request_id)"
+                " VALUES (?, ?, ?, ?, ?)", (moment, target, size_bytes, limit_bytes, request_id))
+            assert cursor.lastrowid is not None
+        return Refusal(cursor.lastrowid, moment, target, size_bytes, limit_bytes, request_id)
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
@@ -246,16 +274,22 @@ class Outbox:
         for row in self._pages("webhooks", _SUMMARY, where, params, after_id):
             yield OutboxSummary(*row)
 
-    def newest(self, limit: int, states: Collection[State] | None = None) -> tuple[int, int]:
-        """``(after_id, older)``: listing from after_id shows the newest ``limit`` webhooks;
-        ``older`` ones come before them."""
-        where, params = _in_states(states)
+    def refusals(self, *, after_id: int = 0) -> Iterator[Refusal]:
+        """Refused webhooks with an id above ``after_id``, oldest first, a page at a time."""
+        for row in self._pages("refusals", _REFUSAL, "1", [], after_id):
+            yield Refusal(*row)
+
+    def newest(self, limit: int, states: Collection[State] | None = None, *,
+               table: Literal["webhooks", "refusals"] = "webhooks") -> tuple[int, int]:
+        """``(after_id, older)``: listing from after_id shows the newest ``limit`` rows;
+        ``older`` rows come before them."""
+        where, params = _in_states(states) if table == "webhooks" else ("1", [])
         with self._db.reading() as conn:
-            row = conn.execute(f"SELECT id FROM webhooks WHERE {where} ORDER BY id DESC"
+            row = conn.execute(f"SELECT id FROM {table} WHERE {where} ORDER BY id DESC"
                                " LIMIT 1 OFFSET ?", (*params, limit)).fetchone()
             if row is None:
                 return 0, 0
-            older = conn.execute(f"SELECT COUNT(*) FROM webhooks WHERE {where} AND id <= ?",
+            older = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where} AND id <= ?",
                                  (*params, row["id"])).fetchone()[0]
         return int(row["id"]), int(older)
 
@@ -292,13 +326,16 @@ class Outbox:
 
     def purge(self, older_than_days: float, now: float | None = None, *,
               max_rows: int | None = None) -> Purged:
-        """Delete delivered and failed webhooks finished more than that many days ago,
-        a small transaction at a time (at most ``max_rows`` in all)."""
+        """Delete delivered and failed webhooks finished, and refusals made, more than that
+        many days ago, a small transaction at a time (at most ``max_rows`` in all)."""
         if older_than_days < 0:
             raise OutboxError("--older-than must be zero or more days")
         cutoff = (time.time() if now is None else now) - older_than_days * 86400
         webhooks = self._purge_rows("webhooks", _OLD_WEBHOOKS, cutoff, max_rows)
-        return Purged(webhooks, complete=max_rows is None or webhooks < max_rows)
+        left = None if max_rows is None else max_rows - webhooks
+        refusals = 0 if left == 0 else self._purge_rows("refusals", _OLD_REFUSALS, cutoff, left)
+        complete = max_rows is None or webhooks + refusals < max_rows
+        return Purged(webhooks, refusals, complete)
 
     def _purge_rows(self, table: str, select: str, cutoff: float, max_rows: int | None) -> int:
         removed = 0

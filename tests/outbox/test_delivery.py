@@ -309,14 +309,15 @@ def _finished(outbox: Outbox, count: int, when: float) -> list[int]:
 def test_the_worker_purges_after_the_retention_at_most_once_an_hour(outbox: Outbox) -> None:
     old = _finished(outbox, 2, T0)
     worker = DeliveryWorker(outbox, Recorder(), retention_days=30)
+    outbox.record_refusal("crm", 5_000_000, 1_048_576, "12345", now=T0)
     assert worker.purge_if_due(now=T0 + 29 * DAY) is not None  # due, nothing old enough
     assert [e.id for e in outbox.summaries()] == old
     assert worker.purge_if_due(now=T0 + 29 * DAY + 3599) is None  # not an hour later yet
     purged = worker.purge_if_due(now=T0 + 29 * DAY + 3600)
-    assert purged is not None and purged.webhooks == 0
+    assert purged is not None and (purged.webhooks, purged.refusals) == (0, 0)
     purged = worker.purge_if_due(now=T0 + 31 * DAY)
-    assert purged is not None and purged.webhooks == 2
-    assert list(outbox.summaries()) == []
+    assert purged is not None and (purged.webhooks, purged.refusals) == (2, 1)
+    assert list(outbox.summaries()) == [] and list(outbox.refusals()) == []
 
 
 def test_retention_zero_keeps_everything(outbox: Outbox) -> None:

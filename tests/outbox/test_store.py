@@ -240,6 +240,22 @@ def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
     assert outbox.newest(1, ["failed"]) == (0, 0)
 
 
+def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path) -> None:
+    first = outbox.record_refusal("crm", 5_000_000, 1_048_576, "12345", now=T0)
+    second = outbox.record_refusal("crm", None, 1_048_576, now=T0 + 1)  # chunked: size unknown
+    assert list(outbox.refusals()) == [first, second]
+    assert (second.size_bytes, second.limit_bytes, second.request_id) == (None, 1_048_576, "")
+    assert list(outbox.refusals(after_id=first.id)) == [second]
+    assert outbox.newest(1, table="refusals") == (first.id, 1)
+    assert list(outbox.summaries()) == []  # nothing to deliver
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(refusals)")]
+    finally:
+        conn.close()
+    assert columns == ["id", "refused_at", "target", "size_bytes", "limit_bytes", "request_id"]
+
+
 def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> None:
     outbox = Outbox(path, max_attempts=1)
     stored = outbox.store("crm", PAYLOAD, now=T0)
@@ -290,16 +306,19 @@ def test_purge_works_in_small_transactions_within_a_budget(
         entry = outbox.store("crm", {"n": str(i)}, now=T0)
         outbox.claim("w1", now=T0)
         outbox.mark_delivered(entry.id, now=T0)
-    kept = outbox.store("crm", {"n": "new"}, now=T0 + 9 * DAY)
-    first = outbox.purge(7, now=T0 + 10 * DAY, max_rows=3)
-    assert (first.webhooks, first.complete) == (3, False)
-    rest = outbox.purge(7, now=T0 + 10 * DAY, max_rows=3)
-    assert (rest.webhooks, rest.complete) == (2, True)
-    assert [e.id for e in outbox.summaries()] == [kept.id]
+    for _ in range(3):
+        outbox.record_refusal("crm", 2_000_000, 1_048_576, now=T0)
+    kept = outbox.record_refusal("crm", 2_000_000, 1_048_576, now=T0 + 9 * DAY)
+    first = outbox.purge(7, now=T0 + 10 * DAY, max_rows=6)
+    assert (first.webhooks, first.refusals, first.complete) == (5, 1, False)
+    rest = outbox.purge(7, now=T0 + 10 * DAY, max_rows=6)
+    assert (rest.webhooks, rest.refusals, rest.complete) == (0, 2, True)
+    assert list(outbox.summaries()) == [] and list(outbox.refusals()) == [kept]
 
 
 @pytest.mark.parametrize(("query", "index"), [
     (store_module._OLD_WEBHOOKS, "webhooks_finished (updated_at<?)"),
+    (store_module._OLD_REFUSALS, "refusals_by_time (refused_at<?)"),
 ])
 def test_the_purge_reads_only_what_it_deletes(outbox: Outbox, path: Path, query: str,
                                               index: str) -> None:
