@@ -38,7 +38,7 @@ def create_app(test_config: Config | Mapping[str, Any] | None = None,
     sources, targets = Sources(config), Targets(config)
     sources.prepare()
     targets.prepare()
-    webhooks = Webhooks(config.server.outbox, targets)
+    webhooks = Webhooks(config.server, targets)
     app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks)
     for closing in (sources.close, targets.close, webhooks.close):
         atexit.register(closing)

@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -159,7 +160,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
 @cli.command()
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def check(config_path: str | None) -> None:
-    """Validate the configuration and probe every source and target, like nginx -t."""
+    """Validate the configuration, probe every source and target and the outbox, like nginx -t."""
     from lookup_server.probe import probe_all
 
     config = _load(config_path)
@@ -169,7 +170,7 @@ def check(config_path: str | None) -> None:
         click.echo(line)
         failed += not ok
     if failed:
-        click.echo(f"{failed} source(s) or target(s) failed", err=True)
+        click.echo(f"{failed} check(s) failed", err=True)
         sys.exit(1)
 
 
@@ -258,30 +259,74 @@ def outbox() -> None:
     """See and handle stored webhooks ([server] outbox)."""
 
 
-def _outbox(config_path: str | None) -> Outbox:
-    from lookup_server.outbox import Outbox
+@contextmanager
+def _outbox(config_path: str | None) -> Iterator[Outbox]:
+    """The configured outbox; any trouble with it ends the command with one clear line."""
+    from lookup_server.outbox import Outbox, OutboxError
 
     path = _load(config_path).server.outbox
     if not path.exists():
+        if not path.parent.is_dir():
+            _fail(f"{path}: no outbox: {path.parent} is not a folder (check [server] outbox)")
         _fail(f"{path}: no outbox yet (no webhook was ever received)")
-    return Outbox(path)
+    try:
+        yield Outbox(path)
+    except OutboxError as exc:
+        _fail(str(exc))
 
 
 @outbox.command("list")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--state", "states", multiple=True,
-              type=click.Choice(["pending", "delivering", "delivered", "failed"]))
-def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
-    """Webhooks with their state, attempts and last error."""
+              type=click.Choice(["pending", "delivering", "delivered", "failed", "refused"]))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Show the newest N webhooks and refusals (0: all).")
+def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) -> None:
+    """Webhooks with their state, attempts and last error, then those refused as too large.
+
+    Read a page at a time: any size of outbox lists in constant memory.
+    """
+    webhook_states = [s for s in states if s != "refused"] if states else None
+    with _outbox(config_path) as box:
+        if webhook_states is None or webhook_states:
+            _list_webhooks(box, webhook_states, limit)
+        if not states or "refused" in states:
+            _list_refusals(box, limit)
+
+
+def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
+    after, older = box.newest(limit, states) if limit else (0, 0)  # type: ignore[arg-type]
+    shown = 0
+    for e in box.summaries(states, after_id=after):  # type: ignore[arg-type]
+        error = f"  last error: {e.last_error}" if e.last_error else ""
+        click.echo(f"{e.id:>6}  {_when(e.created_at)}  {e.target:<16} {e.state:<10} "
+                   f"attempts={e.attempts}{error}")
+        shown += 1
+    click.echo(f"{shown} webhook(s){_older(older)}", err=True)
+
+
+def _list_refusals(box: Outbox, limit: int) -> None:
+    after, older = box.newest(limit, table="refusals") if limit else (0, 0)
+    shown = 0
+    for r in box.refusals(after_id=after):
+        if not shown:
+            click.echo("refused as larger than [server] max_body_bytes (not stored, cannot be "
+                       "retried):")
+        size = f"more than {r.limit_bytes}" if r.size_bytes is None else str(r.size_bytes)
+        click.echo(f"{'-':>6}  {_when(r.refused_at)}  {r.target:<16} {'refused':<10} "
+                   f"size={size} bytes  request={r.request_id or 'unknown'}")
+        shown += 1
+    click.echo(f"{shown} refused webhook(s){_older(older)}", err=True)
+
+
+def _when(timestamp: float) -> str:
     import time
 
-    entries = _outbox(config_path).entries(states or None)  # type: ignore[arg-type]
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created_at))
-        error = f"  last error: {e.last_error}" if e.last_error else ""
-        click.echo(f"{e.id:>6}  {when}  {e.target:<16} {e.state:<10} "
-                   f"attempts={e.attempts}{error}")
-    click.echo(f"{len(entries)} webhook(s)", err=True)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _older(count: int) -> str:
+    return f", and {count} older not shown (--limit 0 lists all)" if count else ""
 
 
 @outbox.command("retry")
@@ -289,12 +334,8 @@ def outbox_list(config_path: str | None, states: tuple[str, ...]) -> None:
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_retry(webhook_id: int, config_path: str | None) -> None:
     """Deliver a failed or waiting webhook again, now (the running server picks it up)."""
-    from lookup_server.outbox import OutboxError
-
-    try:
-        entry = _outbox(config_path).retry(webhook_id)
-    except OutboxError as exc:
-        _fail(str(exc))
+    with _outbox(config_path) as box:
+        entry = box.retry(webhook_id)
     click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
 
 
@@ -302,11 +343,8 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--older-than", "days", type=float, required=True, help="Age in days.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
-    """Delete delivered and failed webhooks older than DAYS (pending ones are kept)."""
-    from lookup_server.outbox import OutboxError
-
-    try:
-        removed = _outbox(config_path).purge(days)
-    except OutboxError as exc:
-        _fail(str(exc))
-    click.echo(f"purged {removed} webhook(s)")
+    """Delete delivered and failed webhooks, and refusals, older than DAYS (pending ones
+    are kept). The server does this by itself after [server] outbox_retention_days."""
+    with _outbox(config_path) as box:
+        purged = box.purge(days)
+    click.echo(f"purged {purged.webhooks} webhook(s) and {purged.refusals} refusal(s)")

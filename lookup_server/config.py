@@ -71,6 +71,7 @@ class ServerKeys:
     outbox: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
+    outbox_retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class ServerSettings:
     outbox: Path = Path("lookup-server-outbox.sqlite3")
     #: Larger request bodies are refused with 413 and nothing is stored.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Delivered and failed webhooks, and refusals, are purged after this many
+    #: days; 0 keeps them forever.
+    outbox_retention_days: float = 30.0
     #: Longer request lines (Live Lookup URLs) are answered with an error naming the field.
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     #: Endpoint kind (livelookup, ajax, push, webhook) -> its own key.
@@ -214,9 +218,13 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
     if keys.max_request_line < MIN_MAX_REQUEST_LINE:
         ctx.problem("server.max_request_line", f"must be at least {MIN_MAX_REQUEST_LINE} "
                     "(HelpSpot puts every custom field in the Live Lookup URL)")
+    if not keys.outbox_retention_days >= 0:  # also NaN
+        ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
     outbox = keys.outbox or default_outbox(ctx.base_dir)
-    settings = ServerSettings(keys.shared_key, tuple(networks), outbox, keys.max_body_bytes,
-                              keys.max_request_line, endpoint_keys)
+    settings = ServerSettings(
+        keys.shared_key, tuple(networks), outbox, max_body_bytes=keys.max_body_bytes,
+        outbox_retention_days=keys.outbox_retention_days,
+        max_request_line=keys.max_request_line, endpoint_keys=endpoint_keys)
     _check_ajax_key(settings, ctx)
     return settings
 

@@ -1,4 +1,5 @@
-"""``lookup-server check``: probe every configured source, bounded by its timeout."""
+"""``lookup-server check``: probe every configured source and target, bounded by its
+timeout, and the webhook outbox."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from typing import Any
 from lookup_server.backend import Backend, BackendError, SourceSettings
 from lookup_server.config import BackendConfig, Config
 from lookup_server.models import OptionsQuery
+from lookup_server.outbox import probe as probe_outbox
 from lookup_server.service import DeadlineRunner, ServiceError, create_backend
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
-    """Report lines for every source and target, each with whether it can serve."""
+    """Report lines for every source and target, and the outbox when a target takes
+    webhooks, each with whether it can serve."""
     yield from key_warnings(config)
     for kind, configs in (("sources", config.sources), ("targets", config.targets)):
         for name, backend_config in configs.items():
             yield from _probe_one(f"{kind}.{name}", backend_config)
+    if any("webhook" in t.backend_class.capabilities() for t in config.targets.values()):
+        ok, detail = probe_outbox(config.server.outbox)
+        yield (f"ok   server.outbox {detail}" if ok else f"FAIL server.outbox: {detail}"), ok
 
 
 def key_warnings(config: Config) -> Iterator[tuple[str, bool]]:

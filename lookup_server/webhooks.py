@@ -4,55 +4,92 @@ HelpSpot never retries a webhook and discards our answer (HELPSPOT.md §6), so a
 webhook exists only once it is committed to the outbox. Every server process
 runs its own delivery worker, so nothing but the server has to run; the
 outbox's leases keep several processes from delivering one webhook twice.
+
+The outbox is opened on first use: when it is unusable, webhooks are answered
+503 (the caller's log is the only trace) while Live Lookup, AJAX fields and
+Request Push go on, and the next webhook tries it again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 
 from lookup_server.backend import BackendError
+from lookup_server.config import ServerSettings
 from lookup_server.models import Webhook
-from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry
+from lookup_server.outbox import DeliveryWorker, Outbox, OutboxEntry, OutboxError
 from lookup_server.service import ServiceError, Targets, UnknownSource
 
 log = logging.getLogger(__name__)
+
+#: How much of a refused body is read to find HelpSpot's request id. The request
+#: row, xRequest first, comes before the (large) request history.
+REQUEST_ID_WINDOW = 64 * 1024
+
+# The number must be followed by its terminator, so a window that cuts it short
+# never yields a wrong id.
+_FORM_ID = re.compile(rb"(?:^|&)xRequest=([0-9]{1,20})&")
+_JSON_ID = re.compile(rb'"xRequest"[ \t\r\n]*:[ \t\r\n]*"?([0-9]{1,20})[" \t\r\n,}]')
+
+
+def find_request_id(head: bytes, complete: bool = False) -> str:
+    """HelpSpot's request id (xRequest) in the start of a form or JSON body, or "".
+
+    ``complete`` says ``head`` is the whole body (its end ends the last field).
+    One regular expression pass each over at most REQUEST_ID_WINDOW bytes.
+    """
+    head = head[:REQUEST_ID_WINDOW]
+    match = _FORM_ID.search(head + b"&" if complete else head) or _JSON_ID.search(head)
+    return match.group(1).decode("ascii") if match else ""
 
 
 class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
 
-    def __init__(self, outbox_path: Path, targets: Targets) -> None:
-        self.outbox_path = outbox_path
+    def __init__(self, server: ServerSettings, targets: Targets) -> None:
+        self.server = server
         self.targets = targets
         self.enabled = any("webhook" in t.capabilities for t in targets.items().values())
-        self._outbox: Outbox | None = None
+        # No file is touched here: a bad outbox must not stop the app from starting.
+        self.outbox = Outbox(server.outbox, lazy=True, create_folder=True)
         self._worker: DeliveryWorker | None = None
         self._worker_pid = 0
         self._lock = threading.Lock()
 
-    @property
-    def outbox(self) -> Outbox:
-        """The outbox, opened (and created) on first use."""
-        with self._lock:
-            return self._open_outbox()
-
-    def _open_outbox(self) -> Outbox:  # with self._lock held
-        if self._outbox is None:
-            self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-            self._outbox = Outbox(self.outbox_path)
-        return self._outbox
-
     def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
         """Store a webhook for ``target``; it is on disk when this returns."""
-        if "webhook" not in self.targets[target].capabilities:
-            raise UnknownSource(f"target {target!r} does not accept webhooks")
+        self._require(target)
         entry = self.outbox.store(target, payload)
         self.ensure_worker()
         return entry
+
+    def _require(self, target: str) -> None:
+        if "webhook" not in self.targets[target].capabilities:
+            raise UnknownSource(f"target {target!r} does not accept webhooks")
+
+    def record_refusal(self, target: str, size_bytes: int | None, head: bytes = b"") -> None:
+        """Keep in the outbox what is known of a webhook refused as too large (not its body).
+
+        ``size_bytes`` is None when the body was not announced (chunked); ``head``
+        is as much of the body's start as could be read, to find the request id.
+        Only for targets that take webhooks; a failure is logged, never raised.
+        """
+        try:
+            self._require(target)
+        except ServiceError:
+            return
+        complete = size_bytes is not None and len(head) >= size_bytes
+        request_id = find_request_id(head, complete)
+        try:
+            self.outbox.record_refusal(target, size_bytes, self.server.max_body_bytes,
+                                       request_id)
+        except OutboxError as exc:
+            log.error("refused webhook for %r (request %s) NOT recorded: %s", target,
+                      request_id or "unknown", exc)
 
     def ensure_worker(self) -> None:
         """Run a delivery worker in this process (again, after a fork)."""
@@ -62,7 +99,8 @@ class Webhooks:
             if self._worker_pid == os.getpid():
                 return
             # A worker inherited through fork() has no thread here: start our own.
-            self._worker = DeliveryWorker(self._open_outbox(), self._deliver)
+            self._worker = DeliveryWorker(self.outbox, self._deliver,
+                                          retention_days=self.server.outbox_retention_days)
             self._worker_pid = os.getpid()
         self._worker.start()
 

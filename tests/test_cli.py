@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,7 @@ def test_check_probes_every_target(tmp_path: Path, people_csv: Path) -> None:
     assert "ok   targets.good (http: details, push, webhook)" in result.output
     assert "FAIL targets.broken (http: details, push, webhook): cannot open the push " \
            "record" in result.output
-    assert result.stderr.endswith("1 source(s) or target(s) failed\n")
+    assert result.stderr.endswith("1 check(s) failed\n")
 
 
 def test_check_indexes_a_large_csv_however_long_it_takes(tmp_path: Path) -> None:
@@ -233,3 +234,127 @@ def test_livelookup_does_not_import_flask(config_file: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
                           check=False)
     assert done.stderr.strip().endswith(b"NOFLASK"), done.stderr
+
+
+# -- lookup-server check and outbox: a bad outbox is one clear line, never a traceback ----------
+
+
+def webhook_config(tmp_path: Path, outbox: Path) -> Path:
+    """A config with one webhook target whose outbox is ``outbox``."""
+    file = tmp_path / "hooks.toml"
+    file.write_text(f'[server]\noutbox = "{outbox}"\n\n[targets.hooks]\nbackend = "http"\n'
+                    f'url = "http://127.0.0.1:9/in"\nstore = "{tmp_path / "pushes.sqlite3"}"\n')
+    return file
+
+
+def used_outbox(tmp_path: Path) -> Path:
+    from lookup_server.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path).store("hooks", {"xRequest": "1"})
+    return path
+
+
+def _damaged_header(tmp_path: Path) -> Path:
+    from tests.outbox.conftest import corrupt_header
+
+    path = used_outbox(tmp_path)
+    corrupt_header(path)
+    return path
+
+
+def _damaged_pages(tmp_path: Path) -> Path:
+    from lookup_server.outbox import Outbox
+    from tests.outbox.conftest import corrupt_pages
+
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    for i in range(40):
+        outbox.store("hooks", {"n": str(i), "text": "x" * 2000})
+    corrupt_pages(path, first_page=3)
+    return path
+
+
+def _not_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_text("[server]\n" * 100)
+    return path
+
+
+def _missing_folder(tmp_path: Path) -> Path:
+    return tmp_path / "no-such-folder" / "outbox.sqlite3"
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("x\n")
+    return tmp_path / "a-file" / "outbox.sqlite3"
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    from tests.outbox.conftest import AS_ROOT
+
+    if AS_ROOT:
+        pytest.skip("running as root: chmod 0555 does not stop root (_under_a_file covers it)")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = used_outbox(folder)
+    folder.chmod(0o555)
+    return path
+
+
+BAD_OUTBOXES = [_damaged_header, _damaged_pages, _not_sqlite, _missing_folder, _under_a_file,
+                _read_only_folder]
+
+
+@pytest.mark.parametrize("make", BAD_OUTBOXES)
+@pytest.mark.parametrize("command", [["list"], ["list", "--state", "failed"], ["retry", "1"],
+                                     ["purge", "--older-than", "1"]])
+def test_every_outbox_command_gives_one_clear_line_on_a_bad_outbox(
+        tmp_path: Path, make: Callable[[Path], Path], command: list[str]) -> None:
+    path = make(tmp_path)
+    result = CliRunner().invoke(cli, ["outbox", *command, "--config",
+                                      str(webhook_config(tmp_path, path))])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr
+
+
+@pytest.mark.parametrize("make", [m for m in BAD_OUTBOXES if m is not _missing_folder])
+def test_check_reports_an_unusable_outbox(tmp_path: Path, make: Callable[[Path], Path]) -> None:
+    path = make(tmp_path)  # (a missing folder is fine: the server creates it)
+    result = CliRunner().invoke(cli, ["check", "--config", str(webhook_config(tmp_path, path))])
+    assert result.exit_code == 1
+    assert "ok   targets.hooks" in result.output and "FAIL server.outbox: " in result.output
+
+
+def test_check_passes_a_good_or_new_outbox(tmp_path: Path) -> None:
+    for path in (used_outbox(tmp_path), tmp_path / "new" / "outbox.sqlite3"):
+        result = CliRunner().invoke(cli, ["check", "--config", str(webhook_config(tmp_path, path))])
+        assert result.exit_code == 0, result.output
+        assert f"ok   server.outbox {path}" in result.output
+
+
+def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> None:
+    from lookup_server.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    ids = [outbox.store("hooks", {"n": str(i)}).id for i in range(150)]
+    outbox.record_refusal("hooks", 5_000_000, 65536, "12345")
+    outbox.record_refusal("hooks", None, 65536)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", "list", "--config", config])
+    assert result.exit_code == 0, result.output
+    listed = [int(line.split()[0]) for line in result.stdout.splitlines()
+              if line.split()[0].isdigit()]
+    assert listed == ids[-100:]  # the newest 100, oldest first
+    assert "100 webhook(s), and 50 older not shown (--limit 0 lists all)" in result.stderr
+    assert "size=5000000 bytes  request=12345" in result.stdout
+    assert "size=more than 65536 bytes  request=unknown" in result.stdout
+    assert "2 refused webhook(s)\n" in result.stderr
+    everything = CliRunner().invoke(cli, ["outbox", "list", "--limit", "0", "--config", config])
+    assert everything.stdout.count(" pending ") == 150
+    refused = CliRunner().invoke(cli, ["outbox", "list", "--state", "refused", "--limit", "1",
+                                       "--config", config])
+    assert " pending " not in refused.stdout and "request=unknown" in refused.stdout
+    assert "request=12345" not in refused.stdout and "1 older not shown" in refused.stderr

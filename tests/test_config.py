@@ -134,3 +134,16 @@ def _make_bad() -> type:
 
 
 BadSignature = _make_bad()
+
+
+def test_outbox_retention_days(tmp_path: Path) -> None:
+    assert config_from_mapping({}, tmp_path).server.outbox_retention_days == 30
+    forever = config_from_mapping({"server": {"outbox_retention_days": 0}}, tmp_path)
+    assert forever.server.outbox_retention_days == 0
+    assert config_from_mapping({"server": {"outbox_retention_days": 7.5}},
+                               tmp_path).server.outbox_retention_days == 7.5
+    for bad, message in ((-1, "must be 0 (keep forever) or more days"),
+                         (float("nan"), "must be 0 (keep forever) or more days"),
+                         ("30", "must be a number")):
+        assert problems({"server": {"outbox_retention_days": bad}}, tmp_path) == [
+            f"server.outbox_retention_days: {message}"]

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +30,9 @@ from lookup_server.app import create_app
 from lookup_server.bridge import bridge_filename
 from lookup_server.cli import cli
 from lookup_server.outbox import Outbox
+from tests.backend_contract import PEOPLE
+from tests.conftest import CUSTOMER_HEADER, write_csv
+from tests.outbox.conftest import AS_ROOT, corrupt_header, restore_header
 from tests.test_bridge import run_bridge
 
 KEY = "push-and-webhook-key_0123456789"
@@ -82,14 +86,27 @@ class Running:
     outbox: Path
 
 
-@pytest.fixture
-def running(tmp_path: Path, receiver: Receiver) -> Iterator[Running]:
+@contextmanager
+def serving(tmp_path: Path, receiver: Receiver, outbox: Path | None = None) -> Iterator[Running]:
+    """lookup-server with the targets crm and hooks and CSV sources, on a free port."""
+    outbox = outbox or tmp_path / "outbox.sqlite3"
+    people = write_csv(tmp_path / "people.csv", CUSTOMER_HEADER,
+                       ([*p.as_fields().values()] for p in PEOPLE))
+    options = write_csv(tmp_path / "options.csv", ["value", "description"], [["gold", "Gold"]])
     config = tmp_path / "lookup.toml"
     config.write_text(f"""
 [server]
 shared_key = "{KEY}"
-outbox = "outbox.sqlite3"
+outbox = "{outbox}"
 max_body_bytes = 65536
+
+[sources.people]
+backend = "csv"
+path = "{people}"
+
+[sources.options]
+backend = "csv"
+path = "{options}"
 
 [targets.crm]
 backend = "http"
@@ -108,9 +125,17 @@ store = "hooks.sqlite3"
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield Running(f"http://127.0.0.1:{server.server_port}", config, tmp_path / "outbox.sqlite3")
-    server.shutdown()
-    app.extensions["lookup_server"].webhooks.close()
+    try:
+        yield Running(f"http://127.0.0.1:{server.server_port}", config, outbox)
+    finally:
+        server.shutdown()
+        app.extensions["lookup_server"].webhooks.close()
+
+
+@pytest.fixture
+def running(tmp_path: Path, receiver: Receiver) -> Iterator[Running]:
+    with serving(tmp_path, receiver) as server:
+        yield server
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -276,7 +301,7 @@ def test_bad_webhooks_get_a_clear_answer_and_nothing_is_stored(
     with caplog.at_level(logging.WARNING, logger="lookup_server"):
         response = post_webhook(running, body, key, content_type)
     assert response.status_code == status
-    assert not running.outbox.exists() or Outbox(running.outbox).entries() == []
+    assert not running.outbox.exists() or list(Outbox(running.outbox).summaries()) == []
     # HelpSpot drops the answer: the log is where an admin learns of the loss
     assert "webhook for 'hooks' refused" in caplog.text
 
@@ -294,3 +319,122 @@ def test_purge_keeps_pending_webhooks(running: Running, receiver: Receiver) -> N
                                       str(running.config)])
     assert result.exit_code == 0 and "purged 0 webhook(s)" in result.output
     assert Outbox(running.outbox).get(webhook_id) is not None
+
+
+# -- a bad outbox costs the webhooks only, and only while it lasts -----------------------------
+
+
+def _damaged(tmp_path: Path) -> Path:
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path).store("hooks", {"xRequest": "1"})
+    corrupt_header(path)
+    return path
+
+
+def _not_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_text("[server]\n" * 100)
+    return path
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("x\n")
+    return tmp_path / "a-file" / "outbox.sqlite3"
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    if AS_ROOT:
+        pytest.skip("running as root: chmod 0555 does not stop root (_under_a_file covers it)")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    Outbox(folder / "outbox.sqlite3").store("hooks", {"xRequest": "1"})
+    folder.chmod(0o555)
+    return folder / "outbox.sqlite3"
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("make", [_damaged, _not_sqlite, _under_a_file, _read_only_folder])
+def test_a_bad_outbox_costs_only_the_webhooks(tmp_path: Path, receiver: Receiver,
+                                              make: Callable[[Path], Path],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lookup_server")
+    with serving(tmp_path, receiver, make(tmp_path)) as running:  # it starts at all
+        lookup = requests.get(f"{running.url}/livelookup/people/{KEY}",
+                              params={"email": "ADA@example.com"}, timeout=10)
+        assert lookup.status_code == 200 and b"<customer_id>1001</customer_id>" in lookup.content
+        ajax = requests.get(f"{running.url}/ajax/options/{KEY}", timeout=10)
+        assert ajax.status_code == 200 and b"Gold" in ajax.content
+        pushed = requests.post(f"{running.url}/push/crm", json={"xRequest": "7"},
+                               headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        assert pushed.status_code == 200 and pushed.json()["id"] == "R-1"
+        for _ in range(3):
+            refused = post_webhook(running, urlencode(HELPSPOT_WEBHOOK))
+            assert refused.status_code == 503
+            assert refused.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert refused.text == ("lookup-server error: the webhook outbox is unusable, so "
+                                    "this webhook was NOT stored (details in the server log)\n")
+        wait_for(lambda: _logged(caplog, "(logged once;") == 1)  # the worker said so, once
+        assert _logged(caplog, "webhook for 'hooks' NOT stored") == 3  # each loss is logged
+    assert [headers for headers, payload in receiver.received if "sTitle" in payload] == []
+
+
+def test_webhooks_come_back_by_themselves_when_the_outbox_is_repaired(
+        tmp_path: Path, receiver: Receiver) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path).store("hooks", {"xRequest": "1", "stored": "before"})
+    original = corrupt_header(path)
+    with serving(tmp_path, receiver, path) as running:
+        assert post_webhook(running, urlencode(HELPSPOT_WEBHOOK)).status_code == 503
+        restore_header(path, original)
+        accepted = post_webhook(running, urlencode(HELPSPOT_WEBHOOK))
+        assert accepted.status_code == 202
+        wait_for(lambda: len(receiver.received) == 2)  # the new one and the one from before
+    assert sorted(payload.get("stored", "new") for _, payload in receiver.received) == [
+        "before", "new"]
+
+
+# -- refused as too large: recorded, never the body -------------------------------------------
+
+
+def _too_large() -> bytes:
+    return urlencode([*HELPSPOT_WEBHOOK, ("request_history[item][680][tNote]", "y" * 70_000)]
+                     ).encode()
+
+
+def test_a_webhook_refused_as_too_large_is_recorded_without_its_body(
+        running: Running, receiver: Receiver) -> None:
+    body = _too_large()
+    response = post_webhook(running, body)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.text == ("lookup-server error: the webhook is larger than [server] "
+                             "max_body_bytes (65536 bytes), so it was NOT stored\n")
+    (refusal,) = Outbox(running.outbox).refusals()
+    assert (refusal.target, refusal.size_bytes, refusal.limit_bytes, refusal.request_id) == (
+        "hooks", len(body), 65536, "12345")
+    assert b"y" * 100 not in running.outbox.read_bytes()  # not a byte of the body
+    listed = CliRunner().invoke(cli, ["outbox", "list", "--config", str(running.config)])
+    assert f"hooks            refused    size={len(body)} bytes  request=12345" in listed.output
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize("url", ["/webhook/hooks/wrong-key-0123456789", "/webhook/hooks",
+                                 f"/webhook/nope/{KEY}", f"/webhook/crm/{KEY}?x=1"])
+def test_a_refusal_is_recorded_only_for_helpspot_and_a_webhook_target(
+        running: Running, url: str) -> None:
+    # crm takes pushes and webhooks alike; nope does not exist; the others lack the key
+    response = requests.post(f"{running.url}{url}", data=_too_large(), timeout=10,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413
+    recorded = list(Outbox(running.outbox).refusals()) if running.outbox.exists() else []
+    assert [r.target for r in recorded] == (["crm"] if "crm" in url else [])
+
+
+def test_a_refusal_is_answered_even_when_the_outbox_is_unusable(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    with serving(tmp_path, receiver, _damaged(tmp_path)) as running:
+        assert post_webhook(running, _too_large()).status_code == 413
+    assert "refused webhook for 'hooks' (request 12345) NOT recorded" in caplog.text

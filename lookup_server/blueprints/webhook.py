@@ -6,6 +6,7 @@ the URL (``?ll_key=`` or ``/webhook/<target>/<key>``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from flask import Blueprint, Response, jsonify, request
@@ -15,6 +16,7 @@ from lookup_server.blueprints.common import check_caller, state
 from lookup_server.helpspot_input import InputError, request_body
 from lookup_server.outbox import OutboxError
 from lookup_server.service import ServiceError
+from lookup_server.webhooks import REQUEST_ID_WINDOW
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @bp.route("/webhook/<target>", methods=["POST"])
 @bp.route("/webhook/<target>/<path_key>", methods=["POST"])
-def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
+def webhook(target: str, path_key: str | None = None) -> Response | tuple[Response, int]:
     """Store the webhook durably, then answer 202; delivery happens in the background."""
     try:
         body = request.get_data()  # before check_caller may parse a form from the stream
@@ -31,9 +33,10 @@ def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
         entry = state().webhooks.accept(target, payload)
     # HelpSpot discards the answer and never retries: these lines are the only trace
     except RequestEntityTooLarge:
-        log.warning("webhook for %r refused: the body is larger than [server] max_body_bytes",
-                    target)
-        raise
+        log.warning("webhook for %r refused: the body (%s) is larger than [server] "
+                    "max_body_bytes", target, "size unannounced" if request.content_length
+                    is None else f"{request.content_length} bytes")
+        return _too_large(target, path_key)
     except InputError as exc:
         log.warning("webhook for %r refused: %s", target, exc)
         return jsonify(error=str(exc)), 400
@@ -42,5 +45,29 @@ def webhook(target: str, path_key: str | None = None) -> tuple[Response, int]:
         return jsonify(error=exc.reason), exc.status
     except OutboxError as exc:
         log.error("webhook for %r NOT stored: %s", target, exc)
-        return jsonify(error="the webhook could not be stored (see the server log)"), 503
+        return _plain("the webhook outbox is unusable, so this webhook was NOT stored "
+                      "(details in the server log)", 503)
     return jsonify(id=entry.id), 202
+
+
+def _too_large(target: str, path_key: str | None) -> Response:
+    """413, after recording the loss (not the body) when HelpSpot sent it."""
+    size = request.content_length
+    try:  # only from the URL: the body is what we refuse to read
+        check_caller("webhook", path_key, list(request.args.items(multi=True)))
+    except ServiceError:
+        pass  # not recorded: a stranger must not fill the outbox
+    else:
+        head = b""
+        if size is not None:  # Content-Length was over the limit: nothing was read yet
+            with contextlib.suppress(OSError):  # the caller may have given up
+                head = request.environ["wsgi.input"].read(min(size, REQUEST_ID_WINDOW))
+        state().webhooks.record_refusal(target, size, head)
+    limit = state().config.server.max_body_bytes
+    return _plain(f"the webhook is larger than [server] max_body_bytes ({limit} bytes), so it "
+                  "was NOT stored", 413)
+
+
+def _plain(reason: str, status: int) -> Response:
+    return Response(f"lookup-server error: {reason}\n", status=status,
+                    content_type="text/plain; charset=utf-8")

@@ -1,4 +1,4 @@
-"""The webhook outbox on real SQLite files, with real processes competing for it."""
+"""The stored webhooks on real SQLite files, with real processes competing for them."""
 
 from __future__ import annotations
 
@@ -7,39 +7,22 @@ import os
 import random
 import sqlite3
 import stat
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lookup_server.backend import BackendError
-from lookup_server.models import Webhook
 from lookup_server.outbox import (
     BACKOFF_CAP,
-    DeliveryWorker,
+    LEASE_SECONDS,
     Outbox,
     OutboxError,
     backoff_delay,
     safe_error,
 )
-
-T0 = 1_800_000_000.0
-#: Guards against a hang only; a passing test never waits this long.
-HANG_GUARD = 30.0
-PAYLOAD = {"xRequest": "12345", "sTitle": "Printer on fire",
-           "request_history": {"678": {"tNote": "<p>Hi</p>"}}, "files": ["a", "b"]}
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "outbox.sqlite3"
-
-
-@pytest.fixture
-def outbox(path: Path) -> Outbox:
-    return Outbox(path, rng=random.Random(1))
-
+from lookup_server.outbox import store as store_module
+from tests.outbox.conftest import DAY, HANG_GUARD, PAYLOAD, T0, Fixed
 
 # -- storing ---------------------------------------------------------------------------
 
@@ -110,25 +93,25 @@ def test_claim_leases_the_oldest_due_webhook(outbox: Outbox) -> None:
     claimed = outbox.claim("w1", now=T0 + 10)
     assert claimed is not None and claimed.id == first.id
     assert claimed.state == "delivering" and claimed.attempts == 1
-    assert claimed.lease_owner == "w1" and claimed.lease_expires_at == T0 + 10 + 600
+    assert claimed.lease_owner == "w1" and claimed.lease_expires_at == T0 + 10 + LEASE_SECONDS
 
 
 def test_a_leased_webhook_is_not_claimed_again(outbox: Outbox) -> None:
     outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("w1", now=T0) is not None
-    assert outbox.claim("w2", now=T0 + 599) is None
+    assert outbox.claim("w2", now=T0 + LEASE_SECONDS - 0.001) is None
 
 
 def test_an_expired_lease_is_taken_over(outbox: Outbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("crashed", now=T0) is not None
-    taken = outbox.claim("w2", now=T0 + 600)
+    taken = outbox.claim("w2", now=T0 + LEASE_SECONDS)
     assert taken is not None and taken.id == stored.id
     assert taken.lease_owner == "w2" and taken.attempts == 2
     assert taken.idempotency_key == stored.idempotency_key
     # The first owner's late result is ignored; the new owner's counts.
-    assert not outbox.mark_delivered(stored.id, owner="crashed", now=T0 + 601)
-    assert outbox.mark_delivered(stored.id, owner="w2", now=T0 + 601)
+    assert not outbox.mark_delivered(stored.id, owner="crashed", now=T0 + LEASE_SECONDS + 1)
+    assert outbox.mark_delivered(stored.id, owner="w2", now=T0 + LEASE_SECONDS + 1)
     assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
 
 
@@ -136,10 +119,23 @@ def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
     outbox = Outbox(path, max_attempts=1)
     stored = outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("crashed", now=T0) is not None
-    assert outbox.claim("w2", now=T0 + 600) is None
+    assert outbox.claim("w2", now=T0 + LEASE_SECONDS) is None
     entry = outbox.get(stored.id)
     assert entry is not None and entry.state == "failed"
     assert "stopped while delivering" in entry.last_error
+
+
+def test_renew_extends_only_the_owners_lease(outbox: Outbox) -> None:
+    stored = outbox.store("crm", PAYLOAD, now=T0)
+    outbox.claim("w1", now=T0)
+    assert outbox.renew(stored.id, "w1", now=T0 + 15)
+    assert outbox.get(stored.id).lease_expires_at == T0 + 15 + LEASE_SECONDS  # type: ignore[union-attr]
+    assert outbox.claim("w2", now=T0 + LEASE_SECONDS + 1) is None  # the old expiry is gone
+    assert not outbox.renew(stored.id, "w2", now=T0 + 16)
+    assert outbox.claim("w2", now=T0 + 15 + LEASE_SECONDS) is not None
+    assert not outbox.renew(stored.id, "w1", now=T0 + 40)  # lost: renewing cannot win it back
+    outbox.mark_delivered(stored.id, owner="w2", now=T0 + 41)
+    assert not outbox.renew(stored.id, "w2", now=T0 + 42)  # finished: nothing to hold
 
 
 # -- failures, backoff, giving up ---------------------------------------------------------
@@ -150,8 +146,8 @@ def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
     (9, 3600), (30, 3600), (10_000, 3600),
 ])
 def test_backoff_doubles_from_30_seconds_up_to_an_hour(attempts: int, ceiling: float) -> None:
-    low = backoff_delay(attempts, _Fixed(0.0))
-    high = backoff_delay(attempts, _Fixed(1.0))
+    low = backoff_delay(attempts, Fixed(0.0))
+    high = backoff_delay(attempts, Fixed(1.0))
     assert (low, high) == (ceiling / 2, ceiling)
 
 
@@ -186,7 +182,7 @@ def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
         outbox.mark_failed(stored.id, f"failure {attempt}", now=now)
         now = outbox.get(stored.id).next_attempt_at + 1  # type: ignore[union-attr]
     assert outbox.claim("w1", now=now + 10**6) is None
-    (failed,) = outbox.entries(["failed"])
+    (failed,) = outbox.summaries(["failed"])
     assert failed.id == stored.id and failed.last_error == "failure 3"
     assert failed.attempts == 3
 
@@ -207,15 +203,57 @@ def test_safe_error_keeps_backend_messages_only() -> None:
 # -- admin: list, retry, purge --------------------------------------------------------------
 
 
-def test_entries_filters_by_state(outbox: Outbox) -> None:
+def test_summaries_filter_by_state(outbox: Outbox) -> None:
     a = outbox.store("crm", {"n": "a"}, now=T0)
     b = outbox.store("crm", {"n": "b"}, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_delivered(a.id, now=T0)
-    assert [e.id for e in outbox.entries()] == [a.id, b.id]
-    assert [e.id for e in outbox.entries(["pending"])] == [b.id]
-    assert [e.id for e in outbox.entries(["delivered", "failed"])] == [a.id]
-    assert outbox.entries([]) == []
+    assert [e.id for e in outbox.summaries()] == [a.id, b.id]
+    assert [e.id for e in outbox.summaries(["pending"])] == [b.id]
+    assert [e.id for e in outbox.summaries(["delivered", "failed"])] == [a.id]
+    assert list(outbox.summaries([])) == []
+
+
+def test_summaries_page_through_the_outbox_without_reading_payloads(
+        outbox: Outbox, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PAGE_ROWS", 3)
+    ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(8)]
+    conn = sqlite3.connect(path)  # a payload listing would choke on
+    conn.execute("UPDATE webhooks SET payload = 'not JSON' WHERE id = ?", (ids[4],))
+    conn.commit()
+    conn.close()
+    pages = outbox.summaries()
+    assert [next(pages).id for _ in range(4)] == ids[:4]
+    later = outbox.store("crm", {"n": "late"}, now=T0).id  # arrives between two pages
+    assert [e.id for e in pages] == [*ids[4:], later]
+    assert [e.id for e in outbox.summaries(after_id=ids[5])] == [ids[6], ids[7], later]
+    assert all(e.target == "crm" and e.state == "pending" for e in outbox.summaries())
+
+
+def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
+    ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(5)]
+    outbox.claim("w1", now=T0)  # ids[0] is delivering now
+    assert outbox.newest(2) == (ids[2], 3)
+    assert [e.id for e in outbox.summaries(after_id=ids[2])] == ids[3:]
+    assert outbox.newest(2, ["pending"]) == (ids[2], 2)  # ids[1], ids[2] are older
+    assert outbox.newest(5) == (0, 0) and outbox.newest(9) == (0, 0)
+    assert outbox.newest(1, ["failed"]) == (0, 0)
+
+
+def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path) -> None:
+    first = outbox.record_refusal("crm", 5_000_000, 1_048_576, "12345", now=T0)
+    second = outbox.record_refusal("crm", None, 1_048_576, now=T0 + 1)  # chunked: size unknown
+    assert list(outbox.refusals()) == [first, second]
+    assert (second.size_bytes, second.limit_bytes, second.request_id) == (None, 1_048_576, "")
+    assert list(outbox.refusals(after_id=first.id)) == [second]
+    assert outbox.newest(1, table="refusals") == (first.id, 1)
+    assert list(outbox.summaries()) == []  # nothing to deliver
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(refusals)")]
+    finally:
+        conn.close()
+    assert columns == ["id", "refused_at", "target", "size_bytes", "limit_bytes", "request_id"]
 
 
 def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> None:
@@ -244,10 +282,9 @@ def test_retry_refuses_unknown_and_delivered_webhooks(outbox: Outbox) -> None:
 
 def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
     outbox = Outbox(path, max_attempts=1)
-    day = 86400.0
     finished = {}
     for name, outcome, when in (("old_done", "delivered", T0), ("old_failed", "failed", T0),
-                                ("new_done", "delivered", T0 + 9 * day)):
+                                ("new_done", "delivered", T0 + 9 * DAY)):
         entry = finished[name] = outbox.store("crm", {"n": name}, now=when)
         claimed = outbox.claim("w1", now=when)
         assert claimed is not None and claimed.id == entry.id
@@ -256,10 +293,42 @@ def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
         else:
             outbox.mark_failed(entry.id, "gone", now=when)
     old_pending = outbox.store("crm", {"n": "old_pending"}, now=T0)
-    assert outbox.purge(7, now=T0 + 10 * day) == 2
-    assert [e.id for e in outbox.entries()] == [finished["new_done"].id, old_pending.id]
+    assert outbox.purge(7, now=T0 + 10 * DAY).webhooks == 2
+    assert [e.id for e in outbox.summaries()] == [finished["new_done"].id, old_pending.id]
     with pytest.raises(OutboxError):
         outbox.purge(-1)
+
+
+def test_purge_works_in_small_transactions_within_a_budget(
+        outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    for i in range(5):
+        entry = outbox.store("crm", {"n": str(i)}, now=T0)
+        outbox.claim("w1", now=T0)
+        outbox.mark_delivered(entry.id, now=T0)
+    for _ in range(3):
+        outbox.record_refusal("crm", 2_000_000, 1_048_576, now=T0)
+    kept = outbox.record_refusal("crm", 2_000_000, 1_048_576, now=T0 + 9 * DAY)
+    first = outbox.purge(7, now=T0 + 10 * DAY, max_rows=6)
+    assert (first.webhooks, first.refusals, first.complete) == (5, 1, False)
+    rest = outbox.purge(7, now=T0 + 10 * DAY, max_rows=6)
+    assert (rest.webhooks, rest.refusals, rest.complete) == (0, 2, True)
+    assert list(outbox.summaries()) == [] and list(outbox.refusals()) == [kept]
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (store_module._OLD_WEBHOOKS, "webhooks_finished (updated_at<?)"),
+    (store_module._OLD_REFUSALS, "refusals_by_time (refused_at<?)"),
+])
+def test_the_purge_reads_only_what_it_deletes(outbox: Outbox, path: Path, query: str,
+                                              index: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", (T0, 1)))
+    finally:
+        conn.close()
+    # an index range, not a scan of every finished webhook, payloads and all
+    assert plan.startswith("SEARCH") and plan.endswith(f"INDEX {index}"), plan
 
 
 def test_ids_are_not_reused_after_a_purge(outbox: Outbox) -> None:
@@ -301,113 +370,6 @@ def test_two_processes_never_deliver_the_same_webhook(path: Path, tmp_path: Path
     delivered = [int(line.split()[0]) for line in lines]
     assert sorted(delivered) == sorted(ids)  # each exactly once
     assert {line.split()[1] for line in lines} <= {"p0", "p1"}
-    assert all(e.state == "delivered" and e.attempts == 1 for e in outbox.entries())
+    assert all(e.state == "delivered" and e.attempts == 1 for e in outbox.summaries())
 
 
-# -- the delivery worker --------------------------------------------------------------------
-
-
-class _Fixed(random.Random):
-    """A "random" source whose uniform() always returns the same end of the range."""
-
-    def __init__(self, where: float) -> None:
-        super().__init__(0)
-        self.where = where
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.where
-
-
-class Recorder:
-    """A deliver callable that records calls and fails on request."""
-
-    def __init__(self, failures: list[BaseException] | None = None) -> None:
-        self.calls: list[tuple[str, Webhook]] = []
-        self.failures = list(failures or [])
-        self.called = threading.Event()
-
-    def __call__(self, target: str, webhook: Webhook) -> None:
-        self.calls.append((target, webhook))
-        self.called.set()
-        if self.failures:
-            raise self.failures.pop(0)
-
-
-def test_run_once_delivers_and_records(outbox: Outbox) -> None:
-    stored = outbox.store("crm", PAYLOAD, now=T0)
-    deliver = Recorder()
-    worker = DeliveryWorker(outbox, deliver, owner="w1")
-    assert worker.run_once(now=T0)
-    assert deliver.calls == [("crm", stored.webhook)]
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
-    assert not worker.run_once(now=T0)
-
-
-def test_run_once_keeps_the_key_across_retries_and_hides_unexpected_errors(
-        outbox: Outbox) -> None:
-    stored = outbox.store("crm", PAYLOAD, now=T0)
-    deliver = Recorder([BackendError("CRM answered HTTP 502"),
-                        ValueError("https://crm/?api_key=hunter2")])
-    worker = DeliveryWorker(outbox, deliver, owner="w1")
-    assert worker.run_once(now=T0)
-    assert outbox.get(stored.id).last_error == "CRM answered HTTP 502"  # type: ignore[union-attr]
-    assert worker.run_once(now=T0 + BACKOFF_CAP)
-    entry = outbox.get(stored.id)
-    assert entry is not None and entry.state == "pending" and "hunter2" not in entry.last_error
-    assert worker.run_once(now=T0 + 2 * BACKOFF_CAP)
-    keys = {webhook.idempotency_key for _, webhook in deliver.calls}
-    assert keys == {stored.idempotency_key} and len(deliver.calls) == 3
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
-
-
-def test_the_worker_thread_wakes_when_a_webhook_is_stored(outbox: Outbox) -> None:
-    deliver = Recorder()
-    # An hour between polls: only the wake-up from store() can deliver in time.
-    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
-    worker.start()
-    try:
-        stored = outbox.store("crm", PAYLOAD)
-        assert deliver.called.wait(HANG_GUARD)
-    finally:
-        worker.stop()
-    assert deliver.calls == [("crm", stored.webhook)]
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
-
-
-def test_the_worker_picks_up_what_was_stored_before_it_started(outbox: Outbox) -> None:
-    stored = outbox.store("crm", PAYLOAD)
-    deliver = Recorder()
-    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
-    worker.start()
-    try:
-        assert deliver.called.wait(HANG_GUARD)
-    finally:
-        worker.stop()
-    assert deliver.calls == [("crm", stored.webhook)]
-
-
-def test_stop_joins_the_thread(outbox: Outbox) -> None:
-    worker = DeliveryWorker(outbox, Recorder(), poll_seconds=3600)
-    worker.start()
-    thread = worker._thread
-    assert thread is not None and thread.is_alive() and thread.daemon
-    worker.stop()
-    assert not thread.is_alive()
-    outbox.store("crm", PAYLOAD)  # no listener left behind
-    assert outbox.entries(["pending"])
-
-
-def test_the_worker_survives_a_failing_delivery(outbox: Outbox) -> None:
-    deliver = Recorder([RuntimeError("boom")])
-    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600)
-    worker.start()
-    try:
-        first = outbox.store("crm", {"n": "1"})
-        assert deliver.called.wait(HANG_GUARD)
-        deliver.called.clear()
-        second = outbox.store("crm", {"n": "2"})
-        assert deliver.called.wait(HANG_GUARD)
-    finally:
-        worker.stop()
-    assert outbox.get(first.id).state == "pending"  # type: ignore[union-attr]
-    assert outbox.get(second.id).state == "delivered"  # type: ignore[union-attr]
