@@ -166,6 +166,9 @@ def test_a_chunked_body_over_the_limit_is_refused_and_nothing_stored(server: Ser
     answer.read()
     with sqlite3.connect(server.outbox) as db:
         assert db.execute("SELECT count(*) FROM webhooks").fetchone() == (0,)
+        # HelpSpot never sends it again: the loss is recorded, with its size and request
+        refused = db.execute("SELECT target, size_bytes, request_id FROM refusals").fetchall()
+    assert refused == [("hook", 15 + 5 * len(chunk), "12345")]
     # a chunked body within the limit is stored whole
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
     connection.request("POST", f"/webhook/hook/{KEY}", body=iter([b"xRequest=7&", chunk]),
