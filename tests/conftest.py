@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,15 @@ from lookup_server.app import create_app
 from tests.backend_contract import PEOPLE
 
 CUSTOMER_HEADER = ["customer_id", "first_name", "last_name", "email", "phone", "title"]
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def assert_not_revealed(secrets: Iterable[str], text: str,

@@ -24,17 +24,10 @@ from werkzeug.serving import make_server
 
 from lookup_server.access_log import GunicornLogger, RedactingRequestHandler
 from lookup_server.auth import redact
+from tests.conftest import DEMO_CSV, ROOT, free_port
 from tests.helpspot import double_encode, helpspot_error
 
 KEY = "s3cret-key_0123456789"
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:

@@ -25,17 +25,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.conftest import DEMO_CSV, ROOT, free_port
 from tests.helpspot import assert_livelookup, double_encode, helpspot_error, request_page_params
 
 KEY = "worker-test-key_0123456789"
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
