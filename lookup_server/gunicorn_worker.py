@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+from gunicorn.sock import ssl_context
 from gunicorn.workers.gtornado import TornadoWorker
 from tornado import httputil
 from tornado.httpserver import HTTPServer
@@ -89,7 +90,8 @@ class LookupWorker(TornadoWorker):  # type: ignore[misc]
         executor = ThreadPoolExecutor(max(self.cfg.threads, 1), thread_name_prefix="request")
         gateway = WsgiGateway(self.wsgi, executor, limits, self)
         self.server = HTTPServer(
-            gateway, no_keep_alive=self.cfg.keepalive <= 0,
+            gateway, ssl_options=ssl_context(self.cfg) if self.cfg.is_ssl else None,
+            no_keep_alive=self.cfg.keepalive <= 0,
             idle_connection_timeout=HEAD_TIMEOUT, body_timeout=BODY_TIMEOUT,
             max_header_size=limits.max_head_bytes,
             # Bodies are bounded by WsgiGateway, which keeps the head of a refused one.
@@ -256,7 +258,7 @@ def wsgi_environ(start: httputil.RequestStartLine, headers: httputil.HTTPHeaders
         "CONTENT_LENGTH": str(size) if size or start.method in ("POST", "PUT") else "",
         "CONTENT_TYPE": headers.get("Content-Type", ""),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": "https" if getattr(context, "protocol", "") == "https" else "http",
         "wsgi.input": body,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,

@@ -13,6 +13,7 @@ import runpy
 import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -36,13 +37,15 @@ class Server:
     port: int
     outbox: Path
     log: Path
+    tls: ssl.SSLContext | None = None
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     def get(self, path: str, timeout: float = 20) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+            with urllib.request.urlopen(self.url(path), timeout=timeout,
+                                        context=self.tls) as response:
                 return response.status, bytes(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, bytes(exc.read())
@@ -54,7 +57,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     yield from serve(tmp_path, "max_body_bytes = 100000")
 
 
-def serve(tmp_path: Path, server_settings: str) -> Iterator[Server]:
+def serve(tmp_path: Path, server_settings: str, *gunicorn_args: str,
+          tls: ssl.SSLContext | None = None) -> Iterator[Server]:
     shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
     outbox = tmp_path / "outbox.sqlite3"
     config = tmp_path / "lookup.toml"
@@ -66,10 +70,10 @@ def serve(tmp_path: Path, server_settings: str) -> Iterator[Server]:
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
-             "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+             "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", *gunicorn_args, "wsgi:app"],
             cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
             stdout=log_file, stderr=log_file)
-    running = Server(port, outbox, log)
+    running = Server(port, outbox, log, tls)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -241,3 +245,19 @@ def test_the_largest_webhook_a_real_ticket_makes_is_stored_without_file_bytes(
     assert entry["documents"] == [{"xDocumentId": "9", "sFilename": "scan.pdf",
                                    "sFileMimeType": "application/pdf"}]
     assert len(stored["request_history"]["item"]) == 25 and len(payload) < 2_000_000
+
+
+def test_gunicorn_tls_settings_serve_https(tmp_path: Path) -> None:
+    from tests.requirements import need
+
+    need(shutil.which("openssl") is not None, "openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    for running in serve(tmp_path, "", "--certfile", str(cert), "--keyfile", str(key),
+                         tls=ssl.create_default_context(cafile=str(cert))):
+        status, body = running.get(lookup_path(customer_id="1001"))
+        assert status == 200
+        assert [c["customer_id"] for c in assert_livelookup(body).customers] == ["1001"]
