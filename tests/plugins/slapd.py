@@ -123,9 +123,18 @@ class Slapd:
         self.process = None
 
     def pause(self) -> None:
-        """Freeze slapd (SIGSTOP): connections stay open but nothing answers."""
+        """Freeze slapd (SIGSTOP): connections stay open but nothing answers.
+
+        Returns once every thread of slapd has stopped: the signal takes effect
+        asynchronously, and a request sent at once could still be answered.
+        """
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 10
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            assert time.monotonic() < deadline, "slapd did not stop"
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Undo :meth:`pause`."""
@@ -179,3 +188,12 @@ access to * by users read by * none
         (self.root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                 "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+
+
+def _stopped(task: Path) -> bool:
+    """True when a thread of /proc is stopped by a signal (state T), or gone."""
+    try:
+        stat = (task / "stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "Tt"
