@@ -27,6 +27,7 @@ SQLite and the CSV build block in C and would stall an event loop.
 from __future__ import annotations
 
 import datetime
+import logging
 import sys
 import tempfile
 import time
@@ -41,6 +42,8 @@ from gunicorn.workers.gtornado import TornadoWorker
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
+
+log = logging.getLogger(__name__)
 
 #: A body is kept in memory up to this size, then in a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024
@@ -170,7 +173,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         try:
             response: _Response = future.result()
         except Exception:  # call_wsgi answers every failure of the app itself
-            response = _Response("500 Internal Server Error", [], b"")
+            log.exception("lookup-server worker: no answer to send")
+            response = internal_error()
         code, reason = response.status.split(" ", 1)
         headers = httputil.HTTPHeaders()
         for name, value in response.headers:
@@ -223,12 +227,17 @@ def call_wsgi(app: Any, environ: dict[str, Any]) -> _Response:
             if close is not None:
                 close()
     except Exception:
-        environ["wsgi.errors"].write("lookup-server: the app failed to answer\n")
-        body = b"lookup-server error: internal error (details in the server log)\n"
-        return _Response("500 Internal Server Error",
-                         [("Content-Type", "text/plain; charset=utf-8")], body)
+        log.exception("lookup-server worker: the app failed to answer")
+        return internal_error()
     status, headers = started[0]
     return _Response(status, headers, b"".join(chunks))
+
+
+def internal_error() -> _Response:
+    """A plain-text 500, which HelpSpot shows as an error, never as "No customers found"."""
+    body = b"lookup-server error: internal error (details in the server log)\n"
+    return _Response("500 Internal Server Error",
+                     [("Content-Type", "text/plain; charset=utf-8")], body)
 
 
 def wsgi_environ(start: httputil.RequestStartLine, headers: httputil.HTTPHeaders,

@@ -261,3 +261,14 @@ def test_gunicorn_tls_settings_serve_https(tmp_path: Path) -> None:
         status, body = running.get(lookup_path(customer_id="1001"))
         assert status == 200
         assert [c["customer_id"] for c in assert_livelookup(body).customers] == ["1001"]
+
+
+def test_an_app_that_fails_is_answered_with_plain_text_helpspot_shows() -> None:
+    from lookup_server.gunicorn_worker import call_wsgi
+
+    def broken(environ: object, start_response: object) -> list[bytes]:
+        raise RuntimeError("password=hunter2")
+
+    response = call_wsgi(broken, {})
+    assert response.status.startswith("500")
+    assert "hunter2" not in helpspot_error(response.body)
