@@ -64,19 +64,26 @@ HELPSPOT_NAMES = frozenset({
 KEY_PARAM = "ll_key"
 
 
-def decode_value(name: str, raw: str) -> str:
+def decode_value(name: str, raw: str, twice: bool = True) -> str:
     """One parameter's value, with HelpSpot's double encoding and ``null`` undone."""
-    value = unquote(raw) if (name in _DOUBLE_ENCODED or _CUSTOM.fullmatch(name)) else raw
+    encoded_twice = twice and (name in _DOUBLE_ENCODED or _CUSTOM.fullmatch(name))
+    value = unquote(raw) if encoded_twice else raw
     value = _CONTROL.sub("", value)  # no legitimate input carries NUL or escapes
     return "" if value == "null" else value
 
 
 def decode_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Every parameter, decoded; the first occurrence of a name wins."""
+    """Every parameter, decoded; the first occurrence of a name wins.
+
+    Only the request page's browser code encodes twice: automation rules and
+    triggers (which send ``xRequest``) build their query once, with PHP.
+    """
+    pairs = list(pairs)
+    twice = all(name != "xRequest" for name, _ in pairs)
     params: dict[str, str] = {}
     for name, raw in pairs:
         if name not in params:
-            params[name] = decode_value(name, raw)
+            params[name] = decode_value(name, raw, twice)
     return params
 
 

@@ -107,7 +107,8 @@ def read_ajaxfield(body: bytes) -> list[tuple[str, str]]:
     """The (value, description) pairs HelpSpot's drop-down shows (HELPSPOT.md §4).
 
     HelpSpot parses the body as ISO-8859-1 whatever it declares, so UTF-8
-    text arrives mangled, and it turns a value of exactly "0" into "".
+    text arrives mangled, and it drops every piece of text that is exactly "0",
+    so a value of exactly "0" becomes "".
     """
     options: list[tuple[str, str]] = []
     current: dict[str, str] = {}
@@ -126,7 +127,9 @@ def read_ajaxfield(body: bytes) -> list[tuple[str, str]]:
             options.append(("" if value == "0" else value, current.get("description", "")))
 
     def text(data: str) -> None:
-        if element and element[-1] in ("value", "description"):
+        # HelpSpot keeps a piece of text only when PHP's empty() says it is not:
+        # a piece that is exactly "0" (expat splits text at every entity) is lost
+        if element and element[-1] in ("value", "description") and data not in ("", "0"):
             current[element[-1]] = current.get(element[-1], "") + data
 
     parser.StartElementHandler, parser.EndElementHandler = start, end

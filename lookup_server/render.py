@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from lookup_server.backend import SourceSettings
+from lookup_server.helpspot_view import display_label
 from lookup_server.models import (
     Audience,
     Customer,
@@ -68,17 +69,36 @@ def render_livelookup(customers: Iterable[Customer], source: SourceSettings,
     labels, html_fields, keep_empty = source.labels, source.html_fields, source.clear_empty
     sub_element = etree.SubElement
     for customer in customers:
-        node = sub_element(root, "customer")
         fields = customer.fields
-        for name, kind, insertable in _plan(tuple(fields), html_fields, audience):
+        if audience is Audience.ADDRESS_BOOK and not address_book_safe(fields.get("email", "")):
+            log.warning("customer %r is left out of the address book: HelpSpot puts the e-mail "
+                        "address into a javascript: link, which a ' \\ or %% in it would break "
+                        "or turn into script", fields.get("customer_id", ""))
+            continue
+        node = sub_element(root, "customer")
+        for name, kind, insertable, label in _plan(tuple(fields), html_fields, audience):
             text = xml_safe(fields.get(name, ""))
             if insertable and not text and not keep_empty:
                 continue
             element = sub_element(node, name)
-            if labels and labels.get(name):
-                element.set("label", _label_text(xml_safe(labels[name]), audience))
+            label = (labels.get(name) if labels else None) or label
+            if label:
+                element.set("label", _label_text(xml_safe(label), audience))
             element.text = text if kind == _EXACT else _field_text(kind, text)
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def address_book_safe(email: str) -> bool:
+    """True when HelpSpot's address book can put ``email`` into its links' JavaScript.
+
+    It writes ``href="javascript:...value='EMAIL'..."`` escaping only what HTML
+    needs: a ``'`` ends the string (``x'-alert(1)-'@x`` would run), a ``\\``
+    escapes, and ``%27`` is decoded before a javascript: URL runs.
+    """
+    return not _UNSAFE_IN_JS_LINK.search(email)
+
+
+_UNSAFE_IN_JS_LINK = re.compile(r"['\\%\s]")
 
 
 #: How a value is sent: exactly; exactly unless it holds markup; as CDATA; HTML-escaped.
@@ -87,8 +107,12 @@ _EXACT, _INSERTABLE, _HTML, _ESCAPED = range(4)
 
 @lru_cache(maxsize=1024)
 def _plan(names: tuple[str, ...], html_fields: frozenset[str], audience: Audience
-          ) -> tuple[tuple[str, int, bool], ...]:
-    """Which fields are sent, in order, how, and whether each is insertable.
+          ) -> tuple[tuple[str, int, bool, str], ...]:
+    """Which fields are sent, in order, how, whether each is insertable, and its label.
+
+    HelpSpot labels any field whose name holds "Custom" with a custom field's
+    name (``CustomerType`` would read as custom field "erType": empty), so such
+    a field that is not ``CustomN`` gets its default label spelled out.
 
     Decided once per set of names: a backend's customers share their field
     names, and lookups are hot.
@@ -106,21 +130,44 @@ def _plan(names: tuple[str, ...], html_fields: frozenset[str], audience: Audienc
             kind = _INSERTABLE
         else:
             kind = _HTML if name in html_fields else _ESCAPED
-        plan.append((name, kind, insertable))
+        label = display_label(name) if "Custom" in name and not insertable else ""
+        plan.append((name, kind, insertable, label))
     return tuple(plan)
+
+
+def holds_markup(text: str) -> bool:
+    """True when ``text``, shown as raw HTML, would not read as itself.
+
+    A ``<`` not followed by a blank opens a tag (for browsers, and for the
+    strip_tags HelpSpot runs over a table without ``columns``); an ``&`` that
+    starts a character reference (``&amp``, ``&copy2024``, ``&#65``) turns into
+    another character. Anything else, ``AT&T``, ``R&D``, ``a < b``, ``O'Brien``,
+    reads as written.
+    """
+    return _TAG_OPEN.search(text) is not None or ("&" in text and html.unescape(text) != text)
+
+
+_TAG_OPEN = re.compile(r"<(?!\s)")
+_XML_SPECIAL = re.compile("[&<>]")
 
 
 def _field_text(kind: int, text: str) -> str | etree.CDATA:
     if kind == _INSERTABLE:
-        return html.escape(text, quote=False) if ("<" in text or "&" in text) else text
+        return html.escape(text, quote=False) if holds_markup(text) else text
     if kind == _HTML:
-        # A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
-        # carriage return (parsers normalise it to a line feed). Such a value is
-        # sent as escaped character data, which every XML parser, HelpSpot's
-        # expat included, reports as exactly the same text.
-        cdata_safe = "]]>" not in text and "\r" not in text
-        return etree.CDATA(text) if cdata_safe else text
+        return cdata(text)
     return html.escape(text, quote=True)
+
+
+def cdata(text: str) -> str | etree.CDATA:
+    """``text`` as a CDATA section, or as escaped text where CDATA cannot carry it.
+
+    A CDATA section cannot carry "]]>" (lxml refuses to split one) nor a
+    carriage return (parsers normalise it to a line feed). Such a value is sent
+    as escaped character data, which every XML parser, HelpSpot's expat
+    included, reports as exactly the same text.
+    """
+    return etree.CDATA(text) if "]]>" not in text and "\r" not in text else text
 
 
 def _label_text(label: str, audience: Audience) -> str:
@@ -134,14 +181,20 @@ def render_ajaxfield(options: Iterable[Option], ascii_only: bool = False) -> byt
     HelpSpot escapes these values itself, so they are only XML-escaped here.
     With ``ascii_only`` descriptions are transliterated ("Zoë" -> "Zoe"),
     because HelpSpot reads the document as ISO-8859-1 and mangles the rest.
+    Text holding ``&``, ``<`` or ``>`` goes in CDATA: expat reports the text
+    around an entity in pieces, and HelpSpot drops a piece that is exactly
+    "0" (``1&gt;0`` would read ``1>``). Only text holding ``]]>``, which CDATA
+    cannot carry, still risks that.
     """
     root = etree.Element("ajaxfield")
     for option in options:
         node = etree.SubElement(root, "option")
-        etree.SubElement(node, "value").text = xml_safe(option.value)
         description = xml_safe(option.description)
-        etree.SubElement(node, "description").text = (
-            transliterate(description) if ascii_only else description)
+        for name, text in (("value", xml_safe(option.value)),
+                           ("description", transliterate(description) if ascii_only
+                            else description)):
+            etree.SubElement(node, name).text = cdata(text) if _XML_SPECIAL.search(text) \
+                else text
     return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
 
 

@@ -120,3 +120,12 @@ def test_check_warns_when_the_ajax_key_opens_everything(tmp_path: Path) -> None:
     config.write_text(f'[server]\nshared_key = "{KEY}"\najax_key = "{KEY}-ajax"\n' + table)
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
     assert result.exit_code == 0 and "ajax_key" not in result.output
+
+
+def test_options_with_xml_special_characters_reach_the_drop_down_whole(tmp_path: Path) -> None:
+    # expat reports "1" ">" "0" for 1&gt;0, and HelpSpot drops the piece "0"
+    write_csv(tmp_path / "o.csv", ["value", "description"],
+              [["1>0", "More than 0"], ["A&0", "R&D <0>"]])
+    app = create_app({"sources": {"o": {"backend": "csv", "path": "o.csv"}}}, base_dir=tmp_path)
+    shown = helpspot_ajax(app, "o", **ajax_params("Custom5", ""))
+    assert shown == [("1>0", "More than 0"), ("A&0", "R&D <0>")]

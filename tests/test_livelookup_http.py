@@ -327,3 +327,46 @@ def test_an_ajax_key_that_opens_more_is_a_config_problem(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as error:
         config_from_mapping({"server": {"webhook_key": "short"}}, tmp_path)
     assert "server.webhook_key: must be at least 16 characters" in str(error.value)
+
+
+def test_the_address_book_never_gets_an_email_that_would_break_its_links(
+        make_app: object, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.conftest import write_csv
+
+    # HelpSpot writes the address into href="javascript:...value='EMAIL'..."
+    write_csv(tmp_path / "c.csv", ["customer_id", "first_name", "last_name", "email"],
+              [["1", "Sean", "Obrien", "sean@example.com"],
+               ["2", "Evil", "Obrien", "x'-alert(document.cookie)-'@evil.com"],
+               ["3", "Pct", "Obrien", "x%27y@evil.com"]])
+    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})  # type: ignore[operator]
+    with caplog.at_level(logging.WARNING):
+        view = assert_livelookup(app.test_client().get(
+            "/livelookup/c", query_string=address_book_params("", "Obrien")).data)
+    assert [c["email"] for c in view.customers] == ["sean@example.com"]
+    assert "left out of the address book" in caplog.text
+    page = assert_livelookup(app.test_client().get(
+        "/livelookup/c", query_string=request_page_params(last_name="Obrien")).data)
+    assert len(page.customers) == 3  # elsewhere the address is only text
+
+
+def test_fields_named_like_custom_fields_get_their_own_label(make_app: object,
+                                                             tmp_path: Path) -> None:
+    from tests.conftest import write_csv
+
+    # HelpSpot takes any name holding "Custom" for a custom field's: CustomerType
+    # would be labelled with custom field "erType", which does not exist
+    write_csv(tmp_path / "c.csv", ["customer_id", "email", "CustomerType", "Custom3"],
+              [["1", "a@example.com", "Reseller", "Gold"]])
+    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})  # type: ignore[operator]
+    view = assert_livelookup(app.test_client().get(
+        "/livelookup/c", query_string=request_page_params(customer_id="1")).data)
+    assert view.labels[0] == {"CustomerType": "CustomerType"}  # Custom3: HelpSpot's own name
+
+
+def test_automation_values_are_decoded_once(client: FlaskClient) -> None:
+    from lookup_server.helpspot_input import decode_params
+
+    # the request page encodes twice (browser code); rules build the query once, in PHP
+    assert decode_params(automation_params(Custom4="Code%20X").items())["Custom4"] == "Code%20X"
+    assert decode_params(request_page_params(Custom4="Code%2520X").items())["Custom4"] == \
+        "Code%20X"

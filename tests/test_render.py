@@ -53,12 +53,17 @@ def test_display_values_reach_the_browser_as_text() -> None:
 
 
 def test_insertable_values_are_exact_unless_they_hold_markup() -> None:
-    fields = {"customer_id": "a&b", "first_name": "<O'Neil>", "last_name": "O'Neil \"Jr\" >",
-              "email": "x&y@z.com", "phone": "1 & 2", "Custom3": "level1#-#level2"}
-    assert read_one(fields) == {
-        "customer_id": "a&amp;b", "first_name": "&lt;O'Neil&gt;", "last_name": "O'Neil \"Jr\" >",
-        "email": "x&amp;y@z.com", "phone": "1 &amp; 2", "Custom3": "level1#-#level2"}
-    assert read_one(fields, audience=Audience.AUTOMATION) == fields
+    # AT&T is no markup: a select field set to it on Insert must match exactly
+    exact = {"customer_id": "a&b", "last_name": "O'Neil \"Jr\" >", "email": "x&y@z.com",
+             "phone": "1 & 2", "Custom3": "level1#-#level2", "Custom4": "AT&T",
+             "Custom5": "a < b"}
+    markup = {"first_name": "<O'Neil>", "Custom6": "Tom &amp Jerry", "Custom7": "&copy2024",
+              "Custom8": "x<3", "Custom9": "&#65;"}
+    seen = read_one({**exact, **markup})
+    assert {k: seen[k] for k in exact} == exact
+    for name, value in markup.items():
+        assert seen[name] != value and browser_reads(seen[name]) == (value, [])
+    assert read_one({**exact, **markup}, audience=Audience.AUTOMATION) == {**exact, **markup}
 
 
 def test_empty_insertable_values_are_left_out_unless_the_source_clears() -> None:
