@@ -8,7 +8,10 @@ so both loggers pass the request target through :func:`auth.redact`.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from werkzeug.serving import WSGIRequestHandler
 
@@ -30,6 +33,70 @@ def shortened(text: str) -> str:
     if len(text) <= MAX_LOGGED_CHARS:
         return text
     return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
+
+
+class KeyFilter(logging.Filter):
+    """Hides the configured keys in every log record a handler writes, in any spelling.
+
+    The access-log redaction works on the fields it knows; this is the net
+    under everything else: an HTTP library quoting a malformed header
+    (``Invalid header value 'Bearer KEY\\x01'``), a request line of a shape no
+    pattern expects. A key is a run of URL-unreserved characters, so its
+    percent-encoded spellings are caught by decoding the message first.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        super().__init__()
+        self.keys = tuple(sorted({k for k in keys if k}, key=len, reverse=True))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let the record through, its message rewritten when it held a key."""
+        if not self.keys:
+            return True
+        message = record.getMessage()
+        hidden = self.hide(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+    def hide(self, text: str) -> str:
+        """``text`` with every key replaced by ***."""
+        for spelling in (text, *_decodings(text)):
+            if any(key in spelling for key in self.keys):
+                for key in self.keys:
+                    spelling = spelling.replace(key, "***")
+                return spelling if spelling is text else printable(spelling)
+        return text
+
+
+def _decodings(text: str) -> Iterator[str]:
+    decoded = text
+    for _ in range(4):  # "%25" decodes to "%": a key may be encoded more than once
+        if "%" not in decoded:
+            return
+        decoded, before = unquote(decoded), decoded
+        if decoded == before:
+            return
+        yield decoded
+
+
+def printable(text: str) -> str:
+    """Decoded text safe to log: control characters re-encoded, so no line can be forged."""
+    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def install_key_filter(keys: Iterable[str]) -> None:
+    """Put a KeyFilter on every log handler there is now (ours, gunicorn's, tornado's root)."""
+    key_filter = KeyFilter(keys)
+    loggers = [logging.getLogger(), *(logger for logger in logging.root.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for handler in {handler for logger in loggers for handler in logger.handlers}:
+        for old in [f for f in handler.filters if isinstance(f, KeyFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(key_filter)
 
 
 class RedactingRequestHandler(WSGIRequestHandler):

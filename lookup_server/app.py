@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from lookup_server.access_log import install_key_filter
 from lookup_server.blueprints import ajax, health, livelookup, push, webhook
 from lookup_server.blueprints.common import EXTENSION, AppState
 from lookup_server.config import Config, config_from_mapping, load_config
@@ -32,6 +33,9 @@ def create_app(test_config: Config | Mapping[str, Any] | None = None,
         config = config_from_mapping(test_config, base_dir or Path.cwd(), origin="test config")
     else:
         config = load_config()
+    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...).
+    install_key_filter(key.reveal() for key in (config.server.shared_key,
+                                                *config.server.endpoint_keys.values()) if key)
     app = Flask(__name__)
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes

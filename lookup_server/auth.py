@@ -19,8 +19,10 @@ from lookup_server.service import Refused
 # ``%6Cl_key``, look-alikes that are refused anyway (``ll_key[]=``, ``ll-key=``),
 # ``//livelookup/...``, ``/ajax//crm/KEY``, ``%2F`` for a slash, absolute-form
 # targets (``http://host/webhook/...``), a path quoted in an error message.
-_KEY_IN_QUERY = re.compile(r"(?i)(ll[^=&\s]{0,12}?key[^=&\s]*=)[^&\s]*")
-_KEY_IN_PATH = re.compile(r"(?i)(/(?:livelookup|ajax|webhook)/+[^/?#\s]+/+)[^/?#&\s'\"]+")
+_KEY_IN_QUERY = re.compile(r"(?i)(ll[^=&\s]{0,12}?key[^=&]*=)\s*[^&\s]*")
+_KEY_IN_PATH = re.compile(
+    r"(?i)([/\\](?:livelookup|ajax|webhook)[/\\;]+[^/\\;?#\s]+[/\\;]+)\s*[^/\\;?#&\s'\"]+")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def authorize(server: ServerSettings, kind: str, remote_addr: str | None,
@@ -55,14 +57,22 @@ def bearer_token(authorization: str | None) -> str | None:
 def redact(target: str) -> str:
     """A request target or line safe to log: every shared key hidden, in any spelling.
 
-    The target is percent-decoded (as often as it takes) before keys are looked
-    for; only when one is found is the decoded, redacted text logged instead.
+    Keys are looked for in the text as sent and again percent-decoded (as often
+    as it takes); only when the decoded text held one more is it logged
+    instead, with control characters re-encoded so that no line can be forged.
     """
-    plain = target
+    hidden = _hide(target)
+    plain = hidden
     for _ in range(4):  # "%25" decodes to "%": a key may be encoded more than once
         decoded = unquote(plain)
         if decoded == plain:
             break
         plain = decoded
-    hidden = _KEY_IN_PATH.sub(r"\1***", _KEY_IN_QUERY.sub(r"\1***", plain))
-    return target if hidden == plain else hidden
+    hidden_plain = _hide(plain)
+    if hidden_plain == plain:
+        return hidden
+    return _UNPRINTABLE.sub(lambda m: f"%{ord(m.group()):02X}", hidden_plain)
+
+
+def _hide(text: str) -> str:
+    return _KEY_IN_PATH.sub(r"\1***", _KEY_IN_QUERY.sub(r"\1***", text))

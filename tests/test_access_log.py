@@ -53,7 +53,7 @@ def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:
     # the error http.server logs for a request line it cannot parse
     (f"Bad request syntax ('/ajax/products/{KEY}')", "Bad request syntax ('/ajax/products/***')"),
     # the query parser decodes names, so these are keys too
-    (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll_key=***"),
+    (f"/livelookup/crm?ll%5Fkey={KEY}", "/livelookup/crm?ll%5Fkey=***"),
     (f"/livelookup/crm?%6Cl%5f%6B%65%79={KEY}&x=1", "/livelookup/crm?ll_key=***&x=1"),
     # spellings a router accepts, redirects or refuses: none may log the key
     (f"//livelookup/crm/{KEY}", "//livelookup/crm/***"),
@@ -68,6 +68,15 @@ def get_when_up(url: str, headers: dict[str, str], limit: float = 30) -> bytes:
     (f"/livelookup/crm?ll_key[]={KEY}", "/livelookup/crm?ll_key[]=***"),
     (f"/livelookup/crm?ll-key={KEY}&LL.KEY={KEY}", "/livelookup/crm?ll-key=***&LL.KEY=***"),
     ("/livelookup/crm?email=a%40b.com", "/livelookup/crm?email=a%40b.com"),  # no key: as sent
+    # look-alikes a caller may try, and a forged second log line
+    (f"/livelookup\\demo\\{KEY}", "/livelookup\\demo\\***"),
+    (f"/webhook/crm;{KEY}", "/webhook/crm;***"),
+    (f"/livelookup/demo?ll_key%26={KEY}", "/livelookup/demo?ll_key%26=***"),
+    (f"/livelookup/demo?ll_key=%20{KEY}", "/livelookup/demo?ll_key=***"),
+    (f"/livelookup/demo/%0a{KEY}", "/livelookup/demo/***"),
+    (f"/webhook/crm/%20{KEY}", "/webhook/crm/***"),
+    (f"/livelookup/d?ll_key={KEY}&a=%0a127.0.0.1%20-%20FORGED",
+     "/livelookup/d?ll_key=***&a=%0a127.0.0.1%20-%20FORGED"),
 ])
 def test_redact(line: str, expected: str) -> None:
     assert redact(line) == expected
@@ -203,3 +212,17 @@ def test_development_server_answers_malformed_requests_and_logs_no_key(
     assert b"<p>Error code: " + status + b"</p>" in answer, answer[:200]
     assert caplog.records and KEY not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_the_key_filter_hides_keys_wherever_a_log_message_quotes_them(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from lookup_server.access_log import KeyFilter
+
+    key_filter = KeyFilter([KEY])
+    for message in (f"Malformed HTTP message: Invalid header value 'Bearer {KEY}\\x01'",
+                    f"{KEY} /livelookup/demo HTTP/1.1",
+                    "GET /x?a=" + "".join(f"%{ord(c):02X}" for c in KEY) + "%0aFORGED"):
+        record = logging.LogRecord("tornado.general", logging.INFO, "x", 1, "%s", (message,),
+                                   None)
+        assert key_filter.filter(record)
+        assert KEY not in record.getMessage() and "\n" not in record.getMessage()

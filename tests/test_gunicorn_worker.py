@@ -187,6 +187,26 @@ SPELLINGS = [
 ]
 
 
+def test_no_log_line_quotes_a_key_from_a_malformed_request(server: Server) -> None:
+    for request in (f"GET /healthz HTTP/1.1\r\nAuthorization: Bearer {KEY}\x01\r\n\r\n",
+                    f"GET /healthz HTTP/1.1\r\nHost: {KEY}\x01\r\n\r\n",
+                    f"{KEY} /livelookup/demo HTTP/1.1\r\nHost: x\r\n\r\n",
+                    f"GET /livelookup/demo?ll_key={KEY}&a=%0a1.2.3.4%20-%20FORGED HTTP/1.1"
+                    "\r\nHost: x\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(request.encode("latin-1"))
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(100)  # an answer (400, say) or a closed connection
+    assert server.get("/healthz")[0] == 200
+    deadline = time.monotonic() + 10
+    while "FORGED" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
+    text = server.log.read_text()
+    assert KEY not in text
+    assert not any(line.startswith("1.2.3.4 - ") for line in text.splitlines())
+
+
 def test_no_spelling_of_a_key_reaches_the_access_log(server: Server) -> None:
     for target in SPELLINGS:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
