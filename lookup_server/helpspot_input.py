@@ -26,6 +26,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote
 
@@ -199,24 +200,57 @@ class InputError(ValueError):
     """A request body that cannot be used; the message says why, for a 400 answer."""
 
 
-def request_body(body: bytes, content_type: str) -> dict[str, object]:
+class UnsupportedBody(InputError):
+    """A body of a kind lookup-server does not read (a 415 answer)."""
+
+
+#: JSON bodies are held to the nesting PHP allows a form (max_input_nesting_level).
+MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Body:
+    """A push or webhook body: its data, and the shared key it carried (taken out)."""
+
+    data: dict[str, object]
+    key: str | None
+
+
+#: What HelpSpot sends: its webhooks are forms, our bridge's pushes JSON. A form
+#: without a content type is read as PHP reads it.
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", ""})
+
+
+def parsed_body(body: bytes, content_type: str) -> Body:
     """A push or webhook body as nested data: JSON (our PHP bridge) or PHP-style form.
 
     HelpSpot's webhooks are form-encoded with PHP bracket nesting
     (``request_history[item][678][tNote]=...``), parsed as PHP's parse_str does.
-    The shared key may ride in the body too (check_caller accepts ``ll_key``
-    there): it is dropped here, once the body is parsed, so that every spelling
-    the parser reads as ``ll_key`` (``ll.key``, ``ll_key[]``, ...) goes, and the
-    key is never stored in the outbox nor forwarded to a target. Only the top
-    level: that is where check_caller looks, and deeper down it is HelpSpot's data.
+    The shared key may ride in the body too: it is taken out here, once the
+    body is parsed, so that every spelling the parser reads as ``ll_key``
+    (``ll.key``, ``ll_key[]``, ...) goes, and the key is never stored in the
+    outbox nor forwarded to a target; the caller is authorized with exactly
+    this key (never with one another parser found). Only the top level: deeper
+    down it is HelpSpot's data. Any other kind of body (multipart, say) is
+    refused: no other parser may read what is then stored.
     """
-    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json":
         data = _json_body(body)
-    else:
+    elif media_type in FORM_TYPES:
         data = _form_body(body)
-    data.pop(KEY_PARAM, None)
+    else:
+        raise UnsupportedBody(f"a body of type {media_type!r} is not accepted; send "
+                              "application/x-www-form-urlencoded (as HelpSpot does) or JSON")
+    key = data.pop(KEY_PARAM, None)
     # Bytes of files are no text: stored, they would be megabytes of garbled data.
-    return cast(dict[str, object], without_file_bytes(data))
+    return Body(cast(dict[str, object], without_file_bytes(data)),
+                key if isinstance(key, str) else None)
+
+
+def request_body(body: bytes, content_type: str) -> dict[str, object]:
+    """The data of :func:`parsed_body`, without the key."""
+    return parsed_body(body, content_type).data
 
 
 def _json_body(body: bytes) -> dict[str, object]:
@@ -228,12 +262,28 @@ def _json_body(body: bytes) -> dict[str, object]:
         raise InputError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError("the JSON body must be an object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise InputError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep; "
+                         "that many are not accepted")
     try:  # "\ud800" is valid JSON but not text: nothing could store or send it
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InputError("the JSON body holds an unpaired surrogate escape "
                          "(like \\ud800), which is not text") from None
     return data
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests (without recursion: the value may be deep)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                todo.extend((child, depth + 1)
+                            for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _no_constant(name: str) -> float:

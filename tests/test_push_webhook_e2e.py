@@ -294,6 +294,10 @@ def test_a_key_in_the_body_is_neither_stored_nor_forwarded(running: Running,
     ('{"xRequest": 1e999}', "application/json", KEY, 400),  # read as inf: Infinity again
     ("xRequest=1", "application/x-www-form-urlencoded", "wrong-key-0123456789", 403),
     ("x=" + "y" * 70000, "application/x-www-form-urlencoded", KEY, 413),
+    ('{"a":' * 500 + "1" + "}" * 500, "application/json", KEY, 400),  # once a 500
+    ('{"xRequest": "1"}', "text/json", KEY, 415),
+    ("--XX\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--XX--\r\n",
+     "multipart/form-data; boundary=XX", KEY, 415),
 ])
 def test_bad_webhooks_get_a_clear_answer_and_nothing_is_stored(
         running: Running, body: str, content_type: str, key: str, status: int,
@@ -438,3 +442,23 @@ def test_a_refusal_is_answered_even_when_the_outbox_is_unusable(
     with serving(tmp_path, receiver, _damaged(tmp_path)) as running:
         assert post_webhook(running, _too_large()).status_code == 413
     assert "refused webhook for 'hooks' (request 12345) NOT recorded" in caplog.text
+
+
+def test_a_key_only_another_parser_finds_never_authorizes(running: Running,
+                                                         receiver: Receiver) -> None:
+    # werkzeug would read ll_key from this multipart form; what is stored would
+    # be the PHP-form reading of the same bytes, key included
+    body = (f"--XX\r\nContent-Disposition: form-data; name=\"ll_key\"\r\n\r\n{KEY}\r\n"
+            "--XX--\r\n")
+    for path in ("/webhook/hooks", "/push/crm"):
+        response = requests.post(f"{running.url}{path}", data=body, timeout=10, headers={
+            "Content-Type": "multipart/form-data; boundary=XX"})
+        assert response.status_code == 403, path
+    assert not running.outbox.exists() or Outbox(running.outbox).get(1) is None
+    assert receiver.received == []
+    # the key in a form body HelpSpot could send authorizes, and is not stored
+    accepted = requests.post(f"{running.url}/webhook/hooks", data={"ll_key": KEY, "xRequest": "7"},
+                             timeout=10)
+    assert accepted.status_code == 202
+    stored = Outbox(running.outbox).get(accepted.json()["id"])
+    assert stored is not None and stored.payload == {"xRequest": "7"}

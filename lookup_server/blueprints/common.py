@@ -10,7 +10,7 @@ from flask import Response, current_app, request
 from lookup_server.answers import Answer, request_line_answer
 from lookup_server.auth import authorize, bearer_token
 from lookup_server.config import Config
-from lookup_server.helpspot_input import KEY_PARAM, shared_key
+from lookup_server.helpspot_input import KEY_PARAM, Body, InputError, parsed_body, shared_key
 from lookup_server.service import Sources, Targets
 from lookup_server.webhooks import Webhooks
 
@@ -51,6 +51,29 @@ def check_caller(kind: str, path_key: str | None,
     presented = path_key or shared_key(in_params) or bearer_token(
         request.headers.get("Authorization"))
     authorize(server, kind, request.remote_addr, presented)
+
+
+def url_params() -> list[tuple[str, str]]:
+    """The URL's query parameters only (a push's or webhook's body is not a form for us)."""
+    return list(request.args.items(multi=True))
+
+
+def authorized_body(kind: str, path_key: str | None) -> Body:
+    """The push or webhook body, once the caller is authorized (else Refused).
+
+    The key may ride in the URL, a header or the body; in the body only as the
+    one parser that reads what is stored finds it (never a multipart form
+    werkzeug would parse). A body that cannot be parsed is refused as a bad
+    request only to a caller the URL or header already authorizes.
+    """
+    try:
+        body = parsed_body(request.get_data(), request.content_type or "")
+    except InputError:
+        check_caller(kind, path_key, url_params())
+        raise
+    in_body = [(KEY_PARAM, body.key)] if body.key is not None else []
+    check_caller(kind, path_key, [*url_params(), *in_body])
+    return body
 
 
 def url_too_long() -> Answer | None:

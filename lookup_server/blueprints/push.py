@@ -10,10 +10,10 @@ them fit each place HelpSpot shows them (raw HTML, or escaped once more).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from lookup_server.blueprints.common import check_caller, state
-from lookup_server.helpspot_input import InputError, push_request, request_body
+from lookup_server.blueprints.common import authorized_body, check_caller, state
+from lookup_server.helpspot_input import InputError, UnsupportedBody, push_request
 from lookup_server.render import render_push_details, xml_safe
 from lookup_server.service import ServiceError
 
@@ -23,11 +23,11 @@ bp = Blueprint("push", __name__)
 @bp.route("/push/<target>", methods=["POST"])
 def push(target: str) -> tuple[Response, int]:
     """Push a request to ``target``; answer its id there."""
-    body = request.get_data()  # before check_caller may parse a form from the stream
     try:
-        check_caller("push", None)
-        data = request_body(body, request.content_type or "")
-        push_id = state().targets[target].push(push_request(data))
+        body = authorized_body("push", None)
+        push_id = state().targets[target].push(push_request(body.data))
+    except UnsupportedBody as exc:
+        return jsonify(error=xml_safe(str(exc))), 415
     except InputError as exc:
         return jsonify(error=xml_safe(str(exc))), 400
     except ServiceError as exc:

@@ -12,8 +12,8 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from lookup_server.blueprints.common import check_caller, state
-from lookup_server.helpspot_input import InputError, request_body
+from lookup_server.blueprints.common import authorized_body, check_caller, state, url_params
+from lookup_server.helpspot_input import InputError, UnsupportedBody
 from lookup_server.outbox import OutboxError
 from lookup_server.service import ServiceError
 from lookup_server.webhooks import REQUEST_ID_WINDOW
@@ -27,10 +27,8 @@ log = logging.getLogger(__name__)
 def webhook(target: str, path_key: str | None = None) -> Response | tuple[Response, int]:
     """Store the webhook durably, then answer 202; delivery happens in the background."""
     try:
-        body = request.get_data()  # before check_caller may parse a form from the stream
-        check_caller("webhook", path_key)
-        payload = request_body(body, request.content_type or "")
-        entry = state().webhooks.accept(target, payload)
+        body = authorized_body("webhook", path_key)
+        entry = state().webhooks.accept(target, body.data)
     # HelpSpot discards the answer and never retries: these lines are the only trace
     except RequestEntityTooLarge:
         log.warning("webhook for %r refused: the body (%s) is larger than [server] "
@@ -39,7 +37,7 @@ def webhook(target: str, path_key: str | None = None) -> Response | tuple[Respon
         return _too_large(target, path_key)
     except InputError as exc:
         log.warning("webhook for %r refused: %s", target, exc)
-        return jsonify(error=str(exc)), 400
+        return jsonify(error=str(exc)), 415 if isinstance(exc, UnsupportedBody) else 400
     except ServiceError as exc:
         log.warning("webhook for %r refused: %s", target, exc.reason)
         return jsonify(error=exc.reason), exc.status
@@ -54,7 +52,7 @@ def _too_large(target: str, path_key: str | None) -> Response:
     """413, after recording the loss (not the body) when HelpSpot sent it."""
     size = request.content_length
     try:  # only from the URL: the body is what we refuse to read
-        check_caller("webhook", path_key, list(request.args.items(multi=True)))
+        check_caller("webhook", path_key, url_params())
     except ServiceError:
         pass  # not recorded: a stranger must not fill the outbox
     else:
