@@ -203,7 +203,7 @@ def open_fresh_index(layout: IndexLayout) -> CsvIndex:
     found = _open_if_current(layout, target)
     if found is not None:
         return found
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a cache folder of its own
     with _exclusive(target.with_name(target.name + ".lock")):
         # another worker may have built it while we waited for the lock
         found = _open_if_current(layout, target)
@@ -238,7 +238,9 @@ def _meta(target: Path) -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a") as handle:
+    # the server's only: anyone who could open it could hold the lock and stall rebuilds
+    with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                   "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

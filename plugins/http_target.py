@@ -219,7 +219,8 @@ class PushLog:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # a folder of its own is the server's only: others could swap the file
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.exists():
                 # SQLite would create it 0644, and it holds customers' names and
                 # addresses: readable by the server only (its WAL files follow)

@@ -292,3 +292,4 @@ def test_an_app_that_fails_is_answered_with_plain_text_helpspot_shows() -> None:
     response = call_wsgi(broken, {})
     assert response.status.startswith("500")
     assert "hunter2" not in helpspot_error(response.body)
+

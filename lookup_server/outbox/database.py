@@ -127,7 +127,8 @@ class Database:
     def _create(self) -> None:
         if self.create_folder:
             with contextlib.suppress(OSError):  # if it fails, creating the file says why
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # a folder of its own is the server's only: others could swap the file
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             try:  # the payloads are customer data: readable by the server only
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
