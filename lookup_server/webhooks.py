@@ -63,7 +63,12 @@ class Webhooks:
     def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
         """Store a webhook for ``target``; it is on disk when this returns."""
         self._require(target)
-        entry = self.outbox.store(target, payload)
+        try:
+            entry = self.outbox.store(target, payload)
+        except OutboxError:
+            # A file deleted or replaced under the server is opened afresh after a
+            # failure, so a second try stores the webhook, which HelpSpot never resends.
+            entry = self.outbox.store(target, payload)
         self.ensure_worker()
         return entry
 

@@ -46,3 +46,17 @@ def test_a_refusal_without_a_length_is_recorded_as_more_than_the_limit(tmp_path:
     (refusal,) = webhooks.outbox.refusals()
     assert (refusal.target, refusal.size_bytes, refusal.limit_bytes, refusal.request_id) == (
         "hooks", None, 4096, "")
+
+
+def test_a_webhook_right_after_the_outbox_file_was_deleted_is_stored(tmp_path: Path) -> None:
+    from lookup_server.app import create_app
+
+    app = create_app({"server": {"outbox": str(tmp_path / "outbox.sqlite3")},
+                      "targets": {"t": {"backend": "http", "url": "http://127.0.0.1:9/x"}}},
+                     base_dir=tmp_path)
+    client = app.test_client()
+    assert client.post("/webhook/t", data={"xRequest": "1"}).status_code == 202
+    for file in tmp_path.glob("outbox.sqlite3*"):
+        file.unlink()
+    # the first webhook after the loss must not be lost too: HelpSpot never resends it
+    assert client.post("/webhook/t", data={"xRequest": "2"}).status_code == 202
