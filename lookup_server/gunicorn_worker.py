@@ -26,8 +26,11 @@ SQLite and the CSV build block in C and would stall an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import logging
+import resource
 import sys
 import tempfile
 import time
@@ -53,8 +56,10 @@ REFUSED_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT = 20.0
 #: ...and its body within this many.
 BODY_TIMEOUT = 120.0
-#: The least head size read, whatever the configuration says.
-MIN_HEAD_BYTES = 1024 * 1024
+#: Room for the headers beside a request line of ``2 * max_request_line``.
+HEADERS_BYTES = 64 * 1024
+#: Out of file descriptors, the worker stops accepting for this many seconds.
+ACCEPT_PAUSE = 0.1
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class Limits:
     """What this worker reads of a request, from the app's ``[server]`` settings."""
 
     max_body_bytes: int = 1024 * 1024
-    max_head_bytes: int = MIN_HEAD_BYTES
+    max_head_bytes: int = 2 * 256 * 1024 + HEADERS_BYTES
 
     @classmethod
     def of(cls, app: object) -> Limits:
@@ -75,7 +80,8 @@ class Limits:
         server = state.config.server
         # Twice the setting: the app itself answers requests between the two
         # with a readable reason, which a closed connection could not give.
-        return cls(server.max_body_bytes, max(2 * server.max_request_line, MIN_HEAD_BYTES))
+        # Every unfinished head may hold this much memory: no more.
+        return cls(server.max_body_bytes, 2 * server.max_request_line + HEADERS_BYTES)
 
 
 class LookupWorker(TornadoWorker):  # type: ignore[misc]
@@ -99,12 +105,61 @@ class LookupWorker(TornadoWorker):  # type: ignore[misc]
             max_header_size=limits.max_head_bytes,
             # Bodies are bounded by WsgiGateway, which keeps the head of a refused one.
             max_body_size=sys.maxsize)
+        raise_descriptor_limit()
         for sock in self.sockets:
             sock.setblocking(False)
-            self.server.add_socket(sock)
+            self.server.add_socket(_Listener(sock))  # type: ignore[arg-type]
         self.server_alive = True
         self.ioloop.start()
         executor.shutdown(wait=False)
+
+
+def raise_descriptor_limit() -> None:
+    """Let this worker hold as many connections as the system allows it.
+
+    Each idle or slow connection costs a file descriptor, and the usual soft
+    limit (1,024) is far below the hard one.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class _Listener:
+    """A listening socket that, out of file descriptors, stops accepting for a moment.
+
+    tornado would otherwise retry accept() at once, forever: the event loop
+    spins and logs a traceback each time, and no lookup is answered.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.paused = False
+
+    def accept(self) -> tuple[Any, Any]:
+        """The next connection; BlockingIOError while out of descriptors."""
+        try:
+            accepted = self.sock.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            loop = IOLoop.current()
+            if not self.paused:
+                log.error("out of file descriptors (%s): not accepting connections for "
+                          "%.1f s at a time until some close", exc.strerror, ACCEPT_PAUSE)
+            self.paused = True
+            loop.update_handler(self.sock.fileno(), 0)
+            loop.call_later(ACCEPT_PAUSE, self._resume)
+            raise BlockingIOError from None
+        self.paused = False
+        return accepted  # type: ignore[no-any-return]
+
+    def _resume(self) -> None:
+        IOLoop.current().update_handler(self.sock.fileno(), IOLoop.READ)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 class WsgiGateway(httputil.HTTPServerConnectionDelegate):

@@ -6,9 +6,11 @@ worker and talks to it over sockets, as HelpSpot and a hostile caller do.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import resource
 import runpy
 import shutil
 import socket
@@ -58,7 +60,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def serve(tmp_path: Path, server_settings: str, *gunicorn_args: str,
-          tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+          tls: ssl.SSLContext | None = None, descriptors: int = 0) -> Iterator[Server]:
     shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
     outbox = tmp_path / "outbox.sqlite3"
     config = tmp_path / "lookup.toml"
@@ -72,7 +74,9 @@ def serve(tmp_path: Path, server_settings: str, *gunicorn_args: str,
             [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
              "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", *gunicorn_args, "wsgi:app"],
             cwd=ROOT, env={**os.environ, "LOOKUP_SERVER_CONFIG": str(config)},
-            stdout=log_file, stderr=log_file)
+            stdout=log_file, stderr=log_file,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors,) * 2))
+            if descriptors else None)
     running = Server(port, outbox, log, tls)
     try:
         deadline = time.monotonic() + 30
@@ -121,7 +125,7 @@ def test_request_lines_of_64_kib_and_more_are_served(server: Server) -> None:
 
 def test_past_max_request_line_staff_read_which_field_to_shorten(server: Server) -> None:
     status, body = server.get(lookup_path(customer_id="1001",
-                                          Custom9=double_encode("長い" * 20_000)))
+                                          Custom9=double_encode("長い" * 12_000)))
     assert status == 414
     assert "Custom9" in helpspot_error(body) or b"Custom9" in body
     assert b"max_request_line" in body
@@ -293,3 +297,32 @@ def test_an_app_that_fails_is_answered_with_plain_text_helpspot_shows() -> None:
     assert response.status.startswith("500")
     assert "hunter2" not in helpspot_error(response.body)
 
+
+
+def test_out_of_file_descriptors_the_worker_pauses_and_recovers(tmp_path: Path) -> None:
+    for running in serve(tmp_path, "", descriptors=160):
+        held = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(200)]
+        deadline = time.monotonic() + 10
+        while "out of file descriptors" not in running.log.read_text():
+            assert time.monotonic() < deadline, running.log.read_text()[-2000:]
+            time.sleep(0.05)
+        for sock in held:
+            sock.close()
+        status, body = running.get(lookup_path(customer_id="1001"), timeout=20)
+        assert status == 200 and assert_livelookup(body).customers
+        log = running.log.read_text()
+        # once spinning: a traceback per retry, hundreds of megabytes in seconds
+        assert "out of file descriptors" in log and len(log) < 200_000
+        assert "Traceback" not in log
+
+
+def test_a_head_past_twice_max_request_line_is_not_buffered(tmp_path: Path) -> None:
+    # every unfinished head may hold this much of a worker's memory: no floor above it
+    for running in serve(tmp_path, "max_request_line = 65536"):
+        status, body = running.get(lookup_path(Custom9="x" * 100_000))
+        assert status == 414 and b"Custom9" in body  # past the setting: a readable reason
+        with socket.create_connection(("127.0.0.1", running.port), timeout=20) as sock:
+            with contextlib.suppress(OSError):  # the worker may close while we still send
+                sock.sendall(b"GET /livelookup/demo?Custom9=" + b"x" * 300_000)
+            with contextlib.suppress(ConnectionResetError):  # closed or reset: nothing kept
+                assert sock.recv(100) == b""
