@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl (skips without it)."""
+    import shutil
+    import subprocess
+
+    from tests.requirements import need
+
+    need(shutil.which("openssl") is not None, "openssl not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as s:

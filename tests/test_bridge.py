@@ -33,6 +33,7 @@ from lookup_server.bridge import (
     render_bridge,
 )
 from lookup_server.cli import cli
+from tests.conftest import self_signed_certificate
 from tests.requirements import need
 
 NASTY_KEY = "k'e\\y$x?>\"{{KEY}}"
@@ -411,12 +412,7 @@ def test_details_error_is_an_escaped_paragraph(tmp_path: Path, fake_server: Fake
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[FakeServer]:
-    need(shutil.which("openssl") is not None, "openssl not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     yield from _serve(context)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from lookup_server.cli import cli, split_own_options
 from tests.conftest import write_csv
 from tests.helpspot import assert_livelookup, helpspot_error
+from tests.outbox.conftest import under_a_file
 
 #: The installed console script, as an admin enters it in HelpSpot.
 LOOKUP_SERVER = [str(Path(sys.executable).with_name("lookup-server"))]
@@ -285,9 +286,7 @@ def _missing_folder(tmp_path: Path) -> Path:
     return tmp_path / "no-such-folder" / "outbox.sqlite3"
 
 
-def _under_a_file(tmp_path: Path) -> Path:
-    (tmp_path / "a-file").write_text("x\n")
-    return tmp_path / "a-file" / "outbox.sqlite3"
+_under_a_file = under_a_file
 
 
 def _read_only_folder(tmp_path: Path) -> Path:

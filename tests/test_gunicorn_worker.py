@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import DEMO_CSV, ROOT, free_port
+from tests.conftest import DEMO_CSV, ROOT, free_port, self_signed_certificate
 from tests.helpspot import assert_livelookup, double_encode, helpspot_error, request_page_params
 
 KEY = "worker-test-key_0123456789"
@@ -272,14 +272,7 @@ def test_the_largest_webhook_a_real_ticket_makes_is_stored_without_file_bytes(
 
 
 def test_gunicorn_tls_settings_serve_https(tmp_path: Path) -> None:
-    from tests.requirements import need
-
-    need(shutil.which("openssl") is not None, "openssl not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_certificate(tmp_path)
     for running in serve(tmp_path, "", "--certfile", str(cert), "--keyfile", str(key),
                          tls=ssl.create_default_context(cafile=str(cert))):
         status, body = running.get(lookup_path(customer_id="1001"))

@@ -32,7 +32,7 @@ from lookup_server.cli import cli
 from lookup_server.outbox import Outbox
 from tests.backend_contract import PEOPLE
 from tests.conftest import CUSTOMER_HEADER, write_csv
-from tests.outbox.conftest import AS_ROOT, corrupt_header, restore_header
+from tests.outbox.conftest import AS_ROOT, corrupt_header, restore_header, under_a_file
 from tests.test_bridge import run_bridge
 
 KEY = "push-and-webhook-key_0123456789"
@@ -341,9 +341,7 @@ def _not_sqlite(tmp_path: Path) -> Path:
     return path
 
 
-def _under_a_file(tmp_path: Path) -> Path:
-    (tmp_path / "a-file").write_text("x\n")
-    return tmp_path / "a-file" / "outbox.sqlite3"
+_under_a_file = under_a_file
 
 
 def _read_only_folder(tmp_path: Path) -> Path:

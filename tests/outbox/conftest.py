@@ -34,6 +34,12 @@ def outbox(path: Path) -> Outbox:
     return Outbox(path, rng=random.Random(1))
 
 
+def under_a_file(tmp_path: Path) -> Path:
+    """An outbox path whose folder is a regular file: unusable, even to root."""
+    (tmp_path / "a-file").write_text("x\n")
+    return tmp_path / "a-file" / "outbox.sqlite3"
+
+
 def corrupt_header(path: Path) -> bytes:
     """Overwrite the file's SQLite header (its first 16 bytes); return what was there."""
     with open(path, "r+b") as handle:
