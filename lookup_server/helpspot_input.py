@@ -248,11 +248,6 @@ def parsed_body(body: bytes, content_type: str) -> Body:
                 key if isinstance(key, str) else None)
 
 
-def request_body(body: bytes, content_type: str) -> dict[str, object]:
-    """The data of :func:`parsed_body`, without the key."""
-    return parsed_body(body, content_type).data
-
-
 def _json_body(body: bytes) -> dict[str, object]:
     try:
         # Python's json reads NaN, Infinity and 1e999 (as inf), which no strict JSON
