@@ -8,14 +8,12 @@ so both loggers pass the request target through :func:`auth.redact`.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote
 
 from werkzeug.serving import WSGIRequestHandler
 
-from lookup_server.auth import redact
+from lookup_server.auth import percent_decodings, printable, redact
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -60,32 +58,14 @@ class KeyFilter(logging.Filter):
         return True
 
     def hide(self, text: str) -> str:
-        """``text`` with every key replaced by ***."""
-        for spelling in (text, *_decodings(text)):
+        """``text`` with every key replaced by ***; decoded only when that is where one was."""
+        spellings = (text, *percent_decodings(text)) if "%" in text else (text,)
+        for decoded, spelling in enumerate(spellings):
             if any(key in spelling for key in self.keys):
                 for key in self.keys:
                     spelling = spelling.replace(key, "***")
-                return spelling if spelling is text else printable(spelling)
+                return printable(spelling) if decoded else spelling
         return text
-
-
-def _decodings(text: str) -> Iterator[str]:
-    decoded = text
-    for _ in range(4):  # "%25" decodes to "%": a key may be encoded more than once
-        if "%" not in decoded:
-            return
-        decoded, before = unquote(decoded), decoded
-        if decoded == before:
-            return
-        yield decoded
-
-
-def printable(text: str) -> str:
-    """Decoded text safe to log: control characters re-encoded, so no line can be forged."""
-    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", text)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def install_key_filter(keys: Iterable[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from lookup_server.config import ServerSettings
@@ -63,16 +64,29 @@ def redact(target: str) -> str:
     """
     hidden = _hide(target)
     plain = hidden
-    for _ in range(4):  # "%25" decodes to "%": a key may be encoded more than once
-        decoded = unquote(plain)
-        if decoded == plain:
-            break
-        plain = decoded
+    for plain in percent_decodings(hidden):  # noqa: B007 (keep the last: fully decoded)
+        pass
     hidden_plain = _hide(plain)
-    if hidden_plain == plain:
-        return hidden
-    return _UNPRINTABLE.sub(lambda m: f"%{ord(m.group()):02X}", hidden_plain)
+    return hidden if hidden_plain == plain else printable(hidden_plain)
 
 
 def _hide(text: str) -> str:
     return _KEY_IN_PATH.sub(r"\1***", _KEY_IN_QUERY.sub(r"\1***", text))
+
+
+def percent_decodings(text: str) -> Iterator[str]:
+    """``text`` percent-decoded once, twice... until nothing changes (at most 4 times).
+
+    "%25" decodes to "%": a key may be encoded more than once.
+    """
+    for _ in range(4):
+        decoded = unquote(text)
+        if decoded == text:
+            return
+        text = decoded
+        yield text
+
+
+def printable(text: str) -> str:
+    """Decoded text safe to log: control characters re-encoded, so no line can be forged."""
+    return _UNPRINTABLE.sub(lambda m: f"%{ord(m.group()):02X}", text)

@@ -204,10 +204,6 @@ class UnsupportedBody(InputError):
     """A body of a kind lookup-server does not read (a 415 answer)."""
 
 
-#: JSON bodies are held to the nesting PHP allows a form (max_input_nesting_level).
-MAX_JSON_DEPTH = 64
-
-
 @dataclass(frozen=True)
 class Body:
     """A push or webhook body: its data, and the shared key it carried (taken out)."""
@@ -257,8 +253,10 @@ def _json_body(body: bytes) -> dict[str, object]:
         raise InputError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError("the JSON body must be an object")
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise InputError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep; "
+    from lookup_server.php_form import DEFAULT_MAX_DEPTH  # the nesting PHP allows a form
+
+    if _depth(data, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH:
+        raise InputError(f"the JSON body is nested more than {DEFAULT_MAX_DEPTH} levels deep; "
                          "that many are not accepted")
     try:  # "\ud800" is valid JSON but not text: nothing could store or send it
         json.dumps(data, ensure_ascii=False).encode("utf-8")
@@ -268,14 +266,14 @@ def _json_body(body: bytes) -> dict[str, object]:
     return data
 
 
-def _depth(value: object) -> int:
-    """How deeply ``value`` nests (without recursion: the value may be deep)."""
+def _depth(value: object, limit: int) -> int:
+    """How deeply ``value`` nests, counted up to ``limit`` + 1 (without recursion)."""
     deepest, todo = 0, [(value, 1)]
     while todo:
         item, depth = todo.pop()
         if isinstance(item, dict | list):
             deepest = max(deepest, depth)
-            if depth <= MAX_JSON_DEPTH:
+            if depth <= limit:
                 todo.extend((child, depth + 1)
                             for child in (item.values() if isinstance(item, dict) else item))
     return deepest

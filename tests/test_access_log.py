@@ -226,3 +226,11 @@ def test_the_key_filter_hides_keys_wherever_a_log_message_quotes_them(
                                    None)
         assert key_filter.filter(record)
         assert KEY not in record.getMessage() and "\n" not in record.getMessage()
+
+
+def test_the_key_filter_leaves_a_message_as_written_where_the_key_is_literal() -> None:
+    from lookup_server.access_log import KeyFilter
+
+    # a traceback keeps its lines; only decoded text has its control characters re-encoded
+    assert KeyFilter([KEY]).hide(f"failed for {KEY}\nTraceback: 50%") == \
+        "failed for ***\nTraceback: 50%"
