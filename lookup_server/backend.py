@@ -186,7 +186,7 @@ class SourceSettings:
     #: AJAX fields: transliterate descriptions to ASCII (HelpSpot mangles the rest).
     ascii: bool = False
     #: Send insertable fields that are empty, so that automation rules clear them
-    #: in the request (and Insert empties them); by default they are left out.
+    #: in the request (Insert skips empty values); by default they are left out.
     clear_empty: bool = False
 
     def backend_field(self, element: str, default: str | None = None) -> str:

@@ -6,12 +6,13 @@ And what staff can insert into the request (``customer_id``, names, email,
 phone, ``CustomN``) is that same text: it cannot be both HTML and data. So on
 the request page (and the command line, which cannot tell its caller):
 
-* an insertable value that holds no ``<`` and no ``&`` is sent exactly as
-  stored: no other character makes markup or an entity in HTML text, so it
-  shows as stored and inserts as stored;
-* an insertable value that holds ``<`` or ``&`` is HTML-escaped: staff see it
+* an insertable value that holds no markup (:func:`holds_markup`: a ``<``
+  that opens a tag, an ``&`` that starts a character reference) is sent
+  exactly as stored, so it shows as stored and inserts as stored (``AT&T``,
+  ``R&D``: select fields are set only to an exact match);
+* an insertable value that holds markup is HTML-escaped: staff see it
   exactly as stored and it can never run as script or break into an entity;
-  Insert then puts the escaped text (``AT&amp;T``) into the request, which
+  Insert then puts the escaped text (``&lt;b&gt;``) into the request, which
   staff see and can mend, instead of markup that would run;
 * values listed in a source's ``html_fields`` are deliberate HTML, in CDATA;
 * every other value is HTML-escaped, so staff see ``AT&T`` and ``<script>``
@@ -21,7 +22,9 @@ Automation rules and triggers only apply values, never show them, so there
 insertable values go out exactly; the address book HTML-escapes what it shows
 itself, so there every value goes out exactly (escaping twice would show
 ``R&amp;D``). Empty insertable values are left out unless the source sets
-``clear_empty``: HelpSpot would otherwise wipe what staff had entered.
+``clear_empty``: an automation rule would otherwise wipe what staff had
+entered in that custom field. The address book never gets a customer whose
+e-mail address would break the ``javascript:`` links it builds from it.
 
 Characters XML 1.0 forbids are dropped everywhere.
 """
