@@ -5,8 +5,8 @@ The configuration comes from $LOOKUP_SERVER_CONFIG (else the built-in demo).
 
 import gc
 
-from lookup_server.access_log import configure_logging
-from lookup_server.app import create_app
+from lookup_server.web.access_log import configure_logging
+from lookup_server.web.app import create_app
 
 configure_logging()
 app = create_app()

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 FIRST = ["Ada", "José", "Seán", "Mary", "John", "Zoë", "Li", "Grace", "Alan", "Anna"]
 LAST = ["Lovelace", "Núñez", "O'Brien", "Smith", "Müller", "Wei", "Hopper", "Turing"]
 
-CEILING_APP = '''
+CEILING_APP = """
 from flask import Flask, Response
 app = Flask(__name__)
 BODY = (b'<?xml version="1.0" encoding="utf-8"?>\\n<livelookup version="1.0"><customer>'
@@ -51,9 +51,9 @@ BODY = (b'<?xml version="1.0" encoding="utf-8"?>\\n<livelookup version="1.0"><cu
 @app.route("/livelookup/<source>")
 def lookup(source):
     return Response(BODY, content_type="text/xml; charset=utf-8")
-'''
+"""
 
-FLOOR_APP = '''
+FLOOR_APP = """
 import os, sqlite3
 from urllib.parse import parse_qsl
 from flask import Flask, Response, request
@@ -76,14 +76,14 @@ def lookup(source):
             etree.SubElement(customer, name).text = value
     body = b'<?xml version="1.0" encoding="utf-8"?>\\n' + etree.tostring(root, encoding="utf-8")
     return Response(body, content_type="text/xml; charset=utf-8")
-'''
+"""
 
-WRK_SCRIPT = '''
+WRK_SCRIPT = """
 math.randomseed(42)
 request = function()
   return wrk.format("GET", "/livelookup/big?email=user" .. math.random(1, %d) .. "%%40example.com")
 end
-'''
+"""
 
 
 def generate(path: Path, rows: int) -> None:
@@ -91,18 +91,28 @@ def generate(path: Path, rows: int) -> None:
     rnd = random.Random(1)
     with open(path, "w", encoding="utf-8", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(["customer_id", "first_name", "last_name", "email", "phone",
-                      "organization", "Custom3"])
+        out.writerow(
+            ["customer_id", "first_name", "last_name", "email", "phone", "organization", "Custom3"]
+        )
         for i in range(1, rows + 1):
-            out.writerow([i, rnd.choice(FIRST), f"{rnd.choice(LAST)}{i % 9973}",
-                          f"user{i}@example.com", f"+1 555 {i:07d}", f"Org {i % 5000}",
-                          rnd.choice(["Gold", "Silver", "Bronze"])])
+            out.writerow(
+                [
+                    i,
+                    rnd.choice(FIRST),
+                    f"{rnd.choice(LAST)}{i % 9973}",
+                    f"user{i}@example.com",
+                    f"+1 555 {i:07d}",
+                    f"Org {i % 5000}",
+                    rnd.choice(["Gold", "Silver", "Bronze"]),
+                ]
+            )
 
 
 def parts_left(work: Path) -> list[Path]:
     """Index parts not yet merged into the index file."""
-    return [p for p in work.glob("big.csv.lookup-index.sqlite3.*")
-            if p.suffix not in (".lock", ".tmp")]
+    return [
+        p for p in work.glob("big.csv.lookup-index.sqlite3.*") if p.suffix not in (".lock", ".tmp")
+    ]
 
 
 def free_port() -> int:
@@ -119,11 +129,26 @@ def get(url: str, timeout: float = 30) -> bytes:
 def start_gunicorn(app: str, port: int, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     # the same settings file for the app and the ceiling: the production one
     return subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "-w", "2",
-         "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "--log-level", "warning",
-         app],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "/dev/null",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_for_answer(url: str, limit: float) -> float:
@@ -143,8 +168,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def workers_rss_mb(master: int) -> float:
-    children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True,
-                              check=False).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(master)], capture_output=True, text=True, check=False
+    ).stdout.split()
     total = 0
     for pid in children:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -156,8 +182,13 @@ def workers_rss_mb(master: int) -> float:
 def wrk_rate(url_base: str, rows: int, seconds: int, work: Path) -> float:
     script = work / "lookups.lua"
     script.write_text(WRK_SCRIPT % rows)
-    done = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(script), url_base],
-                          capture_output=True, text=True, timeout=seconds + 30, check=True)
+    done = subprocess.run(
+        ["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(script), url_base],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    )
     for line in done.stdout.splitlines():
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
@@ -177,14 +208,35 @@ def latencies(url: str, rows: int, count: int) -> tuple[float, float]:
 def cli_wall_ms(config: Path, rows: int, count: int) -> float:
     # As installed by pip, the package has its bytecode compiled; a checkout run with
     # PYTHONDONTWRITEBYTECODE=1 has none and would compile every module each lookup.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "lookup_server"),
-                    str(ROOT / "plugins")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            str(ROOT / "lookup_server"),
+            str(ROOT / "plugins"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     rnd, times = random.Random(9), []
     for _ in range(count):
         started = time.perf_counter()
-        subprocess.run([str(BIN / "lookup-server"), "livelookup", "--config", str(config),
-                        "--source", "big", f"--email=user{rnd.randint(1, rows)}@example.com"],
-                       capture_output=True, check=True, timeout=60)
+        subprocess.run(
+            [
+                str(BIN / "lookup-server"),
+                "livelookup",
+                "--config",
+                str(config),
+                "--source",
+                "big",
+                f"--email=user{rnd.randint(1, rows)}@example.com",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -229,8 +281,11 @@ def main() -> None:
         floor_port = free_port()
         floor_url = f"http://127.0.0.1:{floor_port}/livelookup/big"
         floor_server = start_gunicorn(
-            "floor:app", floor_port,
-            {**env, "FLOOR_INDEX": str(work / "big.csv.lookup-index.sqlite3")}, work)
+            "floor:app",
+            floor_port,
+            {**env, "FLOOR_INDEX": str(work / "big.csv.lookup-index.sqlite3")},
+            work,
+        )
         try:
             warm = wait_for_answer(f"{url}?customer_id=1", 120)
             wait_for_answer(ceiling_url, 60)

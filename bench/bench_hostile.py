@@ -143,7 +143,7 @@ class Load:
         connection: http.client.HTTPConnection | None = None
         ids = ["1001", "1002", "1003", "1004", "1005"]
         while not self.stopping.is_set():
-            path = (f"/livelookup/crm?ll_key={KEY}&request=1&customer_id={random.choice(ids)}")
+            path = f"/livelookup/crm?ll_key={KEY}&request=1&customer_id={random.choice(ids)}"
             started = time.perf_counter()
             ok = False
             try:
@@ -169,8 +169,12 @@ class Load:
         if not times:
             return 0, float("nan"), float("nan"), 0
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-        return len(times), statistics.median(times) * 1000, p99 * 1000, sum(
-            1 for _, ok in chosen if not ok)
+        return (
+            len(times),
+            statistics.median(times) * 1000,
+            p99 * 1000,
+            sum(1 for _, ok in chosen if not ok),
+        )
 
 
 class SlowClients:
@@ -225,8 +229,9 @@ def bad_source_traffic(port: int, stopping: threading.Event) -> list[int]:
         while not stopping.is_set():
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                connection.request("GET", f"/livelookup/{source}?ll_key={KEY}&request=1"
-                                          "&email=ada@example.com")
+                connection.request(
+                    "GET", f"/livelookup/{source}?ll_key={KEY}&request=1&email=ada@example.com"
+                )
                 response = connection.getresponse()
                 response.read()
                 statuses.append(response.status)
@@ -265,8 +270,12 @@ def post_webhooks(port: int, first: int, count: int, limit: float = 20) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
             body = f"xRequest={number}&bench_id={number}&sTitle=Bench"
-            connection.request("POST", f"/webhook/hook/{KEY}", body=body, headers={
-                "Content-Type": "application/x-www-form-urlencoded"})
+            connection.request(
+                "POST",
+                f"/webhook/hook/{KEY}",
+                body=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             accepted += connection.getresponse().status == 202
         except (OSError, http.client.HTTPException):
             pass
@@ -288,7 +297,7 @@ def main() -> None:
     (work / "lookup.toml").write_text(f"""
 [server]
 shared_key = "{KEY}"
-outbox = "{work / 'outbox.sqlite3'}"
+outbox = "{work / "outbox.sqlite3"}"
 [sources.crm]
 backend = "csv"
 path = "customers.csv"
@@ -309,10 +318,24 @@ url = "http://127.0.0.1:{receiver.server_address[1]}/in"
     port = free_port()
     env = {**os.environ, "LOOKUP_SERVER_CONFIG": str(work / "lookup.toml")}
     server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "-w", "2",
-         "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null",
-         *(["-k", args.worker_class] if args.worker_class else []), "wsgi:app"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "/dev/null",
+            *(["-k", args.worker_class] if args.worker_class else []),
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rows: list[tuple[str, tuple[int, float, float, int]]] = []
     try:
         deadline = time.monotonic() + 60
@@ -365,8 +388,9 @@ url = "http://127.0.0.1:{receiver.server_address[1]}/in"
         for source in ("hung", "drip"):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                connection.request("GET", f"/livelookup/{source}?ll_key={KEY}&request=1"
-                                          "&email=ada@example.com")
+                connection.request(
+                    "GET", f"/livelookup/{source}?ll_key={KEY}&request=1&email=ada@example.com"
+                )
                 recovered[source] = connection.getresponse().status
             except (OSError, http.client.HTTPException) as exc:
                 recovered[source] = type(exc).__name__
@@ -388,13 +412,19 @@ url = "http://127.0.0.1:{receiver.server_address[1]}/in"
     print(f"slow connections the server closed (and the bench reopened): {slow.reconnects}")
     bad = {status: statuses.count(status) for status in sorted(set(statuses))}
     print(f"hung/dripping sources answered (status: count): {bad}")
-    print(f"worker threads before: {sorted(threads_before.values())}, "
-          f"after the storm: {sorted(threads_after.values())} (at most 32 request threads "
-          "and 8 per network source)")
-    print(f"after the storm, the hung and dripping sources answer: {recovered} "
-          "(target: 504, their slots free again; 503 means calls are still stuck)")
-    print(f"webhooks accepted: {accepted}, delivered: {len(receiver.delivered)} "
-          "(target: all delivered)")
+    print(
+        f"worker threads before: {sorted(threads_before.values())}, "
+        f"after the storm: {sorted(threads_after.values())} (at most 32 request threads "
+        "and 8 per network source)"
+    )
+    print(
+        f"after the storm, the hung and dripping sources answer: {recovered} "
+        "(target: 504, their slots free again; 503 means calls are still stuck)"
+    )
+    print(
+        f"webhooks accepted: {accepted}, delivered: {len(receiver.delivered)} "
+        "(target: all delivered)"
+    )
 
 
 if __name__ == "__main__":

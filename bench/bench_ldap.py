@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the slapd harness lives with the tests
 
 import ldap3  # noqa: E402
-from lookup_plugins.ldap_backend import LdapBackend, LdapOptions  # noqa: E402
+from lookup_plugins.ldap.backend import LdapBackend, LdapOptions  # noqa: E402
 
-from lookup_server.backend import SourceSettings  # noqa: E402
-from lookup_server.config_schema import Secret  # noqa: E402
-from lookup_server.models import ById  # noqa: E402
+from lookup_server.config.schema import Secret  # noqa: E402
+from lookup_server.core.backend import SourceSettings  # noqa: E402
+from lookup_server.core.models import ById  # noqa: E402
 from tests.plugins.slapd import (  # noqa: E402
     SERVICE_DN,
     SERVICE_PASSWORD,
@@ -49,26 +49,45 @@ USERS = 10_000
 
 def entries(count: int) -> Iterator[Entry]:
     """The benchmark directory: a service account and ``count`` AD users."""
-    yield SUFFIX, {"objectClass": ["dcObject", "organization"], "dc": ["example"],
-                   "o": ["Example"]}
+    yield SUFFIX, {"objectClass": ["dcObject", "organization"], "dc": ["example"], "o": ["Example"]}
     for ou in ("Service", "bench"):
         yield f"ou={ou},{SUFFIX}", {"objectClass": ["organizationalUnit"], "ou": [ou]}
-    yield SERVICE_DN, {"objectClass": ["person"], "cn": ["svc-lookup"], "sn": ["Lookup"],
-                       "userPassword": [SERVICE_PASSWORD]}
+    yield (
+        SERVICE_DN,
+        {
+            "objectClass": ["person"],
+            "cn": ["svc-lookup"],
+            "sn": ["Lookup"],
+            "userPassword": [SERVICE_PASSWORD],
+        },
+    )
     for i in range(count):
         sam = f"user{i:05d}"
-        yield f"cn=User {i:05d},{BASE}", {
-            "objectClass": ["user"], "objectCategory": ["person"], "cn": [f"User {i:05d}"],
-            "sAMAccountName": [sam], "givenName": ["User"], "sn": [f"Number{i:05d}"],
-            "displayName": [f"User {i:05d}"], "mail": [f"{sam}@corp.example"],
-            "proxyAddresses": [f"SMTP:{sam}@corp.example"],
-            "telephoneNumber": [f"+1 555 {i // 100:03d} {i % 10000:04d}"],
-            "title": ["Staff"], "department": ["Support"], "company": ["Example Ltd"],
-            "userAccountControl": ["512"], "objectGUID": [uuid.uuid4().bytes_le]}
+        yield (
+            f"cn=User {i:05d},{BASE}",
+            {
+                "objectClass": ["user"],
+                "objectCategory": ["person"],
+                "cn": [f"User {i:05d}"],
+                "sAMAccountName": [sam],
+                "givenName": ["User"],
+                "sn": [f"Number{i:05d}"],
+                "displayName": [f"User {i:05d}"],
+                "mail": [f"{sam}@corp.example"],
+                "proxyAddresses": [f"SMTP:{sam}@corp.example"],
+                "telephoneNumber": [f"+1 555 {i // 100:03d} {i % 10000:04d}"],
+                "title": ["Staff"],
+                "department": ["Support"],
+                "company": ["Example Ltd"],
+                "userAccountControl": ["512"],
+                "objectGUID": [uuid.uuid4().bytes_le],
+            },
+        )
 
 
-def rates(lookups: dict[str, Callable[[str], int]], ids: list[str], seconds: float,
-          rounds: int = 6) -> dict[str, float]:
+def rates(
+    lookups: dict[str, Callable[[str], int]], ids: list[str], seconds: float, rounds: int = 6
+) -> dict[str, float]:
     """Lookups per second of each way, measured in alternating slices so drift hits all."""
     done = dict.fromkeys(lookups, 0)
     spent = dict.fromkeys(lookups, 0.0)
@@ -98,8 +117,10 @@ def main() -> int:
         slapd.load(entries(USERS))
         slapd.start()
         try:
-            print(f"LDAP backend: {USERS} AD users on a local slapd, customer-id lookups, "
-                  f"{args.seconds:g} s per figure, one thread")
+            print(
+                f"LDAP backend: {USERS} AD users on a local slapd, customer-id lookups, "
+                f"{args.seconds:g} s per figure, one thread"
+            )
             met = measure(slapd.ldaps_url, slapd.ca_file, args.seconds, judged=True)
             measure(slapd.url, None, args.seconds, judged=False)
         finally:
@@ -111,15 +132,26 @@ def main() -> int:
 def measure(url: str, ca_file: Path | None, seconds: float, judged: bool) -> bool:
     """Measure one transport and report; True when both targets are met."""
     backend = LdapBackend(
-        LdapOptions(url=[url], bind_dn=SERVICE_DN, password=Secret(SERVICE_PASSWORD),
-                    base_dn=BASE, preset="active_directory", ca_file=ca_file),
-        SourceSettings(name="bench", backend="ldap", fields={"manager": ""}))
+        LdapOptions(
+            url=[url],
+            bind_dn=SERVICE_DN,
+            password=Secret(SERVICE_PASSWORD),
+            base_dn=BASE,
+            preset="active_directory",
+            ca_file=ca_file,
+        ),
+        SourceSettings(name="bench", backend="ldap", fields={"manager": ""}),
+    )
     ids = [f"user{i:05d}" for i in random.Random(4).sample(range(USERS), 2000)]
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(ca_file) if ca_file else None)
 
     def connection() -> ldap3.Connection:
-        return ldap3.Connection(ldap3.Server(url, get_info=ldap3.NONE, tls=tls), SERVICE_DN,
-                                SERVICE_PASSWORD, auto_bind=True)
+        return ldap3.Connection(
+            ldap3.Server(url, get_info=ldap3.NONE, tls=tls),
+            SERVICE_DN,
+            SERVICE_PASSWORD,
+            auto_bind=True,
+        )
 
     def search(conn: ldap3.Connection, sam: str) -> int:
         flt = f"(&{backend.person_filter}(sAMAccountName={sam}))"
@@ -135,8 +167,11 @@ def measure(url: str, ca_file: Path | None, seconds: float, judged: bool) -> boo
 
     raw = connection()
     pooled: Callable[[str], int] = lambda sam: len(backend.find(ById(sam), 50))  # noqa: E731
-    ways = {"pooled": pooled, "bind-per-lookup": bind_per_lookup,
-            "ceiling": lambda sam: search(raw, sam)}
+    ways = {
+        "pooled": pooled,
+        "bind-per-lookup": bind_per_lookup,
+        "ceiling": lambda sam: search(raw, sam),
+    }
     rates(ways, ids, 0.6, rounds=1)  # warm up: first connections, server caches
     results = rates(ways, ids, seconds)
     raw.unbind()

@@ -22,27 +22,31 @@ from collections.abc import Callable
 from typing import Any
 
 import pyodbc
-from lookup_plugins.odbc_backend import OdbcBackend, OdbcOptions
+from lookup_plugins.odbc.backend import OdbcBackend, OdbcOptions
 
-from lookup_server.backend import SourceSettings
-from lookup_server.config_schema import Secret
-from lookup_server.models import ById
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import SourceSettings
+from lookup_server.core.models import ById
 
 ROWS = 100_000
 TARGET = 3.0
 DATABASES = {
-    "postgresql": os.environ.get("LOOKUP_BENCH_PG_ODBC", "Driver={PostgreSQL Unicode};"
-                                 "Server=127.0.0.1;Port=5432;Database=test;Uid=postgres;"),
-    "mysql": os.environ.get("LOOKUP_BENCH_MARIADB_ODBC", "Driver={MariaDB Unicode};"
-                            "Server=127.0.0.1;Port=3306;Database=test;Uid=root;Pwd=;"),
+    "postgresql": os.environ.get(
+        "LOOKUP_BENCH_PG_ODBC",
+        "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test;Uid=postgres;",
+    ),
+    "mysql": os.environ.get(
+        "LOOKUP_BENCH_MARIADB_ODBC",
+        "Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test;Uid=root;Pwd=;",
+    ),
 }
 FILL = {
     "postgresql": "INSERT INTO {t} SELECT 'C' || g, 'First' || g, 'Last' || (g % 5000), "
-                  "'user' || g || '@example.com', '555-' || lpad(g::text, 7, '0') "
-                  "FROM generate_series(1, {n}) g",
+    "'user' || g || '@example.com', '555-' || lpad(g::text, 7, '0') "
+    "FROM generate_series(1, {n}) g",
     "mysql": "INSERT INTO {t} SELECT CONCAT('C', seq), CONCAT('First', seq), "
-             "CONCAT('Last', seq % 5000), CONCAT('user', seq, '@example.com'), "
-             "CONCAT('555-', LPAD(seq, 7, '0')) FROM seq_1_to_{n}",
+    "CONCAT('Last', seq % 5000), CONCAT('user', seq, '@example.com'), "
+    "CONCAT('555-', LPAD(seq, 7, '0')) FROM seq_1_to_{n}",
 }
 
 
@@ -50,9 +54,11 @@ def create_table(connection: str, dialect: str) -> str:
     """A new table of ROWS customers with a primary key on customer_id."""
     name = f"bench_odbc_{uuid.uuid4().hex[:8]}"
     with pyodbc.connect(connection, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {name} (customer_id VARCHAR(20) PRIMARY KEY, "
-                     "first_name VARCHAR(50), last_name VARCHAR(50), email VARCHAR(100), "
-                     "phone VARCHAR(20))")
+        conn.execute(
+            f"CREATE TABLE {name} (customer_id VARCHAR(20) PRIMARY KEY, "
+            "first_name VARCHAR(50), last_name VARCHAR(50), email VARCHAR(100), "
+            "phone VARCHAR(20))"
+        )
         conn.execute(FILL[dialect].format(t=name, n=ROWS))
         conn.execute(f"ANALYZE {name}" if dialect == "postgresql" else f"ANALYZE TABLE {name}")
     return name
@@ -102,12 +108,16 @@ def main() -> int:
         with pyodbc.connect(connection, autocommit=True) as conn:
             conn.execute(f"DROP TABLE {table}")
     print(f"odbc bench: {args.db}, {ROWS:,} rows, lookups by customer_id, {seconds:g} s per mode")
-    print(f"  pooled (OdbcBackend):      {pooled:9.0f} lookups/s  ({pooled_n} lookups, "
-          f"{backend._pool.opened} connection(s) opened)")
+    print(
+        f"  pooled (OdbcBackend):      {pooled:9.0f} lookups/s  ({pooled_n} lookups, "
+        f"{backend._pool.opened} connection(s) opened)"
+    )
     print(f"  connect-per-lookup:        {fresh:9.0f} lookups/s  ({fresh_n} lookups)")
     ratio = pooled / fresh
-    print(f"  speed-up: {ratio:.1f}x (target >= {TARGET:g}x): "
-          f"{'ok' if ratio >= TARGET else 'BELOW TARGET'}")
+    print(
+        f"  speed-up: {ratio:.1f}x (target >= {TARGET:g}x): "
+        f"{'ok' if ratio >= TARGET else 'BELOW TARGET'}"
+    )
     return 0 if ratio >= TARGET else 1
 
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from lookup_server.answers import Answer
-    from lookup_server.config import Config
-    from lookup_server.outbox import Outbox
+    from lookup_server.config.settings import Config
+    from lookup_server.helpspot.answers import Answer
+    from lookup_server.webhooks import Outbox
 
 CONFIG_HELP = "TOML configuration (default: $LOOKUP_SERVER_CONFIG, else the built-in demo)."
 
@@ -38,7 +38,7 @@ def main() -> None:
 
 
 def _load(config_path: str | None) -> Config:
-    from lookup_server.config import ConfigError, load_config
+    from lookup_server.config.settings import ConfigError, load_config
 
     try:
         return load_config(config_path)
@@ -62,7 +62,7 @@ def split_own_options(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     while i < len(args):
         arg = args[i]
         if arg == "--":
-            return own, list(args[i + 1:])
+            return own, list(args[i + 1 :])
         name, eq, value = arg.partition("=")
         if name not in ("--config", "--source") or name[2:] in own:
             break
@@ -98,10 +98,10 @@ def livelookup(ctx: click.Context) -> None:
     5.0.x positional (customer_id first_name last_name email phone ...).
     Prints the livelookup XML; exit status 0 also when nothing matched.
     """
-    from lookup_server.answers import TEXT, Answer, livelookup_answer
-    from lookup_server.config import ConfigError, load_config
-    from lookup_server.helpspot_input import cli_params
-    from lookup_server.service import Sources
+    from lookup_server.config.settings import ConfigError, load_config
+    from lookup_server.helpspot.answers import TEXT, Answer, livelookup_answer
+    from lookup_server.helpspot.decode import cli_params
+    from lookup_server.runtime.service import Sources
 
     own, helpspot_args = split_own_options(ctx.args)
     if "source" not in own:
@@ -110,24 +110,31 @@ def livelookup(ctx: click.Context) -> None:
         config = load_config(own.get("config"))
     except ConfigError as exc:
         logging.getLogger(__name__).error("%s", exc)
-        _print_answer(Answer(2, b"lookup-server error: the configuration has problems "
-                                b"(run lookup-server check)\n", TEXT))
+        _print_answer(
+            Answer(
+                2,
+                b"lookup-server error: the configuration has problems (run lookup-server check)\n",
+                TEXT,
+            )
+        )
     # build only the source asked for: the others may be slow to start or down
     only = {k: v for k, v in config.sources.items() if k == own["source"]}
     try:
         sources = Sources(dataclasses.replace(config, sources=only))
         try:
             sources.prepare()  # e.g. the first index of a CSV: outside the lookup's deadline
-            answer = livelookup_answer(sources, own["source"], cli_params(helpspot_args),
-                                       command_line=True)
+            answer = livelookup_answer(
+                sources, own["source"], cli_params(helpspot_args), command_line=True
+            )
         finally:
             sources.close()
     except Exception:
         # HelpSpot reads stdout only, and an empty one as "No customers found"
         # (HELPSPOT.md §3): a failure must print a reason there too.
         logging.getLogger(__name__).exception("livelookup: unexpected error")
-        answer = Answer(500, b"lookup-server error: internal error (details on standard "
-                             b"error)\n", TEXT)
+        answer = Answer(
+            500, b"lookup-server error: internal error (details on standard error)\n", TEXT
+        )
     _print_answer(answer)
 
 
@@ -149,8 +156,8 @@ def serve(config_path: str | None, host: str, port: int) -> None:
     """Run the development server (use gunicorn wsgi:app in production)."""
     from werkzeug.serving import run_simple
 
-    from lookup_server.access_log import RedactingRequestHandler, configure_logging
-    from lookup_server.app import create_app
+    from lookup_server.web.access_log import RedactingRequestHandler, configure_logging
+    from lookup_server.web.app import create_app
 
     configure_logging()
     app = create_app(_load(config_path))
@@ -161,7 +168,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def check(config_path: str | None) -> None:
     """Validate the configuration, probe every source and target and the outbox, like nginx -t."""
-    from lookup_server.probe import probe_all
+    from lookup_server.runtime.probe import probe_all
 
     config = _load(config_path)
     click.echo(f"{config.origin}: configuration is valid")
@@ -177,7 +184,7 @@ def check(config_path: str | None) -> None:
 @cli.command()
 def plugins() -> None:
     """List the registered backends, and those that failed to load and why."""
-    from lookup_server.registry import Registry
+    from lookup_server.core.registry import Registry
 
     loaded, failures = Registry().load_all()
     for name, cls in sorted(loaded.items()):
@@ -191,8 +198,8 @@ def plugins() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
     """Check a livelookup XML file against the schema and as HelpSpot reads it."""
-    from lookup_server.helpspot_view import HelpSpotParseError, read_livelookup
-    from lookup_server.render import schema_errors
+    from lookup_server.helpspot.render import schema_errors
+    from lookup_server.helpspot.view import HelpSpotParseError, read_livelookup
 
     body = file.read_bytes()
     problems = schema_errors(body)
@@ -213,38 +220,65 @@ def validate(file: Path) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--url", "base_url", required=True,
-              help="This server's address as HelpSpot's PHP reaches it (https://lookup.example.com).")
+@click.option(
+    "--url",
+    "base_url",
+    required=True,
+    help="This server's address as HelpSpot's PHP reaches it (https://lookup.example.com).",
+)
 @click.option("--key", help="The key (default: [server] push_key, else shared_key, of the config).")
 @click.option("--name", help="Writes RequestPush-NAME.php (default: the target's name).")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--insecure", is_flag=True, help="Do not verify this server's TLS certificate.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder to write into: HelpSpot's custom_code/.")
-def bridge(target: str, base_url: str, key: str | None, name: str | None,
-           config_path: str | None, insecure: bool, output: Path) -> None:
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write into: HelpSpot's custom_code/.",
+)
+def bridge(
+    target: str,
+    base_url: str,
+    key: str | None,
+    name: str | None,
+    config_path: str | None,
+    insecure: bool,
+    output: Path,
+) -> None:
     """Write the PHP class through which HelpSpot's Request Push reaches TARGET."""
-    from lookup_server.bridge import BridgeError, bridge_filename, render_bridge, write_bridge
-    from lookup_server.config import ENV_VAR
+    from lookup_server.config.settings import ENV_VAR
+    from lookup_server.helpspot.bridge import (
+        BridgeError,
+        bridge_filename,
+        render_bridge,
+        write_bridge,
+    )
 
     if key is None or config_path or os.environ.get(ENV_VAR):
         config = _load(config_path)
-        if target not in config.targets or "push" not in config.targets[target].backend_class \
-                .capabilities():
+        if (
+            target not in config.targets
+            or "push" not in config.targets[target].backend_class.capabilities()
+        ):
             _fail(f"{config.origin}: no [targets.{target}] that accepts Request Push")
         push_key = config.server.key_for("push")
         if key is None and push_key is not None:
             key = push_key.reveal()
     try:
         file = output / bridge_filename(name or target)
-        write_bridge(file, render_bridge(target, base_url, key, name or target,
-                                         verify_tls=not insecure))
+        write_bridge(
+            file, render_bridge(target, base_url, key, name or target, verify_tls=not insecure)
+        )
     except BridgeError as exc:
         _fail(str(exc))
     click.echo(f"wrote {file}")
     if key:
-        click.echo(f"{file} holds the shared key: keep it out of reach of other users (chmod "
-                   "640, owned by the web server's group), never world-readable", err=True)
+        click.echo(
+            f"{file} holds the shared key: keep it out of reach of other users (chmod "
+            "640, owned by the web server's group), never world-readable",
+            err=True,
+        )
     else:
         click.echo("no shared key: anyone who can reach the server can push", err=True)
 
@@ -262,7 +296,7 @@ def outbox() -> None:
 @contextmanager
 def _outbox(config_path: str | None) -> Iterator[Outbox]:
     """The configured outbox; any trouble with it ends the command with one clear line."""
-    from lookup_server.outbox import Outbox, OutboxError
+    from lookup_server.webhooks import Outbox, OutboxError
 
     path = _load(config_path).server.outbox
     if not path.exists():
@@ -277,10 +311,19 @@ def _outbox(config_path: str | None) -> Iterator[Outbox]:
 
 @outbox.command("list")
 @click.option("--config", "config_path", help=CONFIG_HELP)
-@click.option("--state", "states", multiple=True,
-              type=click.Choice(["pending", "delivering", "delivered", "failed", "refused"]))
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
-              help="Show the newest N webhooks and refusals (0: all).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["pending", "delivering", "delivered", "failed", "refused"]),
+)
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Show the newest N webhooks and refusals (0: all).",
+)
 def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) -> None:
     """Webhooks with their state, attempts and last error, then those refused as too large.
 
@@ -299,8 +342,10 @@ def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
     shown = 0
     for e in box.summaries(states, after_id=after):  # type: ignore[arg-type]
         error = f"  last error: {e.last_error}" if e.last_error else ""
-        click.echo(f"{e.id:>6}  {_when(e.created_at)}  {e.target:<16} {e.state:<10} "
-                   f"attempts={e.attempts}{error}")
+        click.echo(
+            f"{e.id:>6}  {_when(e.created_at)}  {e.target:<16} {e.state:<10} "
+            f"attempts={e.attempts}{error}"
+        )
         shown += 1
     click.echo(f"{shown} webhook(s){_older(older)}", err=True)
 
@@ -310,11 +355,14 @@ def _list_refusals(box: Outbox, limit: int) -> None:
     shown = 0
     for r in box.refusals(after_id=after):
         if not shown:
-            click.echo("refused as larger than [server] max_body_bytes (not stored, cannot be "
-                       "retried):")
+            click.echo(
+                "refused as larger than [server] max_body_bytes (not stored, cannot be retried):"
+            )
         size = f"more than {r.limit_bytes}" if r.size_bytes is None else str(r.size_bytes)
-        click.echo(f"{'-':>6}  {_when(r.refused_at)}  {r.target:<16} {'refused':<10} "
-                   f"size={size} bytes  request={r.request_id or 'unknown'}")
+        click.echo(
+            f"{'-':>6}  {_when(r.refused_at)}  {r.target:<16} {'refused':<10} "
+            f"size={size} bytes  request={r.request_id or 'unknown'}"
+        )
         shown += 1
     click.echo(f"{shown} refused webhook(s){_older(older)}", err=True)
 

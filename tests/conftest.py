@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lookup_server.app import create_app
-from tests.backend_contract import PEOPLE
+from lookup_server.web.app import create_app
+from tests.support.backend_contract import PEOPLE
 
 CUSTOMER_HEADER = ["customer_id", "first_name", "last_name", "email", "phone", "title"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,14 +26,33 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     import shutil
     import subprocess
 
-    from tests.requirements import need
+    from tests.support.requirements import need
 
     need(shutil.which("openssl") is not None, "openssl not installed")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -44,15 +63,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def assert_not_revealed(secrets: Iterable[str], text: str,
-                        caplog: pytest.LogCaptureFixture) -> None:
+def assert_not_revealed(
+    secrets: Iterable[str], text: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """None of ``secrets`` is in ``text`` nor in any log record."""
     logged = [r.getMessage() for r in caplog.records]
     assert not [s for s in secrets if s in text or any(s in m for m in logged)]
 
 
-def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[str]],
-              encoding: str = "utf-8") -> Path:
+def write_csv(
+    path: Path, header: list[str], rows: Iterable[Iterable[str]], encoding: str = "utf-8"
+) -> Path:
     """Write a CSV file (``encoding="utf-8-sig"`` adds a BOM)."""
     with open(path, "w", encoding=encoding, newline="") as handle:
         writer = csv.writer(handle)
@@ -64,8 +85,9 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[str]],
 @pytest.fixture
 def people_csv(tmp_path: Path) -> Path:
     """The contract's PEOPLE as a CSV file."""
-    return write_csv(tmp_path / "people.csv", CUSTOMER_HEADER,
-                     ([*p.as_fields().values()] for p in PEOPLE))
+    return write_csv(
+        tmp_path / "people.csv", CUSTOMER_HEADER, ([*p.as_fields().values()] for p in PEOPLE)
+    )
 
 
 @pytest.fixture

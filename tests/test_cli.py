@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from lookup_server.cli import cli, split_own_options
 from tests.conftest import write_csv
-from tests.helpspot import assert_livelookup, helpspot_error
-from tests.outbox.conftest import under_a_file
+from tests.support.helpspot import assert_livelookup, helpspot_error
+from tests.webhooks.conftest import under_a_file
 
 #: The installed console script, as an admin enters it in HelpSpot.
 LOOKUP_SERVER = [str(Path(sys.executable).with_name("lookup-server"))]
@@ -32,27 +32,37 @@ def helpspot_runs(configured: str, *args: str) -> subprocess.CompletedProcess[by
     """Run ``configured`` through /bin/sh with HelpSpot's shell-quoted arguments appended."""
     command = configured + "".join(" " + shlex.quote(a) for a in args)
     env = {k: v for k, v in os.environ.items() if k != "LOOKUP_SERVER_CONFIG"}
-    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=60, env=env,
-                          check=False)
+    return subprocess.run(
+        ["/bin/sh", "-c", command], capture_output=True, timeout=60, env=env, check=False
+    )
 
 
 def configured_command(config_file: Path, *extra: str) -> str:
     base = " ".join(shlex.quote(a) for a in LOOKUP_SERVER)
     return f"{base} livelookup --config {shlex.quote(str(config_file))} --source people" + (
-        " " + " ".join(extra) if extra else "")
+        " " + " ".join(extra) if extra else ""
+    )
 
 
 def test_named_arguments_of_helpspot_5_3(config_file: Path) -> None:
-    done = helpspot_runs(configured_command(config_file), "--customer_id=", "--first_name=Seán",
-                         "--last_name=O'Brien", "--email", "--phone", "--Custom7=x%20y")
+    done = helpspot_runs(
+        configured_command(config_file),
+        "--customer_id=",
+        "--first_name=Seán",
+        "--last_name=O'Brien",
+        "--email",
+        "--phone",
+        "--Custom7=x%20y",
+    )
     assert done.returncode == 0, done.stderr
     view = assert_livelookup(done.stdout)
     assert [c["customer_id"] for c in view.customers] == ["1003"]
 
 
 def test_positional_arguments_of_helpspot_5_0(config_file: Path) -> None:
-    done = helpspot_runs(configured_command(config_file, "--"), "", "", "", "ADA@example.com",
-                         "", "gold", "")
+    done = helpspot_runs(
+        configured_command(config_file, "--"), "", "", "", "ADA@example.com", "", "gold", ""
+    )
     assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1001"]
 
 
@@ -63,8 +73,9 @@ def test_no_match_is_exit_zero_and_an_empty_list(config_file: Path) -> None:
 
 
 def test_errors_go_to_stdout_so_helpspot_shows_them(config_file: Path) -> None:
-    done = helpspot_runs(configured_command(config_file).replace("people", "nope"),
-                         "--customer_id=1")
+    done = helpspot_runs(
+        configured_command(config_file).replace("people", "nope"), "--customer_id=1"
+    )
     assert done.returncode == 1
     assert "no source named 'nope'" in helpspot_error(done.stdout) or b"nope" in done.stdout
 
@@ -73,38 +84,45 @@ def test_broken_config_is_an_error_for_helpspot_and_details_on_stderr(tmp_path: 
     bad = tmp_path / "bad.toml"
     bad.write_text('[sources.people]\nbackend = "csv"\n')
     done = helpspot_runs(configured_command(bad), "--customer_id=1")
-    assert done.stdout == b"lookup-server error: the configuration has problems " \
-                          b"(run lookup-server check)\n"
+    assert (
+        done.stdout == b"lookup-server error: the configuration has problems "
+        b"(run lookup-server check)\n"
+    )
     assert b"sources.people.path: required" in done.stderr
 
 
 @pytest.mark.parametrize("encoded", ["latin-1", "utf-8"])
-def test_names_arrive_whatever_bytes_helpspots_shell_passed(config_file: Path,
-                                                            encoded: str) -> None:
+def test_names_arrive_whatever_bytes_helpspots_shell_passed(
+    config_file: Path, encoded: str
+) -> None:
     # PHP data is often Latin-1, and a C locale mangles nothing here: "accept what
     # arrives" (HELPSPOT.md §2). Latin-1 bytes are not UTF-8, and were a lookup error.
     last = os.fsdecode("Núñez".encode(encoded))  # as Python hands such argv bytes on
-    for args in (("--customer_id", "--first_name", f"--last_name={last}", "--email"),
-                 ("", "", last, "", "")):
+    for args in (
+        ("--customer_id", "--first_name", f"--last_name={last}", "--email"),
+        ("", "", last, "", ""),
+    ):
         done = helpspot_runs(configured_command(config_file, "--"), *args)
         assert done.returncode == 0, done.stdout + done.stderr
         assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1002"]
 
 
-def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(
-        tmp_path: Path) -> None:
+def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(tmp_path: Path) -> None:
     # A bug anywhere (here, lxml refusing a tag a plugin returned) must not leave
     # stdout empty: HelpSpot would read "No customers found".
     write_csv(tmp_path / "people.csv", ["customer_id", "last_name"], [["1", "Lovelace"]])
     config = tmp_path / "lookup.toml"
     config.write_text('[sources.people]\nbackend = "csv"\npath = "people.csv"\n')
-    code = ("import sys; from lookup_server import answers; from lookup_server.cli import main\n"
-            "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
-            "answers.render_livelookup = broken\n"
-            f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "
-            "'--source', 'people', '--customer_id=1']\nmain()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          check=False)
+    code = (
+        "import sys; from lookup_server.helpspot import answers; from lookup_server.cli import main\n"
+        "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
+        "answers.render_livelookup = broken\n"
+        f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "
+        "'--source', 'people', '--customer_id=1']\nmain()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
+    )
     assert done.returncode == 1
     assert helpspot_error(done.stdout) and b"internal error" in done.stdout
     assert b"Invalid tag name" in done.stderr and b"Invalid tag name" not in done.stdout
@@ -116,44 +134,56 @@ AFTER_DASHES = [
     pytest.param(["--source=nope", "", "Lovelace", "", ""], id="5.0-value-like-our-source"),
     pytest.param(["--x=y", "", "Lovelace", "", ""], id="5.0-value-like-a-named-argument"),
     pytest.param(["--", "", "Lovelace", "", ""], id="5.0-value-that-is-dashes"),
-    pytest.param(["--customer_id=1001", "--first_name", "--email", "--config=/etc/passwd"],
-                 id="5.3-named"),
-    pytest.param(["--customer_id", "--first_name=Ada", "--last_name=Lovelace"],
-                 id="5.3-named-empty-first"),
+    pytest.param(
+        ["--customer_id=1001", "--first_name", "--email", "--config=/etc/passwd"], id="5.3-named"
+    ),
+    pytest.param(
+        ["--customer_id", "--first_name=Ada", "--last_name=Lovelace"], id="5.3-named-empty-first"
+    ),
     pytest.param(["--Custom3=x%20y", "--last_name=Lovelace"], id="5.3-named-custom-first"),
 ]
 
 
 @pytest.mark.parametrize("helpspot_args", AFTER_DASHES)
-def test_after_the_dashes_everything_is_helpspots(config_file: Path, runner: CliRunner,
-                                                  helpspot_args: list[str]) -> None:
-    result = runner.invoke(cli, ["livelookup", "--config", str(config_file), "--source",
-                                 "people", "--", *helpspot_args])
+def test_after_the_dashes_everything_is_helpspots(
+    config_file: Path, runner: CliRunner, helpspot_args: list[str]
+) -> None:
+    result = runner.invoke(
+        cli,
+        ["livelookup", "--config", str(config_file), "--source", "people", "--", *helpspot_args],
+    )
     assert result.exit_code == 0, result.output
-    assert [c["customer_id"] for c in assert_livelookup(result.stdout_bytes).customers] \
-        == ["1001"]
+    assert [c["customer_id"] for c in assert_livelookup(result.stdout_bytes).customers] == ["1001"]
 
 
 @pytest.mark.parametrize("helpspot_args", AFTER_DASHES)
 def test_after_the_dashes_everything_is_helpspots_through_the_shell(
-        config_file: Path, helpspot_args: list[str]) -> None:
+    config_file: Path, helpspot_args: list[str]
+) -> None:
     # as HelpSpot runs it: the configured line, then its shell-quoted arguments
     done = helpspot_runs(configured_command(config_file, "--"), *helpspot_args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [c["customer_id"] for c in assert_livelookup(done.stdout).customers] == ["1001"]
 
 
-@pytest.mark.parametrize("args,own,rest", [
-    (["--source", "ad", "--customer_id=1"], {"source": "ad"}, ["--customer_id=1"]),
-    (["--source=ad", "--config=c.toml", "--source_id=0"], {"source": "ad", "config": "c.toml"},
-     ["--source_id=0"]),
-    (["--sour", "ad"], {}, ["--sour", "ad"]),  # no abbreviations
-    (["--source", "ad", "--", "--config=/etc/evil"], {"source": "ad"}, ["--config=/etc/evil"]),
-    (["--source", "ad", "--source", "x"], {"source": "ad"}, ["--source", "x"]),
-    (["--source", "ad", "", "Bob"], {"source": "ad"}, ["", "Bob"]),
-])
-def test_our_options_never_swallow_helpspots(args: list[str], own: dict[str, str],
-                                             rest: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args,own,rest",
+    [
+        (["--source", "ad", "--customer_id=1"], {"source": "ad"}, ["--customer_id=1"]),
+        (
+            ["--source=ad", "--config=c.toml", "--source_id=0"],
+            {"source": "ad", "config": "c.toml"},
+            ["--source_id=0"],
+        ),
+        (["--sour", "ad"], {}, ["--sour", "ad"]),  # no abbreviations
+        (["--source", "ad", "--", "--config=/etc/evil"], {"source": "ad"}, ["--config=/etc/evil"]),
+        (["--source", "ad", "--source", "x"], {"source": "ad"}, ["--source", "x"]),
+        (["--source", "ad", "", "Bob"], {"source": "ad"}, ["", "Bob"]),
+    ],
+)
+def test_our_options_never_swallow_helpspots(
+    args: list[str], own: dict[str, str], rest: list[str]
+) -> None:
     assert split_own_options(args) == (own, rest)
 
 
@@ -179,19 +209,25 @@ def test_check_probes_every_target(tmp_path: Path, people_csv: Path) -> None:
         '[targets.good]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
         'store = "pushes.sqlite3"\n'
         '[targets.broken]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
-        'store = "not-a-folder/pushes.sqlite3"\n')
+        'store = "not-a-folder/pushes.sqlite3"\n'
+    )
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
     assert result.exit_code == 1
     assert "ok   targets.good (http: details, push, webhook)" in result.output
-    assert "FAIL targets.broken (http: details, push, webhook): cannot open the push " \
-           "record" in result.output
+    assert (
+        "FAIL targets.broken (http: details, push, webhook): cannot open the push "
+        "record" in result.output
+    )
     assert result.stderr.endswith("1 check(s) failed\n")
 
 
 def test_check_indexes_a_large_csv_however_long_it_takes(tmp_path: Path) -> None:
     # as the server does: only backends that wait on a network run against the timeout
-    write_csv(tmp_path / "big.csv", ["customer_id", "email"],
-              ([str(i), f"user{i}@example.com"] for i in range(50_000)))
+    write_csv(
+        tmp_path / "big.csv",
+        ["customer_id", "email"],
+        ([str(i), f"user{i}@example.com"] for i in range(50_000)),
+    )
     config = tmp_path / "lookup.toml"
     config.write_text('[sources.big]\nbackend = "csv"\npath = "big.csv"\ntimeout = 0.001\n')
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
@@ -209,31 +245,38 @@ def test_check_lists_every_config_problem(tmp_path: Path) -> None:
 
 def test_plugins_lists_backends_and_capabilities() -> None:
     result = CliRunner().invoke(cli, ["plugins"])
-    assert "csv        lookup_plugins.csv_backend.CsvBackend  [ajax, livelookup]" in result.output
+    assert "csv        lookup_plugins.csv.backend.CsvBackend  [ajax, livelookup]" in result.output
 
 
 def test_validate_reports_what_staff_would_see(tmp_path: Path) -> None:
     good = tmp_path / "good.xml"
-    good.write_bytes(b'<?xml version="1.0" encoding="utf-8"?><livelookup><customer>'
-                     b"<customer_id>1</customer_id><first_name>Ada</first_name></customer>"
-                     b"</livelookup>")
+    good.write_bytes(
+        b'<?xml version="1.0" encoding="utf-8"?><livelookup><customer>'
+        b"<customer_id>1</customer_id><first_name>Ada</first_name></customer>"
+        b"</livelookup>"
+    )
     result = CliRunner().invoke(cli, ["validate", str(good)])
     assert result.exit_code == 0 and "Customer id: 1\n  First name: Ada" in result.output
     bad = tmp_path / "bad.xml"
-    bad.write_bytes(b"<livelookup><customer><customer_id>1</customer_id></customer>"
-                    b"<error>x</error></livelookup>")
+    bad.write_bytes(
+        b"<livelookup><customer><customer_id>1</customer_id></customer>"
+        b"<error>x</error></livelookup>"
+    )
     result = CliRunner().invoke(cli, ["validate", str(bad)])
     assert result.exit_code == 1
     assert "crashes HelpSpot" in result.output
 
 
 def test_livelookup_does_not_import_flask(config_file: Path) -> None:
-    code = ("import sys; from lookup_server.cli import main; sys.argv = ['x', 'livelookup', "
-            f"'--config', {str(config_file)!r}, '--source', 'people', '--customer_id=1'];\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('FLASK' if 'flask' in sys.modules else 'NOFLASK', file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          check=False)
+    code = (
+        "import sys; from lookup_server.cli import main; sys.argv = ['x', 'livelookup', "
+        f"'--config', {str(config_file)!r}, '--source', 'people', '--customer_id=1'];\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('FLASK' if 'flask' in sys.modules else 'NOFLASK', file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
+    )
     assert done.stderr.strip().endswith(b"NOFLASK"), done.stderr
 
 
@@ -243,13 +286,15 @@ def test_livelookup_does_not_import_flask(config_file: Path) -> None:
 def webhook_config(tmp_path: Path, outbox: Path) -> Path:
     """A config with one webhook target whose outbox is ``outbox``."""
     file = tmp_path / "hooks.toml"
-    file.write_text(f'[server]\noutbox = "{outbox}"\n\n[targets.hooks]\nbackend = "http"\n'
-                    f'url = "http://127.0.0.1:9/in"\nstore = "{tmp_path / "pushes.sqlite3"}"\n')
+    file.write_text(
+        f'[server]\noutbox = "{outbox}"\n\n[targets.hooks]\nbackend = "http"\n'
+        f'url = "http://127.0.0.1:9/in"\nstore = "{tmp_path / "pushes.sqlite3"}"\n'
+    )
     return file
 
 
 def used_outbox(tmp_path: Path) -> Path:
-    from lookup_server.outbox import Outbox
+    from lookup_server.webhooks import Outbox
 
     path = tmp_path / "outbox.sqlite3"
     Outbox(path).store("hooks", {"xRequest": "1"})
@@ -257,7 +302,7 @@ def used_outbox(tmp_path: Path) -> Path:
 
 
 def _damaged_header(tmp_path: Path) -> Path:
-    from tests.outbox.conftest import corrupt_header
+    from tests.webhooks.conftest import corrupt_header
 
     path = used_outbox(tmp_path)
     corrupt_header(path)
@@ -265,8 +310,8 @@ def _damaged_header(tmp_path: Path) -> Path:
 
 
 def _damaged_pages(tmp_path: Path) -> Path:
-    from lookup_server.outbox import Outbox
-    from tests.outbox.conftest import corrupt_pages
+    from lookup_server.webhooks import Outbox
+    from tests.webhooks.conftest import corrupt_pages
 
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
@@ -290,7 +335,7 @@ _under_a_file = under_a_file
 
 
 def _read_only_folder(tmp_path: Path) -> Path:
-    from tests.outbox.conftest import AS_ROOT
+    from tests.webhooks.conftest import AS_ROOT
 
     if AS_ROOT:
         pytest.skip("running as root: chmod 0555 does not stop root (_under_a_file covers it)")
@@ -301,18 +346,28 @@ def _read_only_folder(tmp_path: Path) -> Path:
     return path
 
 
-BAD_OUTBOXES = [_damaged_header, _damaged_pages, _not_sqlite, _missing_folder, _under_a_file,
-                _read_only_folder]
+BAD_OUTBOXES = [
+    _damaged_header,
+    _damaged_pages,
+    _not_sqlite,
+    _missing_folder,
+    _under_a_file,
+    _read_only_folder,
+]
 
 
 @pytest.mark.parametrize("make", BAD_OUTBOXES)
-@pytest.mark.parametrize("command", [["list"], ["list", "--state", "failed"], ["retry", "1"],
-                                     ["purge", "--older-than", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["list", "--state", "failed"], ["retry", "1"], ["purge", "--older-than", "1"]],
+)
 def test_every_outbox_command_gives_one_clear_line_on_a_bad_outbox(
-        tmp_path: Path, make: Callable[[Path], Path], command: list[str]) -> None:
+    tmp_path: Path, make: Callable[[Path], Path], command: list[str]
+) -> None:
     path = make(tmp_path)
-    result = CliRunner().invoke(cli, ["outbox", *command, "--config",
-                                      str(webhook_config(tmp_path, path))])
+    result = CliRunner().invoke(
+        cli, ["outbox", *command, "--config", str(webhook_config(tmp_path, path))]
+    )
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output
     assert result.stderr.count("\n") == 1 and str(path) in result.stderr
@@ -334,7 +389,7 @@ def test_check_passes_a_good_or_new_outbox(tmp_path: Path) -> None:
 
 
 def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> None:
-    from lookup_server.outbox import Outbox
+    from lookup_server.webhooks import Outbox
 
     path = tmp_path / "outbox.sqlite3"
     outbox = Outbox(path)
@@ -344,8 +399,9 @@ def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> 
     config = str(webhook_config(tmp_path, path))
     result = CliRunner().invoke(cli, ["outbox", "list", "--config", config])
     assert result.exit_code == 0, result.output
-    listed = [int(line.split()[0]) for line in result.stdout.splitlines()
-              if line.split()[0].isdigit()]
+    listed = [
+        int(line.split()[0]) for line in result.stdout.splitlines() if line.split()[0].isdigit()
+    ]
     assert listed == ids[-100:]  # the newest 100, oldest first
     assert "100 webhook(s), and 50 older not shown (--limit 0 lists all)" in result.stderr
     assert "size=5000000 bytes  request=12345" in result.stdout
@@ -353,7 +409,8 @@ def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> 
     assert "2 refused webhook(s)\n" in result.stderr
     everything = CliRunner().invoke(cli, ["outbox", "list", "--limit", "0", "--config", config])
     assert everything.stdout.count(" pending ") == 150
-    refused = CliRunner().invoke(cli, ["outbox", "list", "--state", "refused", "--limit", "1",
-                                       "--config", config])
+    refused = CliRunner().invoke(
+        cli, ["outbox", "list", "--state", "refused", "--limit", "1", "--config", config]
+    )
     assert " pending " not in refused.stdout and "request=unknown" in refused.stdout
     assert "request=12345" not in refused.stdout and "1 older not shown" in refused.stderr

@@ -6,9 +6,9 @@ import importlib
 import pkgutil
 
 import tests.plugins
-from lookup_server.registry import Registry
-from tests.backend_contract import BackendContract
-from tests.requirements import need
+from lookup_server.core.registry import Registry
+from tests.support.backend_contract import BackendContract
+from tests.support.requirements import need
 
 
 def contract_runs() -> set[str]:

@@ -11,20 +11,33 @@ def test_folders_and_lock_files_it_creates_are_the_servers_only(tmp_path: Path) 
 
     from lookup_plugins.http_target import PushLog
 
-    from lookup_server.app import create_app
+    from lookup_server.web.app import create_app
     from tests.conftest import write_csv
 
     write_csv(tmp_path / "c.csv", ["customer_id", "email"], [["1", "a@example.com"]])
     os.chmod(tmp_path / "c.csv", 0o600)
     old = os.umask(0)  # a careless service manager
     try:
-        app = create_app({
-            "server": {"outbox": str(tmp_path / "ob" / "outbox.sqlite3")},
-            "sources": {"c": {"backend": "csv", "path": "c.csv",
-                              "index_path": str(tmp_path / "ix" / "c.sqlite3")}},
-            "targets": {"t": {"backend": "http", "url": "http://127.0.0.1:9/x",
-                              "store": str(tmp_path / "ps" / "pushes.sqlite3")}},
-        }, base_dir=tmp_path)
+        app = create_app(
+            {
+                "server": {"outbox": str(tmp_path / "ob" / "outbox.sqlite3")},
+                "sources": {
+                    "c": {
+                        "backend": "csv",
+                        "path": "c.csv",
+                        "index_path": str(tmp_path / "ix" / "c.sqlite3"),
+                    }
+                },
+                "targets": {
+                    "t": {
+                        "backend": "http",
+                        "url": "http://127.0.0.1:9/x",
+                        "store": str(tmp_path / "ps" / "pushes.sqlite3"),
+                    }
+                },
+            },
+            base_dir=tmp_path,
+        )
         client = app.test_client()
         assert client.post("/webhook/t", data={"xRequest": "1"}).status_code == 202
         assert PushLog(tmp_path / "ps" / "pushes.sqlite3").find("none") is None

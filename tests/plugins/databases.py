@@ -17,12 +17,18 @@ from typing import Any
 
 import pyodbc
 
-from tests.backend_contract import PEOPLE
-from tests.requirements import need
+from tests.support.backend_contract import PEOPLE
+from tests.support.requirements import need
 
 #: element -> column of the people tables (``job title`` needs quoting everywhere)
-FIELDS = {"customer_id": "cust_id", "first_name": "given_name", "last_name": "family_name",
-          "email": "mail", "phone": "tel", "title": "job title"}
+FIELDS = {
+    "customer_id": "cust_id",
+    "first_name": "given_name",
+    "last_name": "family_name",
+    "email": "mail",
+    "phone": "tel",
+    "title": "job title",
+}
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,10 @@ class Database:
 
     def require(self) -> None:
         """Skip (fail under CI) unless the driver is installed and the server answers."""
-        need(self.driver in pyodbc.drivers(),
-             f"ODBC driver {self.driver!r} is not installed (odbcinst -q -d)")
+        need(
+            self.driver in pyodbc.drivers(),
+            f"ODBC driver {self.driver!r} is not installed (odbcinst -q -d)",
+        )
         try:
             pyodbc.connect(self.connection, timeout=3).close()
         except pyodbc.Error as exc:
@@ -60,13 +68,15 @@ class Database:
         name = f"people_{uuid.uuid4().hex[:10]}"
         columns = ", ".join(f"{self.quote(c)} {self.text_type}" for c in FIELDS.values())
         rows = [tuple(p.as_fields()[e] for e in FIELDS) for p in PEOPLE]
-        with self.table(name, f"{columns}, PRIMARY KEY ({self.quote('cust_id')})",
-                        list(FIELDS.values()), rows):
+        with self.table(
+            name, f"{columns}, PRIMARY KEY ({self.quote('cust_id')})", list(FIELDS.values()), rows
+        ):
             yield name
 
     @contextmanager
-    def table(self, name: str, definition: str, columns: list[str],
-              rows: list[tuple[str, ...]]) -> Iterator[str]:
+    def table(
+        self, name: str, definition: str, columns: list[str], rows: list[tuple[str, ...]]
+    ) -> Iterator[str]:
         """Create ``name``, fill it, yield, drop it."""
         conn = self.connect()
         try:
@@ -84,22 +94,32 @@ class Database:
         """Rows in ``table`` (to prove an injection attempt changed nothing)."""
         conn = self.connect()
         try:
-            return int(conn.cursor().execute(f"SELECT COUNT(*) FROM {self.quote(table)}")
-                       .fetchone()[0])
+            return int(
+                conn.cursor().execute(f"SELECT COUNT(*) FROM {self.quote(table)}").fetchone()[0]
+            )
         finally:
             conn.close()
 
 
 POSTGRES = Database(
-    "postgresql", "PostgreSQL Unicode",
-    os.environ.get("LOOKUP_TEST_PG_ODBC", "Driver={PostgreSQL Unicode};Server=127.0.0.1;"
-                   "Port=5432;Database=test;Uid=postgres;"),
+    "postgresql",
+    "PostgreSQL Unicode",
+    os.environ.get(
+        "LOOKUP_TEST_PG_ODBC",
+        "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test;Uid=postgres;",
+    ),
 )
 MARIADB = Database(
-    "mysql", "MariaDB Unicode",
-    os.environ.get("LOOKUP_TEST_MARIADB_ODBC", "Driver={MariaDB Unicode};Server=127.0.0.1;"
-                   "Port=3306;Database=test;Uid=root;Pwd=;CHARSET=utf8mb4;"),
-    text_type="VARCHAR(200) CHARACTER SET utf8mb4", open_quote="`", close_quote="`",
+    "mysql",
+    "MariaDB Unicode",
+    os.environ.get(
+        "LOOKUP_TEST_MARIADB_ODBC",
+        "Driver={MariaDB Unicode};Server=127.0.0.1;"
+        "Port=3306;Database=test;Uid=root;Pwd=;CHARSET=utf8mb4;",
+    ),
+    text_type="VARCHAR(200) CHARACTER SET utf8mb4",
+    open_quote="`",
+    close_quote="`",
 )
 
 
@@ -110,5 +130,11 @@ def sqlite_database(path: str) -> Database:
 
 def people_source(db: Database, table: str, **extra: Any) -> dict[str, Any]:
     """The ``[sources.people]`` table of a simple-mode source over ``table``."""
-    return {"backend": "odbc", "connection": db.connection, "dialect": db.dialect,
-            "table": table, "fields": dict(FIELDS), **extra}
+    return {
+        "backend": "odbc",
+        "connection": db.connection,
+        "dialect": db.dialect,
+        "table": table,
+        "fields": dict(FIELDS),
+        **extra,
+    }

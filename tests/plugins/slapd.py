@@ -91,8 +91,12 @@ class Slapd:
         """Add entries offline with slapadd (fast; the server must be stopped)."""
         data = self.root / "data.ldif"
         data.write_text(ldif(entries), encoding="utf-8")
-        subprocess.run([SLAPADD, "-q", "-f", str(self.root / "slapd.conf"), "-l", str(data)],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [SLAPADD, "-q", "-f", str(self.root / "slapd.conf"), "-l", str(data)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
 
     def start(self, wait: float = 20.0) -> None:
         """Start slapd in the foreground and wait until it accepts connections."""
@@ -100,7 +104,10 @@ class Slapd:
         log = (self.root / "slapd.log").open("ab")
         self.process = subprocess.Popen(
             [SLAPD, "-f", str(self.root / "slapd.conf"), "-h", urls, "-d", "0"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + wait
         while not self._accepts():
             if self.process.poll() is not None:
@@ -150,13 +157,19 @@ class Slapd:
 
     def _config(self) -> str:
         schemas = [SCHEMA_DIR / f"{n}.schema" for n in ("core", "cosine", "inetorgperson")]
-        tls = (f"TLSCACertificateFile {self.ca_file}\n"
-               f"TLSCertificateFile {self.root / 'server.pem'}\n"
-               f"TLSCertificateKeyFile {self.root / 'server.key'}\n") if self.tls_port else ""
+        tls = (
+            (
+                f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {self.root / 'server.pem'}\n"
+                f"TLSCertificateKeyFile {self.root / 'server.key'}\n"
+            )
+            if self.tls_port
+            else ""
+        )
         includes = "".join(f"include {path}\n" for path in [*schemas, AD_SCHEMA])
         return f"""{includes}
-pidfile {self.root / 'slapd.pid'}
-argsfile {self.root / 'slapd.args'}
+pidfile {self.root / "slapd.pid"}
+argsfile {self.root / "slapd.args"}
 modulepath /usr/lib/ldap
 moduleload back_mdb
 {tls}
@@ -165,7 +178,7 @@ maxsize 1073741824
 suffix "{SUFFIX}"
 rootdn "{ROOT_DN}"
 rootpw {ROOT_PASSWORD}
-directory {self.root / 'db'}
+directory {self.root / "db"}
 sizelimit 5000
 index objectClass,objectCategory eq
 index uid,sAMAccountName,mail,proxyAddresses eq
@@ -177,17 +190,43 @@ access to * by users read by * none
 
     def _make_certificates(self) -> None:
         def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=self.root, check=True, capture_output=True,
-                           timeout=60)
+            subprocess.run(
+                ["openssl", *args], cwd=self.root, check=True, capture_output=True, timeout=60
+            )
 
         ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-                "-subj", "/CN=lookup-server test CA")
-        openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-                "-subj", "/CN=127.0.0.1")
+        openssl(
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lookup-server test CA",
+        )
+        openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
         (self.root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
 
 
 def _stopped(task: Path) -> bool:

@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from lookup_plugins import csv_build, csv_index
-from lookup_plugins.csv_backend import CsvBackend, CsvOptions
-from lookup_plugins.csv_index import CsvIndex, IndexReplaced
+from lookup_plugins.csv import build as csv_build
+from lookup_plugins.csv import index as csv_index
+from lookup_plugins.csv.backend import CsvBackend, CsvOptions
+from lookup_plugins.csv.index import CsvIndex, IndexReplaced
 
-from lookup_server.backend import BackendError, SourceSettings
 from lookup_server.cli import cli
-from lookup_server.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
-from tests.backend_contract import PEOPLE, BackendContract
+from lookup_server.core.backend import BackendError, SourceSettings
+from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
 from tests.conftest import CUSTOMER_HEADER, write_csv
+from tests.support.backend_contract import PEOPLE, BackendContract
 
 
 class TestCsvContract(BackendContract):
@@ -29,8 +30,9 @@ class TestCsvContract(BackendContract):
     @classmethod
     def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         folder = tmp_path_factory.mktemp("csv")
-        write_csv(folder / "people.csv", CUSTOMER_HEADER,
-                  ([*p.as_fields().values()] for p in PEOPLE))
+        write_csv(
+            folder / "people.csv", CUSTOMER_HEADER, ([*p.as_fields().values()] for p in PEOPLE)
+        )
         return {"backend": "csv", "path": "people.csv", "_base_dir": str(folder)}
 
 
@@ -41,8 +43,9 @@ class TestCsvShardedContract(TestCsvContract):
     @classmethod
     def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         folder = tmp_path_factory.mktemp("csv")
-        path = write_csv(folder / "people.csv", CUSTOMER_HEADER,
-                         ([*p.as_fields().values()] for p in PEOPLE))
+        path = write_csv(
+            folder / "people.csv", CUSTOMER_HEADER, ([*p.as_fields().values()] for p in PEOPLE)
+        )
         with pytest.MonkeyPatch.context() as patch:
             sharded(patch, merge=False)
             assert len(opened(CsvBackend(CsvOptions(path), SourceSettings("t", "csv"))).shards) == 2
@@ -60,15 +63,18 @@ def backend(path: Path, **settings: Any) -> CsvBackend:
 
 
 def test_utf8_with_bom_reads_the_first_header(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "bom.csv", CUSTOMER_HEADER,
-                     [["1", "Zoë", "Ünder", "z@example.com", "", ""]], encoding="utf-8-sig")
+    path = write_csv(
+        tmp_path / "bom.csv",
+        CUSTOMER_HEADER,
+        [["1", "Zoë", "Ünder", "z@example.com", "", ""]],
+        encoding="utf-8-sig",
+    )
     (found,) = backend(path).find(ById("1"), 5)
     assert found.fields["first_name"] == "Zoë"
 
 
 def test_field_mapping_renames_columns(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "crm.csv", ["id", "surname", "Custom5"],
-                     [["77", "Doe", "gold"]])
+    path = write_csv(tmp_path / "crm.csv", ["id", "surname", "Custom5"], [["77", "Doe", "gold"]])
     b = backend(path, fields={"customer_id": "id", "last_name": "surname"})
     (found,) = b.find(ByName("do"), 5)
     assert dict(found.fields) == {"customer_id": "77", "last_name": "Doe", "Custom5": "gold"}
@@ -106,16 +112,18 @@ def test_check_says_why_a_reserved_column_is_not_sent(tmp_path: Path, reserved: 
     config.write_text('[sources.x]\nbackend = "csv"\npath = "x.csv"\n')
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert (f"     warning: column {reserved!r} is reserved: <{reserved}> is part of the "
-            "livelookup document's own structure") in result.output
+    assert (
+        f"     warning: column {reserved!r} is reserved: <{reserved}> is part of the "
+        "livelookup document's own structure"
+    ) in result.output
 
 
 @pytest.mark.parametrize("delimiter", ["", ";;", '"', "\n"])
-def test_a_delimiter_that_cannot_work_is_a_config_problem(tmp_path: Path,
-                                                          delimiter: str) -> None:
+def test_a_delimiter_that_cannot_work_is_a_config_problem(tmp_path: Path, delimiter: str) -> None:
     path = write_csv(tmp_path / "x.csv", ["customer_id"], [["1"]])
-    problems = CsvBackend.validate(CsvOptions(path, delimiter=delimiter),
-                                   SourceSettings("t", "csv"))
+    problems = CsvBackend.validate(
+        CsvOptions(path, delimiter=delimiter), SourceSettings("t", "csv")
+    )
     assert [key for key, _ in problems] == ["delimiter"]
     assert not CsvBackend.validate(CsvOptions(path, delimiter="\t"), SourceSettings("t", "csv"))
 
@@ -156,8 +164,9 @@ def test_server_keeps_answering_from_the_old_index_while_rebuilding(tmp_path: Pa
     assert b.find(ById("1"), 5)[0].fields["last_name"] == "New"
 
 
-def test_read_only_folder_keeps_the_index_in_the_cache(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_folder_keeps_the_index_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
     path = write_csv(folder / "p.csv", CUSTOMER_HEADER, [["1", "A", "B", "", "", ""]])
@@ -168,9 +177,16 @@ def test_read_only_folder_keeps_the_index_in_the_cache(tmp_path: Path,
 
 
 def test_options_filter_by_request_fields_and_calling_field(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "o.csv", ["customer_id", "value", "description", "xCategory"], [
-        ["", "gold", "Gold support", ""], ["", "hw1", "Laptop repair", "3"],
-        ["", "hw2", "Desktop repair", "3"], ["", "sw1", "Office licence", "4"]])
+    path = write_csv(
+        tmp_path / "o.csv",
+        ["customer_id", "value", "description", "xCategory"],
+        [
+            ["", "gold", "Gold support", ""],
+            ["", "hw1", "Laptop repair", "3"],
+            ["", "hw2", "Desktop repair", "3"],
+            ["", "sw1", "Office licence", "4"],
+        ],
+    )
     b = backend(path)
     values = [o.value for o in b.find_options(OptionsQuery("", {"xCategory": "3"}), 10)]
     assert values == ["gold", "hw1", "hw2"]
@@ -194,14 +210,18 @@ def test_an_options_file_cannot_answer_live_lookups(tmp_path: Path) -> None:
         backend(path).find(ById("1"), 5)
 
 
-@pytest.mark.parametrize("header,row,expected", [
-    (["customer_id", "bad name"], ["1", "x"], {"customer_id": "1"}),
-    (["bad name", "customer_id", "also bad"], ["x", "1", "y"], {"customer_id": "1"}),
-    (["customer_id", "email"], ["1"], {"customer_id": "1", "email": ""}),  # short row
-    (["customer_id", "email"], ["1", "a@b.c", "extra"], {"customer_id": "1", "email": "a@b.c"}),
-])
-def test_odd_rows_and_columns(tmp_path: Path, header: list[str], row: list[str],
-                              expected: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "header,row,expected",
+    [
+        (["customer_id", "bad name"], ["1", "x"], {"customer_id": "1"}),
+        (["bad name", "customer_id", "also bad"], ["x", "1", "y"], {"customer_id": "1"}),
+        (["customer_id", "email"], ["1"], {"customer_id": "1", "email": ""}),  # short row
+        (["customer_id", "email"], ["1", "a@b.c", "extra"], {"customer_id": "1", "email": "a@b.c"}),
+    ],
+)
+def test_odd_rows_and_columns(
+    tmp_path: Path, header: list[str], row: list[str], expected: dict[str, str]
+) -> None:
     path = write_csv(tmp_path / "x.csv", header, [row])
     assert dict(backend(path).find(ById("1"), 5)[0].fields) == expected
 
@@ -209,9 +229,15 @@ def test_odd_rows_and_columns(tmp_path: Path, header: list[str], row: list[str],
 # -- the index built on several cores (csv_build) -----------------------------------
 
 TRICKY_ROWS = [
-    [str(i), f"First{i}", f"Last{i % 7}", f"user{i}@example.com", f"+1 (555) {i:07d}",
-     # values spanning lines, quotes, the delimiter, and a stray quote in a bare value
-     f'line one\nline "two" of {i}, and more' if i % 5 == 0 else f'5" disk {i}']
+    [
+        str(i),
+        f"First{i}",
+        f"Last{i % 7}",
+        f"user{i}@example.com",
+        f"+1 (555) {i:07d}",
+        # values spanning lines, quotes, the delimiter, and a stray quote in a bare value
+        f'line one\nline "two" of {i}, and more' if i % 5 == 0 else f'5" disk {i}',
+    ]
     for i in range(1, 400)
 ]
 
@@ -235,31 +261,36 @@ def sharded(monkeypatch: pytest.MonkeyPatch, merge: bool = False) -> None:
 
 
 def test_an_index_built_in_parts_answers_exactly_as_one_built_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "parts").mkdir()
-    whole = backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS,
-                              encoding="utf-8-sig"))
+    whole = backend(
+        write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS, encoding="utf-8-sig")
+    )
     assert opened(whole).shards == []
     sharded(monkeypatch)
-    parts = backend(write_csv(tmp_path / "parts" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS,
-                              encoding="utf-8-sig"))
+    parts = backend(
+        write_csv(tmp_path / "parts" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS, encoding="utf-8-sig")
+    )
     index = opened(parts)
     assert len(index.shards) == 2 and index.row_count == len(TRICKY_ROWS)
     assert every_answer(parts) == every_answer(whole)
     # file order across the parts: the first customers of every part, in order
     assert [c.customer_id for c in parts.find(ByName("last1"), 100)] == [
-        str(i) for i in range(1, 400) if i % 7 == 1]
+        str(i) for i in range(1, 400) if i % 7 == 1
+    ]
 
 
 def test_a_cut_inside_a_quoted_value_is_caught_and_the_file_indexed_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     data = path.read_bytes()
-    inside = data.index(b"\nline \"\"two") + 1  # just after the line end inside row 5's value
-    monkeypatch.setattr(csv_build, "cut_points",
-                        lambda path, size, shards: [0, inside, len(data) // 2, len(data)])
+    inside = data.index(b'\nline ""two') + 1  # just after the line end inside row 5's value
+    monkeypatch.setattr(
+        csv_build, "cut_points", lambda path, size, shards: [0, inside, len(data) // 2, len(data)]
+    )
     b = backend(path)
     assert opened(b).shards == []
     assert "indexing p.csv on one core: a quoted value spans a cut" in caplog.text
@@ -268,7 +299,7 @@ def test_a_cut_inside_a_quoted_value_is_caught_and_the_file_indexed_whole(
 
 
 def test_a_failed_helper_process_means_the_file_is_indexed_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     sharded(monkeypatch)
     monkeypatch.setattr(csv_build.sys, "executable", "/bin/false")
@@ -278,7 +309,8 @@ def test_a_failed_helper_process_means_the_file_is_indexed_whole(
 
 
 def test_errors_in_a_file_built_in_parts_name_their_exact_line(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sharded(monkeypatch)
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     lines = path.read_bytes().split(b"\n")
@@ -288,8 +320,9 @@ def test_errors_in_a_file_built_in_parts_name_their_exact_line(
         backend(path).find(ById("1"), 5)
 
 
-def test_rebuilds_remove_the_files_of_earlier_builds(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebuilds_remove_the_files_of_earlier_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sharded(monkeypatch)
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     index = tmp_path / "p.csv.lookup-index.sqlite3"
@@ -302,11 +335,13 @@ def test_rebuilds_remove_the_files_of_earlier_builds(tmp_path: Path,
     second = opened(backend(path))
     assert second.generation != first.generation
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["p.csv", index.name, f"{index.name}.lock", *(s.name for s in second.shards)])
+        ["p.csv", index.name, f"{index.name}.lock", *(s.name for s in second.shards)]
+    )
 
 
 def test_a_thread_that_meets_replaced_index_files_takes_the_new_ones(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sharded(monkeypatch)
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     serving = backend(path)
@@ -328,9 +363,9 @@ def test_a_thread_that_meets_replaced_index_files_takes_the_new_ones(
     assert answers[0][0].fields["last_name"] == "Renamed"
 
 
-
 def test_parts_are_merged_into_one_file_that_servers_switch_to(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "one").mkdir()
     whole = backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
     sharded(monkeypatch, merge=True)
@@ -346,8 +381,9 @@ def test_parts_are_merged_into_one_file_that_servers_switch_to(
     assert every_answer(serving) == every_answer(whole)
 
 
-def test_lookups_take_no_locks_on_the_index_files(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lookups_take_no_locks_on_the_index_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Index files never change once in place, so they are opened immutable: a
     # lock held by anyone else cannot delay or fail a lookup.
     sharded(monkeypatch)
@@ -370,7 +406,8 @@ def _page_size(path: Path) -> int:
 
 
 def test_only_parts_have_the_larger_pages_that_build_faster(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "one").mkdir()
     whole = opened(backend(write_csv(tmp_path / "one" / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
     assert _page_size(whole.path) == 4096  # SQLite's default: the fastest lookups
@@ -382,7 +419,8 @@ def test_only_parts_have_the_larger_pages_that_build_faster(
 
 
 def test_a_merge_of_an_index_rebuilt_meanwhile_changes_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sharded(monkeypatch)
     index = opened(backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
     assert not csv_index.merge_parts(index.path, "0123456789ab")
@@ -406,14 +444,20 @@ def no_umask() -> Any:
     os.umask(previous)
 
 
-@pytest.mark.parametrize("csv_mode,index_mode", [
-    (0o600, 0o600), (0o640, 0o640), (0o604, 0o604), (0o644, 0o644),
-    (0o666, 0o644),  # others may read, as the CSV; but never write
-    (0o400, 0o600),  # the server must write its own index
-])
+@pytest.mark.parametrize(
+    "csv_mode,index_mode",
+    [
+        (0o600, 0o600),
+        (0o640, 0o640),
+        (0o604, 0o604),
+        (0o644, 0o644),
+        (0o666, 0o644),  # others may read, as the CSV; but never write
+        (0o400, 0o600),  # the server must write its own index
+    ],
+)
 def test_the_index_is_no_more_readable_than_its_csv(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_umask: None, csv_mode: int,
-        index_mode: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_umask: None, csv_mode: int, index_mode: int
+) -> None:
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
     path.chmod(csv_mode)
     whole = opened(backend(path))
@@ -427,8 +471,7 @@ def test_the_index_is_no_more_readable_than_its_csv(
     assert parts.path.stat().st_mode & 0o777 == index_mode
 
 
-def test_the_index_of_a_group_readable_csv_is_readable_by_that_group_only(
-        tmp_path: Path) -> None:
+def test_the_index_of_a_group_readable_csv_is_readable_by_that_group_only(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("giving a file to another group needs root")
     path = write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)
@@ -439,7 +482,8 @@ def test_the_index_of_a_group_readable_csv_is_readable_by_that_group_only(
 
 
 def test_a_link_planted_where_a_merge_writes_is_not_written_through(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sharded(monkeypatch)
     index = opened(backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS)))
     victim = tmp_path / "elsewhere"

@@ -11,36 +11,52 @@ import pytest
 from lookup_plugins.highrise_backend import HighriseBackend, HighriseOptions
 from lxml import etree
 
-from lookup_server.backend import BackendError, SourceSettings
-from lookup_server.config import config_from_mapping
-from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone, LookupQuery, PushRequest
-from tests.backend_contract import PEOPLE, BackendContract, Lookup
+from lookup_server.config.schema import Secret
+from lookup_server.config.settings import config_from_mapping
+from lookup_server.core.backend import BackendError, SourceSettings
+from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, LookupQuery, PushRequest
 from tests.conftest import assert_not_revealed
-from tests.hanging import HTTP_BODY_DRIP, as_source, dripping, hang_every_slot, wait_for
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.highrise import HighriseEmulator, HighrisePerson
+from tests.support.backend_contract import PEOPLE, BackendContract, Lookup
+from tests.support.hanging import HTTP_BODY_DRIP, as_source, dripping, hang_every_slot, wait_for
 
 TOKEN = "605b32dd0123456789abcdef"
 
 
 def contract_people() -> list[HighrisePerson]:
     """PEOPLE as Highrise people."""
-    return [HighrisePerson(p.customer_id, p.first_name, p.last_name, [p.email], [p.phone],
-                           title=p.title) for p in PEOPLE]
+    return [
+        HighrisePerson(
+            p.customer_id, p.first_name, p.last_name, [p.email], [p.phone], title=p.title
+        )
+        for p in PEOPLE
+    ]
 
 
 def account() -> list[HighrisePerson]:
     """The contract's people, a richer one, and 30 for paging."""
     people = contract_people()
     people[0] = HighrisePerson(
-        "1001", "Ada", "Lovelace", ["ada@home.example", "ada@example.com"], ["+44 20 7946 0001"],
-        title="Analyst", background="Met at <b>the</b> conference", company="Analytical & Co",
-        company_id="77", notes=[("2026-01-01T10:00:00Z", "first <i>note</i>"),
-                                ("2026-03-01T10:00:00Z", "second note"),
-                                ("2026-02-01T10:00:00Z", "middle note")])
-    people += [HighrisePerson(str(3000 + i), f"P{i:02d}", "Pager", [f"p{i}@example.com"], [])
-               for i in range(30)]
+        "1001",
+        "Ada",
+        "Lovelace",
+        ["ada@home.example", "ada@example.com"],
+        ["+44 20 7946 0001"],
+        title="Analyst",
+        background="Met at <b>the</b> conference",
+        company="Analytical & Co",
+        company_id="77",
+        notes=[
+            ("2026-01-01T10:00:00Z", "first <i>note</i>"),
+            ("2026-03-01T10:00:00Z", "second note"),
+            ("2026-02-01T10:00:00Z", "middle note"),
+        ],
+    )
+    people += [
+        HighrisePerson(str(3000 + i), f"P{i:02d}", "Pager", [f"p{i}@example.com"], [])
+        for i in range(30)
+    ]
     return people
 
 
@@ -52,8 +68,9 @@ def emulator() -> Iterator[tuple[HighriseEmulator, str]]:
         yield emu, running.base_url
 
 
-def make_backend(url: str, token: str = TOKEN, timeout: float = 5.0,
-                 **options: Any) -> HighriseBackend:
+def make_backend(
+    url: str, token: str = TOKEN, timeout: float = 5.0, **options: Any
+) -> HighriseBackend:
     """A backend for the emulated account."""
     opts = HighriseOptions(url=url, token=Secret(token), **options)
     return HighriseBackend(opts, SourceSettings("crm", "highrise", timeout=timeout))
@@ -75,8 +92,12 @@ class TestHighriseContract(BackendContract):
     def contract_source(cls) -> Iterator[dict[str, Any]]:
         emu = HighriseEmulator(contract_people(), TOKEN)
         with serve(emu.app()) as running:
-            yield {"backend": "highrise", "url": running.base_url, "token": TOKEN,
-                   "html_fields": ["highrise_link"]}
+            yield {
+                "backend": "highrise",
+                "url": running.base_url,
+                "token": TOKEN,
+                "html_fields": ["highrise_link"],
+            }
 
     def test_phone_matches_by_digits_whatever_the_format(self, lookup: Lookup) -> None:
         # Overridden: Highrise documents no search by phone digits (criteria[phone]
@@ -90,15 +111,22 @@ class TestHighriseContract(BackendContract):
 # -- lookup ------------------------------------------------------------------------------------
 
 
-def test_person_fields_and_link(backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
-                                ) -> None:
+def test_person_fields_and_link(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     (ada,) = backend.find(ById("1001"), 5)
     assert ada.fields == {
-        "customer_id": "1001", "first_name": "Ada", "last_name": "Lovelace",
-        "email": "ada@home.example", "phone": "+44 20 7946 0001", "title": "Analyst",
-        "company": "Analytical & Co", "background": "Met at <b>the</b> conference",
+        "customer_id": "1001",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@home.example",
+        "phone": "+44 20 7946 0001",
+        "title": "Analyst",
+        "company": "Analytical & Co",
+        "background": "Met at <b>the</b> conference",
         "highrise_link": f'<a href="{emulator[1]}/people/1001" target="_blank" '
-                         'rel="noopener noreferrer">Ada Lovelace in Highrise</a>'}
+        'rel="noopener noreferrer">Ada Lovelace in Highrise</a>',
+    }
 
 
 def test_email_search_shows_the_address_that_matched(backend: HighriseBackend) -> None:
@@ -106,36 +134,44 @@ def test_email_search_shows_the_address_that_matched(backend: HighriseBackend) -
     assert ada.fields["email"] == "ada@example.com"
 
 
-def test_email_search_uses_criteria(backend: HighriseBackend,
-                                    emulator: tuple[HighriseEmulator, str]) -> None:
+def test_email_search_uses_criteria(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     backend.find(ByEmail("ada@example.com"), 5)
-    assert emulator[0].seen[-1] == ("GET", "/people/search.xml",
-                                    {"criteria[email]": "ada@example.com", "n": "0"})
+    assert emulator[0].seen[-1] == (
+        "GET",
+        "/people/search.xml",
+        {"criteria[email]": "ada@example.com", "n": "0"},
+    )
 
 
-def test_name_search_pages_by_25(backend: HighriseBackend,
-                                 emulator: tuple[HighriseEmulator, str]) -> None:
+def test_name_search_pages_by_25(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     found = backend.find(ByName("Pager"), 28)
     assert len(found) == 28
     offsets = [args["n"] for _, path, args in emulator[0].seen if path == "/people/search.xml"]
     assert offsets == ["0", "25"]
 
 
-def test_phone_is_never_sent(backend: HighriseBackend,
-                             emulator: tuple[HighriseEmulator, str]) -> None:
+def test_phone_is_never_sent(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     assert backend.find(ByPhone("5550102000"), 5) == []
     assert emulator[0].seen == []
 
 
-def test_unknown_and_non_numeric_ids(backend: HighriseBackend,
-                                     emulator: tuple[HighriseEmulator, str]) -> None:
+def test_unknown_and_non_numeric_ids(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     assert backend.find(ById("424242"), 5) == []
     assert backend.find(ById("1001.xml?x=1"), 5) == []
     assert len(emulator[0].seen) == 1
 
 
-def test_basic_auth_with_token_and_user_agent(backend: HighriseBackend,
-                                              emulator: tuple[HighriseEmulator, str]) -> None:
+def test_basic_auth_with_token_and_user_agent(
+    backend: HighriseBackend, emulator: tuple[HighriseEmulator, str]
+) -> None:
     assert backend.check() == []
     assert emulator[0].seen == [("GET", "/account.xml", {})]
     assert emulator[0].user_agents == ["lookup-server (HelpSpot integration)"]
@@ -144,8 +180,9 @@ def test_basic_auth_with_token_and_user_agent(backend: HighriseBackend,
 # -- failures ----------------------------------------------------------------------------------
 
 
-def test_bad_token(emulator: tuple[HighriseEmulator, str],
-                   caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_token(
+    emulator: tuple[HighriseEmulator, str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(BackendError, match=r"rejected the API token") as err:
         make_backend(emulator[1], token="wrong" + TOKEN).check()
@@ -153,22 +190,23 @@ def test_bad_token(emulator: tuple[HighriseEmulator, str],
     assert_not_revealed([TOKEN], str(err.value), caplog)
 
 
-def test_unknown_account(emulator: tuple[HighriseEmulator, str],
-                         backend: HighriseBackend) -> None:
+def test_unknown_account(emulator: tuple[HighriseEmulator, str], backend: HighriseBackend) -> None:
     emulator[0].fail_next(404, "", path_contains="/account.xml")
     with pytest.raises(BackendError, match=r"no account at"):
         backend.check()
 
 
 def test_rate_limit_503_is_retried_after_retry_after(
-        emulator: tuple[HighriseEmulator, str], backend: HighriseBackend) -> None:
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     emulator[0].fail_next(503, "", {"Retry-After": "0"}, times=2)
     assert [c.customer_id for c in backend.find(ByEmail("ada@example.com"), 5)] == ["1001"]
     assert len(emulator[0].seen) == 3
 
 
-def test_rate_limit_beyond_the_timeout(emulator: tuple[HighriseEmulator, str],
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_rate_limit_beyond_the_timeout(
+    emulator: tuple[HighriseEmulator, str], caplog: pytest.LogCaptureFixture
+) -> None:
     emulator[0].fail_next(503, "", {"Retry-After": "10"})
     with pytest.raises(BackendError, match=r"rate-limiting requests and asks to wait 10 s") as err:
         make_backend(emulator[1], timeout=1).find(ByEmail("ada@example.com"), 5)
@@ -177,37 +215,46 @@ def test_rate_limit_beyond_the_timeout(emulator: tuple[HighriseEmulator, str],
 
 
 @pytest.mark.parametrize("status", [500, 502])
-def test_outage(emulator: tuple[HighriseEmulator, str], backend: HighriseBackend,
-                status: int) -> None:
+def test_outage(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend, status: int
+) -> None:
     emulator[0].fail_next(status, "<html>down</html>")
     with pytest.raises(BackendError, match=rf"having problems \(HTTP {status}\)"):
         backend.find(ByName("Lovelace"), 5)
 
 
-@pytest.mark.parametrize("body,message", [
-    ("<html><body>maintenance", "unreadable answer"),
-    ("<?xml version='1.0'?><person><id>1</id></person>", "expected <people>"),
-    ("", "unreadable answer"),
-])
-def test_malformed_answers(emulator: tuple[HighriseEmulator, str], backend: HighriseBackend,
-                           body: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("<html><body>maintenance", "unreadable answer"),
+        ("<?xml version='1.0'?><person><id>1</id></person>", "expected <people>"),
+        ("", "unreadable answer"),
+    ],
+)
+def test_malformed_answers(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend, body: str, message: str
+) -> None:
     emulator[0].fail_next(200, body)
     with pytest.raises(BackendError, match=message):
         backend.find(ByName("Lovelace"), 5)
 
 
-def test_entities_are_not_expanded(emulator: tuple[HighriseEmulator, str],
-                                   backend: HighriseBackend) -> None:
-    evil = ('<?xml version="1.0"?><!DOCTYPE people [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-            "<people><person><id>1</id><first-name>&x;</first-name>"
-            "<last-name>Lovelace</last-name></person></people>")
+def test_entities_are_not_expanded(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
+    evil = (
+        '<?xml version="1.0"?><!DOCTYPE people [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        "<people><person><id>1</id><first-name>&x;</first-name>"
+        "<last-name>Lovelace</last-name></person></people>"
+    )
     emulator[0].fail_next(200, evil)
     (found,) = backend.find(ByName("Lovelace"), 5)
     assert "root" not in found.fields["first_name"]
 
 
-def test_ssl_redirect_is_explained(emulator: tuple[HighriseEmulator, str],
-                                   backend: HighriseBackend) -> None:
+def test_ssl_redirect_is_explained(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     emulator[0].fail_next(302, "", {"Location": "https://example.highrisehq.com/account.xml"})
     with pytest.raises(BackendError, match=r"redirected.*http or https"):
         backend.check()
@@ -218,15 +265,22 @@ def test_ssl_redirect_is_explained(emulator: tuple[HighriseEmulator, str],
 
 def pushed(**data: object) -> PushRequest:
     """A pushed request as HelpSpot sends it (the fields this target reads)."""
-    base: dict[str, object] = {"xRequest": "12400", "sFirstName": "Grace", "sLastName": "Hopper",
-                               "sEmail": "grace@example.com", "sPhone": "555-010-1111",
-                               "Custom3": "Navy & <Co>", "staff_comment": "VIP <b>caller</b>",
-                               "fullname": "Grace Hopper"}
+    base: dict[str, object] = {
+        "xRequest": "12400",
+        "sFirstName": "Grace",
+        "sLastName": "Hopper",
+        "sEmail": "grace@example.com",
+        "sPhone": "555-010-1111",
+        "Custom3": "Navy & <Co>",
+        "staff_comment": "VIP <b>caller</b>",
+        "fullname": "Grace Hopper",
+    }
     return PushRequest({**base, **data})
 
 
-def test_push_creates_a_person(emulator: tuple[HighriseEmulator, str],
-                               backend: HighriseBackend) -> None:
+def test_push_creates_a_person(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     person_id = backend.push(pushed())
     created = emulator[0].people[-1]
     assert person_id == created.id
@@ -237,14 +291,16 @@ def test_push_creates_a_person(emulator: tuple[HighriseEmulator, str],
     assert sent.findtext("contact-data/email-addresses/email-address/location") == "Work"
 
 
-def test_push_finds_the_person_with_that_email(emulator: tuple[HighriseEmulator, str],
-                                               backend: HighriseBackend) -> None:
+def test_push_finds_the_person_with_that_email(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     assert backend.push(pushed(sEmail="ADA@example.com")) == "1001"
     assert emulator[0].created == []
 
 
-def test_push_survives_control_characters(emulator: tuple[HighriseEmulator, str],
-                                          backend: HighriseBackend) -> None:
+def test_push_survives_control_characters(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     backend.push(pushed(sEmail="", sFirstName="Nul\x00l", staff_comment="a\x0bb"))
     assert (emulator[0].people[-1].first_name, emulator[0].people[-1].background) == ("Null", "ab")
 
@@ -254,30 +310,40 @@ def test_push_without_name_or_email(backend: HighriseBackend) -> None:
         backend.push(pushed(sEmail="", sFirstName="", sLastName="", fullname=""))
 
 
-def test_push_into_a_full_account(emulator: tuple[HighriseEmulator, str],
-                                  backend: HighriseBackend) -> None:
+def test_push_into_a_full_account(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     emulator[0].fail_next(507, "", path_contains="/people.xml")
     with pytest.raises(BackendError, match=r"cannot hold more people"):
         backend.push(pushed())
 
 
-def test_push_refused_with_errors(emulator: tuple[HighriseEmulator, str],
-                                  backend: HighriseBackend) -> None:
-    emulator[0].fail_next(422, "<errors><error>First name can't be blank</error></errors>",
-                          path_contains="/people.xml")
+def test_push_refused_with_errors(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
+    emulator[0].fail_next(
+        422,
+        "<errors><error>First name can't be blank</error></errors>",
+        path_contains="/people.xml",
+    )
     with pytest.raises(BackendError, match=r"refused the new person: First name can't be blank"):
         backend.push(pushed())
 
 
-def test_details_show_name_link_and_latest_notes(emulator: tuple[HighriseEmulator, str],
-                                                 backend: HighriseBackend) -> None:
+def test_details_show_name_link_and_latest_notes(
+    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+) -> None:
     details = backend.details("1001")
     assert details.title == "Ada Lovelace"
     assert details.link == f"{emulator[1]}/people/1001"
     assert details.rows == (
-        ("Company", "Analytical & Co"), ("Title", "Analyst"),
-        ("Email", "ada@home.example, ada@example.com"), ("Phone", "+44 20 7946 0001"),
-        ("Note, 2026-03-01", "second note"), ("Note, 2026-02-01", "middle note"))
+        ("Company", "Analytical & Co"),
+        ("Title", "Analyst"),
+        ("Email", "ada@home.example, ada@example.com"),
+        ("Phone", "+44 20 7946 0001"),
+        ("Note, 2026-03-01", "second note"),
+        ("Note, 2026-02-01", "middle note"),
+    )
 
 
 def test_details_of_a_deleted_person(backend: HighriseBackend) -> None:
@@ -296,15 +362,26 @@ def test_the_documented_source_is_valid(tmp_path: Any) -> None:
     assert raw["targets"]["highrise"]["company_field"] == "Custom3"
 
 
-def test_push_and_details_through_the_push_route(emulator: tuple[HighriseEmulator, str],
-                                                 tmp_path: Path) -> None:
+def test_push_and_details_through_the_push_route(
+    emulator: tuple[HighriseEmulator, str], tmp_path: Path
+) -> None:
     """What the PHP bridge calls: a [targets.NAME] of backend highrise, over HTTP."""
-    from lookup_server.app import create_app
+    from lookup_server.web.app import create_app
 
-    app = create_app({"server": {"shared_key": "push-key_0123456789abcdef"},
-                      "targets": {"hr": {"backend": "highrise", "url": emulator[1],
-                                         "token": TOKEN, "company_field": "Custom3"}}},
-                     base_dir=tmp_path)
+    app = create_app(
+        {
+            "server": {"shared_key": "push-key_0123456789abcdef"},
+            "targets": {
+                "hr": {
+                    "backend": "highrise",
+                    "url": emulator[1],
+                    "token": TOKEN,
+                    "company_field": "Custom3",
+                }
+            },
+        },
+        base_dir=tmp_path,
+    )
     client = app.test_client()
     auth = {"Authorization": "Bearer push-key_0123456789abcdef"}
     answer = client.post("/push/hr", json=dict(pushed().data), headers=auth)
@@ -318,7 +395,8 @@ def test_push_and_details_through_the_push_route(emulator: tuple[HighriseEmulato
 
 
 def test_a_dripping_highrise_gets_its_threads_and_connections_back(
-        emulator: tuple[HighriseEmulator, str]) -> None:
+    emulator: tuple[HighriseEmulator, str],
+) -> None:
     port = int(emulator[1].rsplit(":", 1)[1])
     with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", port)) as server:
         source = as_source(make_backend(f"http://127.0.0.1:{server.port}", timeout=2))

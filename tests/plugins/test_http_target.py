@@ -19,11 +19,12 @@ from lookup_plugins.http_target import (
     default_store,
 )
 
-from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
-from lookup_server.config_schema import Secret
-from lookup_server.models import PushRequest, Webhook
-from lookup_server.registry import Registry, validate_backend_class
-from tests.hanging import (
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import BackendError, BackendTimeout, SourceSettings
+from lookup_server.core.models import PushRequest, Webhook
+from lookup_server.core.registry import Registry, validate_backend_class
+from tests.plugins.emulators import Running, serve
+from tests.support.hanging import (
     HTTP_BODY_DRIP,
     HTTP_HEADERS_DRIP,
     as_target,
@@ -31,12 +32,15 @@ from tests.hanging import (
     hang_every_slot,
     wait_for,
 )
-from tests.plugins.emulators import Running, serve
 
 SECRET = "s3cr3t-token-value"
 PUSHED = {
-    "xRequest": "12345", "sTitle": "Printer <on> fire", "sFirstName": "Zoë",
-    "sLastName": "Núñez", "sEmail": "zoe@example.com", "fullname": "Zoë Núñez",
+    "xRequest": "12345",
+    "sTitle": "Printer <on> fire",
+    "sFirstName": "Zoë",
+    "sLastName": "Núñez",
+    "sEmail": "zoe@example.com",
+    "fullname": "Zoë Núñez",
     "staff_comment": "Please check",
     "request_history": {"678": {"tNote": "<p>Hi</p>", "files": [{"sFilename": "a.pdf"}]}},
 }
@@ -56,8 +60,9 @@ class Receiver:
 
         @app.post("/items")
         def items() -> Response:
-            self.received.append({"headers": dict(request.headers),
-                                  "body": request.get_data(), "path": request.path})
+            self.received.append(
+                {"headers": dict(request.headers), "body": request.get_data(), "path": request.path}
+            )
             if self.scripted is not None:
                 status, body, kind = self.scripted
                 if status == 0:  # hang until the test ends
@@ -65,8 +70,11 @@ class Receiver:
                     status = 200
                 return Response(body, status=status, content_type=kind)
             number = len(self.received)
-            return Response(json.dumps({"id": f"crm-{number}", "data": {"id": number}}),
-                            status=201, content_type="application/json")
+            return Response(
+                json.dumps({"id": f"crm-{number}", "data": {"id": number}}),
+                status=201,
+                content_type="application/json",
+            )
 
         return app
 
@@ -79,10 +87,8 @@ def receiver() -> Iterator[tuple[Receiver, Running]]:
         state.release.set()
 
 
-def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0,
-                **options: Any) -> HttpTarget:
-    opts = HttpTargetOptions(url=f"{base_url}/items", store=tmp_path / "pushes.sqlite3",
-                             **options)
+def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: Any) -> HttpTarget:
+    opts = HttpTargetOptions(url=f"{base_url}/items", store=tmp_path / "pushes.sqlite3", **options)
     return HttpTarget(opts, SourceSettings(name="crm", backend="http", timeout=timeout))
 
 
@@ -96,10 +102,12 @@ def test_it_is_a_valid_plugin_offering_push_details_and_webhooks() -> None:
 
 
 def test_push_posts_the_request_as_json_and_returns_the_id(
-        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
-    target = make_target(running.base_url, tmp_path, secret=Secret(SECRET),
-                         headers={"X-Team": "support"})
+    target = make_target(
+        running.base_url, tmp_path, secret=Secret(SECRET), headers={"X-Team": "support"}
+    )
     assert target.push(PushRequest(PUSHED)) == "crm-1"
     (got,) = state.received
     assert json.loads(got["body"]) == PUSHED
@@ -108,32 +116,37 @@ def test_push_posts_the_request_as_json_and_returns_the_id(
     assert got["headers"]["Content-Type"] == "application/json; charset=utf-8"
 
 
-def test_id_field_can_point_into_the_answer(receiver: tuple[Receiver, Running],
-                                            tmp_path: Path) -> None:
+def test_id_field_can_point_into_the_answer(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     _, running = receiver
     target = make_target(running.base_url, tmp_path, id_field="data.id")
     assert target.push(PushRequest(PUSHED)) == "1"  # a JSON number becomes text
 
 
-def test_a_long_id_is_cut_to_255_characters(receiver: tuple[Receiver, Running],
-                                            tmp_path: Path) -> None:
+def test_a_long_id_is_cut_to_255_characters(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     state.scripted = (200, json.dumps({"id": "x" * 300}), "application/json")
     assert make_target(running.base_url, tmp_path).push(PushRequest(PUSHED)) == "x" * 255
 
 
-def test_an_answer_without_the_id_field_is_an_error(receiver: tuple[Receiver, Running],
-                                                    tmp_path: Path) -> None:
+def test_an_answer_without_the_id_field_is_an_error(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     state.scripted = (200, json.dumps({"ok": True}), "application/json")
     with pytest.raises(BackendError, match="has no 'id' field; check id_field"):
         make_target(running.base_url, tmp_path).push(PushRequest(PUSHED))
 
 
-@pytest.mark.parametrize("answer", ["not json", json.dumps({"id": True}),
-                                    json.dumps({"id": ""}), json.dumps(["id"])])
-def test_unusable_ids_are_errors(receiver: tuple[Receiver, Running], tmp_path: Path,
-                                 answer: str) -> None:
+@pytest.mark.parametrize(
+    "answer", ["not json", json.dumps({"id": True}), json.dumps({"id": ""}), json.dumps(["id"])]
+)
+def test_unusable_ids_are_errors(
+    receiver: tuple[Receiver, Running], tmp_path: Path, answer: str
+) -> None:
     state, running = receiver
     state.scripted = (200, answer, "application/json")
     with pytest.raises(BackendError, match="no 'id' field"):
@@ -141,7 +154,8 @@ def test_unusable_ids_are_errors(receiver: tuple[Receiver, Running], tmp_path: P
 
 
 def test_a_refusal_carries_the_status_and_the_other_systems_message(
-        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     state.scripted = (422, json.dumps({"error": "title is\nrequired"}), "application/json")
     with pytest.raises(BackendError) as caught:
@@ -149,8 +163,9 @@ def test_a_refusal_carries_the_status_and_the_other_systems_message(
     assert str(caught.value) == "127.0.0.1 refused the push (HTTP 422): title is required"
 
 
-def test_a_server_error_page_is_not_quoted(receiver: tuple[Receiver, Running],
-                                           tmp_path: Path) -> None:
+def test_a_server_error_page_is_not_quoted(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     state.scripted = (500, "<html>Traceback ... password=x</html>", "text/html")
     with pytest.raises(BackendError) as caught:
@@ -158,8 +173,7 @@ def test_a_server_error_page_is_not_quoted(receiver: tuple[Receiver, Running],
     assert str(caught.value) == "127.0.0.1 refused the push (HTTP 500)"
 
 
-def test_a_redirect_is_not_followed(receiver: tuple[Receiver, Running],
-                                    tmp_path: Path) -> None:
+def test_a_redirect_is_not_followed(receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
     state, running = receiver
     state.scripted = (302, "", "text/plain")
     with pytest.raises(BackendError, match="HTTP 302"):
@@ -175,8 +189,7 @@ def test_an_unreachable_target_is_a_clear_error_without_secrets(tmp_path: Path) 
     assert SECRET not in str(caught.value)
 
 
-def test_a_hanging_target_times_out(receiver: tuple[Receiver, Running],
-                                    tmp_path: Path) -> None:
+def test_a_hanging_target_times_out(receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
     state, running = receiver
     state.scripted = (0, "{}", "application/json")
     with pytest.raises(BackendTimeout, match=r"did not answer within 0\.3 s"):
@@ -185,7 +198,8 @@ def test_a_hanging_target_times_out(receiver: tuple[Receiver, Running],
 
 @pytest.mark.parametrize("start", [HTTP_HEADERS_DRIP, HTTP_BODY_DRIP], ids=["headers", "body"])
 def test_a_dripping_target_gets_its_threads_and_connections_back(
-        receiver: tuple[Receiver, Running], tmp_path: Path, start: bytes) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path, start: bytes
+) -> None:
     state, running = receiver
     with dripping(start, upstream=("127.0.0.1", running.port)) as server:
         target = as_target(make_target(f"http://127.0.0.1:{server.port}", tmp_path, timeout=2))
@@ -200,8 +214,9 @@ def test_a_dripping_target_gets_its_threads_and_connections_back(
 # -- details --------------------------------------------------------------------------------
 
 
-def test_details_show_the_recorded_push_and_answer(receiver: tuple[Receiver, Running],
-                                                   tmp_path: Path) -> None:
+def test_details_show_the_recorded_push_and_answer(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     _, running = receiver
     push_id = make_target(running.base_url, tmp_path).push(PushRequest(PUSHED))
     # A new instance (another worker, or after a restart) reads the same record.
@@ -225,7 +240,8 @@ def test_details_of_an_unknown_push_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_push_that_cannot_be_recorded_still_returns_its_id(
-        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     _, running = receiver
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -237,7 +253,8 @@ def test_a_push_that_cannot_be_recorded_still_returns_its_id(
 
 
 def test_the_push_record_is_readable_by_the_server_only(
-        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     _, running = receiver
     previous = os.umask(0o022)  # the usual one, under which SQLite makes files 0644
     try:
@@ -254,8 +271,9 @@ def test_customer_is_built_from_what_is_there() -> None:
     assert customer_of(PushRequest({})) == ""
 
 
-def test_the_default_store_is_in_the_state_folder(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_the_default_store_is_in_the_state_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert default_store("my crm/x") == tmp_path / "lookup-server" / "push-my_crm_x.sqlite3"
 
@@ -264,7 +282,8 @@ def test_the_default_store_is_in_the_state_folder(monkeypatch: pytest.MonkeyPatc
 
 
 def test_deliver_posts_the_payload_with_its_idempotency_key(
-        receiver: tuple[Receiver, Running], tmp_path: Path) -> None:
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     target = make_target(running.base_url, tmp_path, secret=Secret(SECRET))
     payload = {"xRequest": "1", "request_history": {"item": {"678": {"tNote": "x"}}}}
@@ -276,8 +295,9 @@ def test_deliver_posts_the_payload_with_its_idempotency_key(
     assert state.received[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
 
 
-def test_deliver_raises_on_a_non_2xx_answer(receiver: tuple[Receiver, Running],
-                                            tmp_path: Path) -> None:
+def test_deliver_raises_on_a_non_2xx_answer(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
     state, running = receiver
     state.scripted = (503, json.dumps({"message": "maintenance"}), "application/json")
     with pytest.raises(BackendError, match=r"refused the webhook \(HTTP 503\): maintenance"):
@@ -291,11 +311,15 @@ def test_validate_and_check(tmp_path: Path) -> None:
     settings = SourceSettings(name="crm", backend="http")
     assert HttpTarget.validate(HttpTargetOptions(url="crm.example.com", link="x"), settings) == [
         ("url", "must be an address starting with https:// (or http://)"),
-        ("link", "must contain {id}, where the pushed item's id goes")]
-    assert HttpTarget.validate(HttpTargetOptions(url="https://h", link="https://h/x"),
-                               settings)[0][0] == "link"
+        ("link", "must contain {id}, where the pushed item's id goes"),
+    ]
+    assert (
+        HttpTarget.validate(HttpTargetOptions(url="https://h", link="https://h/x"), settings)[0][0]
+        == "link"
+    )
     assert HttpTarget.validate(HttpTargetOptions(url="https://h/items"), settings) == []
-    plain = HttpTarget(HttpTargetOptions(url="http://crm.example.com/items",
-                                         store=tmp_path / "p.sqlite3"), settings)
-    assert plain.check() == ["url: pushes and webhooks go to crm.example.com unencrypted "
-                             "(http://)"]
+    plain = HttpTarget(
+        HttpTargetOptions(url="http://crm.example.com/items", store=tmp_path / "p.sqlite3"),
+        settings,
+    )
+    assert plain.check() == ["url: pushes and webhooks go to crm.example.com unencrypted (http://)"]

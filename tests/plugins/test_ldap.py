@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lookup_plugins.ldap_backend import LdapBackend, LdapOptions
+from lookup_plugins.ldap.backend import LdapBackend, LdapOptions
 
-from lookup_server.backend import BackendError, BackendTimeout, SourceSettings
-from lookup_server.config_schema import Secret
-from lookup_server.models import (
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import BackendError, BackendTimeout, SourceSettings
+from lookup_server.core.models import (
     ByEmail,
     ById,
     ByName,
@@ -29,9 +29,7 @@ from lookup_server.models import (
     Option,
     OptionsQuery,
 )
-from lookup_server.search import phone_digits, phone_matches
-from tests.backend_contract import PEOPLE, BackendContract
-from tests.hanging import as_source, dripping, hang_every_slot, wait_for
+from lookup_server.core.search import phone_digits, phone_matches
 from tests.plugins.ldap_directory import (
     BOSS_CN,
     BOSS_DISPLAY,
@@ -46,7 +44,9 @@ from tests.plugins.ldap_directory import (
     directory,
 )
 from tests.plugins.slapd import SERVICE_DN, SERVICE_PASSWORD, Slapd, free_port, slapd_available
-from tests.requirements import need
+from tests.support.backend_contract import PEOPLE, BackendContract
+from tests.support.hanging import as_source, dripping, hang_every_slot, wait_for
+from tests.support.requirements import need
 
 MakeBackend = Callable[..., Any]
 
@@ -91,14 +91,24 @@ def make() -> Iterator[MakeBackend]:
     """Build LdapBackends like the config layer does; close them afterwards."""
     built: list[Any] = []
 
-    def make(url: str | list[str], base_dn: str = STAFF, preset: str = "active_directory",
-             fields: dict[str, str] | None = None, timeout: float = 5.0, **options: Any) -> Any:
+    def make(
+        url: str | list[str],
+        base_dn: str = STAFF,
+        preset: str = "active_directory",
+        fields: dict[str, str] | None = None,
+        timeout: float = 5.0,
+        **options: Any,
+    ) -> Any:
         urls = [url] if isinstance(url, str) else url
-        opts = LdapOptions(url=urls, bind_dn=options.pop("bind_dn", SERVICE_DN),
-                           password=Secret(options.pop("password", SERVICE_PASSWORD)),
-                           base_dn=base_dn, preset=preset, **options)
-        source = SourceSettings(name="ad", backend="ldap", timeout=timeout,
-                                fields=fields or {})
+        opts = LdapOptions(
+            url=urls,
+            bind_dn=options.pop("bind_dn", SERVICE_DN),
+            password=Secret(options.pop("password", SERVICE_PASSWORD)),
+            base_dn=base_dn,
+            preset=preset,
+            **options,
+        )
+        source = SourceSettings(name="ad", backend="ldap", timeout=timeout, fields=fields or {})
         backend = LdapBackend(opts, source)
         built.append(backend)
         return backend
@@ -109,8 +119,14 @@ def make() -> Iterator[MakeBackend]:
 
 
 def _source_table(slapd: Slapd, base_dn: str, preset: str) -> dict[str, Any]:
-    return {"backend": "ldap", "url": slapd.url, "bind_dn": SERVICE_DN,
-            "password": SERVICE_PASSWORD, "base_dn": base_dn, "preset": preset}
+    return {
+        "backend": "ldap",
+        "url": slapd.url,
+        "bind_dn": SERVICE_DN,
+        "password": SERVICE_PASSWORD,
+        "base_dn": base_dn,
+        "preset": preset,
+    }
 
 
 class TestActiveDirectoryContract(BackendContract):
@@ -141,16 +157,27 @@ def _ids(customers: list[Customer] | Any) -> list[str]:
 def test_active_directory_preset_fields(server: Slapd, make: MakeBackend) -> None:
     (zoe,) = make(server.url).find(ById("zoe.lemaitre"), 10)
     assert dict(zoe.fields) == {
-        "customer_id": "zoe.lemaitre", "first_name": "Zoë", "last_name": "Le Maître",
-        "email": "zoe@corp.example", "phone": "+33 1 42 68 53 00",
-        "title": "Directrice « Ventes »", "department": "Sales", "company": "Example Ltd",
-        "manager": BOSS_DISPLAY}
+        "customer_id": "zoe.lemaitre",
+        "first_name": "Zoë",
+        "last_name": "Le Maître",
+        "email": "zoe@corp.example",
+        "phone": "+33 1 42 68 53 00",
+        "title": "Directrice « Ventes »",
+        "department": "Sales",
+        "company": "Example Ltd",
+        "manager": BOSS_DISPLAY,
+    }
 
 
-def test_binary_attributes_in_string_forms_and_photos_never(server: Slapd,
-                                                            make: MakeBackend) -> None:
-    fields = {"Custom1": "objectGUID", "Custom2": "objectSid", "Custom3": "thumbnailPhoto",
-              "photo": "thumbnailPhoto"}
+def test_binary_attributes_in_string_forms_and_photos_never(
+    server: Slapd, make: MakeBackend
+) -> None:
+    fields = {
+        "Custom1": "objectGUID",
+        "Custom2": "objectSid",
+        "Custom3": "thumbnailPhoto",
+        "photo": "thumbnailPhoto",
+    }
     backend = make(server.url, fields=fields)
     (zoe,) = backend.find(ById("zoe.lemaitre"), 10)
     assert zoe.fields["Custom1"] == str(ZOE_GUID)
@@ -203,8 +230,11 @@ def test_disabled_accounts_are_excluded(server: Slapd, make: MakeBackend) -> Non
 
 def test_user_filter_replaces_the_people_filter(server: Slapd, make: MakeBackend) -> None:
     sales = make(server.url, user_filter="(&(objectClass=user)(department=Sales))")
-    sales_mullers = [(p.customer_id, uac) for i, (p, uac, _) in enumerate(colleagues())
-                     if i % 3 == 0 and p.last_name.startswith("Müller")]  # department Sales
+    sales_mullers = [
+        (p.customer_id, uac)
+        for i, (p, uac, _) in enumerate(colleagues())
+        if i % 3 == 0 and p.last_name.startswith("Müller")
+    ]  # department Sales
     expected = [sam for sam, uac in sales_mullers if uac == UAC_ENABLED]
     assert expected and len(expected) < len(sales_mullers)  # the disabled ones stay out
     assert _ids(sales.find(ByName("Müller"), 100)) == sorted(expected)
@@ -212,23 +242,51 @@ def test_user_filter_replaces_the_people_filter(server: Slapd, make: MakeBackend
 
 @pytest.mark.parametrize("last", ["müller", "O'CONNOR", "ñandú", "çelik", "de la pe", "nguyễn"])
 def test_accented_names_match_ignoring_case(server: Slapd, make: MakeBackend, last: str) -> None:
-    expected = [p.customer_id for p, uac, _ in colleagues()
-                if p.last_name.casefold().startswith(last.casefold()) and uac == UAC_ENABLED]
+    expected = [
+        p.customer_id
+        for p, uac, _ in colleagues()
+        if p.last_name.casefold().startswith(last.casefold()) and uac == UAC_ENABLED
+    ]
     assert expected  # the data set really holds such names
     assert _ids(make(server.url).find(ByName(last), 100)) == sorted(expected)
 
 
 #: The hand-made users of ou=staff besides the generated colleagues (all enabled).
-SPECIAL_STAFF = {"boss": "D'Arcy", "zoe.lemaitre": "Le Maître", "star": "Wild*Card",
-                 "paren": "(Paren) Parker", "here3": "Leaver here3"}
+SPECIAL_STAFF = {
+    "boss": "D'Arcy",
+    "zoe.lemaitre": "Le Maître",
+    "star": "Wild*Card",
+    "paren": "(Paren) Parker",
+    "here3": "Leaver here3",
+}
 
 
-@pytest.mark.parametrize("last", ["Wild*", "Wild*C", "Wi*", "(Paren)", "(P*", "*", "Back\\Slash",
-                                  "Back\\", "\\", "\x00", "Le Maître", "D'Arcy", "d'a", ")"])
-def test_filter_characters_in_names_match_literally(server: Slapd, make: MakeBackend,
-                                                    last: str) -> None:
-    everyone = {**SPECIAL_STAFF, **{p.customer_id: p.last_name for p, uac, _ in colleagues()
-                                    if uac == UAC_ENABLED}}
+@pytest.mark.parametrize(
+    "last",
+    [
+        "Wild*",
+        "Wild*C",
+        "Wi*",
+        "(Paren)",
+        "(P*",
+        "*",
+        "Back\\Slash",
+        "Back\\",
+        "\\",
+        "\x00",
+        "Le Maître",
+        "D'Arcy",
+        "d'a",
+        ")",
+    ],
+)
+def test_filter_characters_in_names_match_literally(
+    server: Slapd, make: MakeBackend, last: str
+) -> None:
+    everyone = {
+        **SPECIAL_STAFF,
+        **{p.customer_id: p.last_name for p, uac, _ in colleagues() if uac == UAC_ENABLED},
+    }
     expected = [i for i, name in everyone.items() if name.casefold().startswith(last.casefold())]
     assert _ids(make(server.url).find(ByName(last), 400)) == sorted(expected)
 
@@ -241,8 +299,9 @@ def test_literal_matching_is_not_vacuous(server: Slapd, make: MakeBackend) -> No
 
 
 @pytest.mark.parametrize("hostile", ["*", "*)(sAMAccountName=*", "u0001)(|(a=*", "\\2a", "\x00"])
-def test_hostile_ids_and_emails_find_nothing(server: Slapd, make: MakeBackend,
-                                            hostile: str) -> None:
+def test_hostile_ids_and_emails_find_nothing(
+    server: Slapd, make: MakeBackend, hostile: str
+) -> None:
     backend = make(server.url)
     assert backend.find(ById(hostile), 10) == []
     assert backend.find(ByEmail(hostile + "@corp.example"), 10) == []
@@ -251,8 +310,11 @@ def test_hostile_ids_and_emails_find_nothing(server: Slapd, make: MakeBackend,
 @pytest.mark.parametrize("typed", ["+44 (161) 496-0042", "161 496 0042", "4960042", "0042"])
 def test_phone_matches_like_every_source(server: Slapd, make: MakeBackend, typed: str) -> None:
     digits = phone_digits(typed)
-    expected = [p.customer_id for p, uac, _ in colleagues()
-                if phone_matches(p.phone, digits) and uac == UAC_ENABLED]
+    expected = [
+        p.customer_id
+        for p, uac, _ in colleagues()
+        if phone_matches(p.phone, digits) and uac == UAC_ENABLED
+    ]
     assert _ids(make(server.url).find(ByPhone(digits), 100)) == sorted(expected)
 
 
@@ -268,8 +330,9 @@ def test_size_limit_caps_what_one_search_reads(server: Slapd, make: MakeBackend)
     assert len(make(server.url, size_limit=3).find(ByName("Dupont"), 100)) == 3
 
 
-def test_paged_search_reads_every_page_and_abandons_the_rest(server: Slapd,
-                                                             make: MakeBackend) -> None:
+def test_paged_search_reads_every_page_and_abandons_the_rest(
+    server: Slapd, make: MakeBackend
+) -> None:
     backend = make(server.url, exclude_disabled=False)
     backend.page_size = 2  # phone candidates are checked here, a page at a time
     leavers = ByPhone(phone_digits("555-400-0100"))
@@ -286,9 +349,11 @@ def test_paged_search_reads_every_page_and_abandons_the_rest(server: Slapd,
 def test_options_list_people_matching_what_was_typed(server: Slapd, make: MakeBackend) -> None:
     backend = make(server.url)
     assert list(backend.find_options(OptionsQuery(search="zoe.le"), 10)) == [
-        Option("zoe.lemaitre", "Zoë Le Maître <zoe@corp.example>")]
+        Option("zoe.lemaitre", "Zoë Le Maître <zoe@corp.example>")
+    ]
     assert [o.value for o in backend.find_options(OptionsQuery(search="le maî"), 10)] == [
-        "zoe.lemaitre"]
+        "zoe.lemaitre"
+    ]
     assert backend.find_options(OptionsQuery(search="z"), 10) == []
     assert backend.find_options(OptionsQuery(search="*"), 10) == []
     assert len(backend.find_options(OptionsQuery(search="Dupont"), 4)) == 4
@@ -303,8 +368,9 @@ def test_check_passes_and_warns_about_cleartext(server: Slapd, make: MakeBackend
     assert len(warnings) == 1 and "unencrypted" in warnings[0]
 
 
-def test_check_reports_bad_credentials_without_the_password(server: Slapd,
-                                                            make: MakeBackend) -> None:
+def test_check_reports_bad_credentials_without_the_password(
+    server: Slapd, make: MakeBackend
+) -> None:
     backend = make(server.url, password="not-the-password")
     with pytest.raises(BackendError, match="invalid credentials") as raised:
         backend.check()
@@ -333,16 +399,16 @@ def test_check_reports_a_bad_user_filter(server: Slapd, make: MakeBackend) -> No
 
 
 def test_ldaps_and_start_tls_verify_against_ca_file(server: Slapd, make: MakeBackend) -> None:
-    for backend in (make(server.ldaps_url, ca_file=server.ca_file),
-                    make(server.url, ca_file=server.ca_file, start_tls=True)):
+    for backend in (
+        make(server.ldaps_url, ca_file=server.ca_file),
+        make(server.url, ca_file=server.ca_file, start_tls=True),
+    ):
         assert _ids(backend.find(ById("zoe.lemaitre"), 1)) == ["zoe.lemaitre"]
 
 
 @pytest.mark.parametrize("tls", ["ldaps", "start_tls"])
-def test_untrusted_certificate_is_a_tls_failure(server: Slapd, make: MakeBackend,
-                                                tls: str) -> None:
-    url, extra = ((server.ldaps_url, {}) if tls == "ldaps"
-                  else (server.url, {"start_tls": True}))
+def test_untrusted_certificate_is_a_tls_failure(server: Slapd, make: MakeBackend, tls: str) -> None:
+    url, extra = (server.ldaps_url, {}) if tls == "ldaps" else (server.url, {"start_tls": True})
     backend = make(url, **extra)  # no ca_file: the system store does not know our test CA
     with pytest.raises(BackendError, match="TLS failure"):
         backend.check()
@@ -350,9 +416,10 @@ def test_untrusted_certificate_is_a_tls_failure(server: Slapd, make: MakeBackend
 
 def test_certificate_must_name_the_host_in_url(server: Slapd, make: MakeBackend) -> None:
     # the test certificate names only 127.0.0.1; localhost reaches the same server
-    for backend in (make(f"ldaps://localhost:{server.tls_port}", ca_file=server.ca_file),
-                    make(f"ldap://localhost:{server.port}", ca_file=server.ca_file,
-                         start_tls=True)):
+    for backend in (
+        make(f"ldaps://localhost:{server.tls_port}", ca_file=server.ca_file),
+        make(f"ldap://localhost:{server.port}", ca_file=server.ca_file, start_tls=True),
+    ):
         with pytest.raises(BackendError, match="the certificate does not name localhost"):
             backend.check()
 
@@ -369,9 +436,10 @@ def test_connections_are_pooled_not_bound_per_lookup(server: Slapd, make: MakeBa
     assert backend._pool.idle() == [pooled]
 
 
-def test_old_idle_connections_are_replaced(server: Slapd, make: MakeBackend,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import lookup_plugins.ldap_backend as module
+def test_old_idle_connections_are_replaced(
+    server: Slapd, make: MakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lookup_plugins.ldap.backend as module
 
     backend = make(server.url)
     backend.find(ById("u0001"), 1)
@@ -415,8 +483,7 @@ def test_failover_to_the_next_url(server: Slapd, make: MakeBackend) -> None:
     assert any("failover URL unusable: cannot connect" in w for w in backend.check())
 
 
-def test_primary_stopping_mid_run_fails_over(spare: Callable[[], Slapd],
-                                             make: MakeBackend) -> None:
+def test_primary_stopping_mid_run_fails_over(spare: Callable[[], Slapd], make: MakeBackend) -> None:
     first, second = spare(), spare()
     backend = make([first.url, second.url])
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
@@ -424,8 +491,9 @@ def test_primary_stopping_mid_run_fails_over(spare: Callable[[], Slapd],
     assert _ids(backend.find(ById("u0002"), 1)) == ["u0002"]
 
 
-def test_restart_fails_fast_then_recovers_same_backend(spare: Callable[[], Slapd],
-                                                       make: MakeBackend) -> None:
+def test_restart_fails_fast_then_recovers_same_backend(
+    spare: Callable[[], Slapd], make: MakeBackend
+) -> None:
     slapd = spare()
     backend = make(slapd.url)
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
@@ -439,8 +507,9 @@ def test_restart_fails_fast_then_recovers_same_backend(spare: Callable[[], Slapd
     assert _ids(backend.find(ById("u0002"), 1)) == ["u0002"]
 
 
-def test_frozen_server_times_out_then_recovers(spare: Callable[[], Slapd],
-                                               make: MakeBackend) -> None:
+def test_frozen_server_times_out_then_recovers(
+    spare: Callable[[], Slapd], make: MakeBackend
+) -> None:
     slapd = spare()
     backend = make(slapd.url, timeout=2.0)
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
@@ -451,16 +520,17 @@ def test_frozen_server_times_out_then_recovers(spare: Callable[[], Slapd],
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
 
 
-
 #: An LDAP message announcing 1 MiB, whose bytes then come one at a time.
 LDAP_MESSAGE_DRIP = b"\x30\x84\x00\x10\x00\x00"
 
 
 def test_a_dripping_directory_gets_its_threads_and_connections_back(
-        server: Slapd, make: MakeBackend) -> None:
+    server: Slapd, make: MakeBackend
+) -> None:
     # faster than ldap3's receive timeout (whole seconds, at least 1): no read ever times out
-    with dripping(LDAP_MESSAGE_DRIP, b"\x00", interval=0.25,
-                  upstream=("127.0.0.1", server.port)) as proxy:
+    with dripping(
+        LDAP_MESSAGE_DRIP, b"\x00", interval=0.25, upstream=("127.0.0.1", server.port)
+    ) as proxy:
         proxy.dripping = False
         source = as_source(make(f"ldap://127.0.0.1:{proxy.port}", timeout=1.0))
         query = LookupQuery(customer_id="u0001")
@@ -474,10 +544,12 @@ def test_a_dripping_directory_gets_its_threads_and_connections_back(
         finally:
             source.backend.close()
 
-def test_restart_through_http_shows_helpspot_an_error(spare: Callable[[], Slapd],
-                                                      tmp_path: Path) -> None:
-    from lookup_server.app import create_app
-    from tests.helpspot import assert_livelookup, helpspot_error
+
+def test_restart_through_http_shows_helpspot_an_error(
+    spare: Callable[[], Slapd], tmp_path: Path
+) -> None:
+    from lookup_server.web.app import create_app
+    from tests.support.helpspot import assert_livelookup, helpspot_error
 
     slapd = spare()
     table = _source_table(slapd, CONTRACT_AD, "active_directory")
@@ -510,11 +582,13 @@ def test_filters_escape_every_value(make: MakeBackend) -> None:
     assert backend._plan(ById("*)(uid=*")).clause == r"(sAMAccountName=\2a\29\28uid=\2a)"
     assert backend._plan(ByName("a\\b", "(x")).clause == r"(sn=a\5cb*)(givenName=\28x*)"
     assert backend._plan(ByPhone("5550102000")).clause == (  # the last 7 digits
-        "(|(telephoneNumber=*0*1*0*2*0*0*0*)(mobile=*0*1*0*2*0*0*0*))")
+        "(|(telephoneNumber=*0*1*0*2*0*0*0*)(mobile=*0*1*0*2*0*0*0*))"
+    )
 
 
 def test_a_port_that_is_not_ldap_is_reported(make: MakeBackend) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
+
         def answer_like_a_web_server() -> None:
             conn, _ = listener.accept()
             with conn:

@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 from lookup_plugins.msgraph_backend import MsGraphBackend, MsGraphOptions
 
-from lookup_server.backend import BackendError, SourceSettings
-from lookup_server.config import config_from_mapping
-from lookup_server.config_schema import Secret
-from lookup_server.models import ByEmail, ById, ByName, ByPhone, LookupQuery
-from tests.backend_contract import PEOPLE, BackendContract, Lookup
+from lookup_server.config.schema import Secret
+from lookup_server.config.settings import config_from_mapping
+from lookup_server.core.backend import BackendError, SourceSettings
+from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, LookupQuery
 from tests.conftest import assert_not_revealed
-from tests.hanging import DrippingApp, as_source, hang_every_slot, wait_for
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.msgraph import (
     GraphEmulator,
@@ -27,6 +25,8 @@ from tests.plugins.emulators.msgraph import (
     parse_filter,
     parse_search,
 )
+from tests.support.backend_contract import PEOPLE, BackendContract, Lookup
+from tests.support.hanging import DrippingApp, as_source, hang_every_slot, wait_for
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
@@ -41,8 +41,18 @@ def object_id(customer_id: str) -> str:
 
 def contract_users() -> list[GraphUser]:
     """PEOPLE as directory users, the customer id in employeeId."""
-    return [GraphUser(object_id(p.customer_id), p.first_name, p.last_name, p.email, [p.phone],
-                      p.title, employee_id=p.customer_id) for p in PEOPLE]
+    return [
+        GraphUser(
+            object_id(p.customer_id),
+            p.first_name,
+            p.last_name,
+            p.email,
+            [p.phone],
+            p.title,
+            employee_id=p.customer_id,
+        )
+        for p in PEOPLE
+    ]
 
 
 def directory() -> list[GraphUser]:
@@ -51,8 +61,17 @@ def directory() -> list[GraphUser]:
     users[0].manager_id = BOSS
     users[0].department = "R&D"
     users.append(GraphUser(BOSS, "Grace", "Hopper", "grace@example.com", [], "Director"))
-    users += [GraphUser(str(uuid.uuid4()), f"P{i:02d}", "Pager", f"p{i}@example.com", [],
-                        employee_id=str(3000 + i)) for i in range(30)]
+    users += [
+        GraphUser(
+            str(uuid.uuid4()),
+            f"P{i:02d}",
+            "Pager",
+            f"p{i}@example.com",
+            [],
+            employee_id=str(3000 + i),
+        )
+        for i in range(30)
+    ]
     return users
 
 
@@ -71,13 +90,20 @@ def emulator(tls: tuple[ssl.SSLContext, Path]) -> Iterator[GraphEmulator]:
         yield emu
 
 
-def make_backend(emu: GraphEmulator, ca: Path, timeout: float = 5.0,
-                 **options: Any) -> MsGraphBackend:
+def make_backend(
+    emu: GraphEmulator, ca: Path, timeout: float = 5.0, **options: Any
+) -> MsGraphBackend:
     """A backend for the emulated tenant."""
     opts: dict[str, Any] = {
-        "tenant": TENANT, "client_id": CLIENT_ID, "client_secret": Secret(SECRET),
-        "id_property": "employeeId", "authority_host": emu.base_url,
-        "graph_endpoint": emu.base_url, "ca_bundle": ca, **options}
+        "tenant": TENANT,
+        "client_id": CLIENT_ID,
+        "client_secret": Secret(SECRET),
+        "id_property": "employeeId",
+        "authority_host": emu.base_url,
+        "graph_endpoint": emu.base_url,
+        "ca_bundle": ca,
+        **options,
+    }
     return MsGraphBackend(MsGraphOptions(**opts), SourceSettings("ad", "msgraph", timeout=timeout))
 
 
@@ -87,8 +113,7 @@ def backend(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path]) -> MsGrap
     return make_backend(emulator, tls[1])
 
 
-def assert_no_secret(text: str, caplog: pytest.LogCaptureFixture,
-                     emulator: GraphEmulator) -> None:
+def assert_no_secret(text: str, caplog: pytest.LogCaptureFixture, emulator: GraphEmulator) -> None:
     """Neither the secret nor any issued token is in ``text`` or a log record."""
     assert_not_revealed([SECRET, *emulator.issued], text, caplog)
 
@@ -100,16 +125,21 @@ class TestMsGraphContract(BackendContract):
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory
-                        ) -> Iterator[dict[str, Any]]:
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         context, ca = make_tls(tmp_path_factory.mktemp("contract-tls"))
         emu = GraphEmulator(contract_users(), TENANT, CLIENT_ID, SECRET)
         with serve(emu.app(), context) as running:
             emu.base_url = running.base_url
-            yield {"backend": "msgraph", "tenant": TENANT, "client_id": CLIENT_ID,
-                   "client_secret": SECRET, "id_property": "employeeId",
-                   "authority_host": running.base_url, "graph_endpoint": running.base_url,
-                   "ca_bundle": str(ca)}
+            yield {
+                "backend": "msgraph",
+                "tenant": TENANT,
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "id_property": "employeeId",
+                "authority_host": running.base_url,
+                "graph_endpoint": running.base_url,
+                "ca_bundle": str(ca),
+            }
 
     def test_phone_matches_by_digits_whatever_the_format(self, lookup: Lookup) -> None:
         # Overridden: Graph's $filter on businessPhones/mobilePhone compares the whole
@@ -134,8 +164,9 @@ def test_filter_doubles_single_quotes(backend: MsGraphBackend, emulator: GraphEm
 
 
 @pytest.mark.parametrize("text", ['a" OR "givenName:x', "back\\", '\\"', 'O"Brien'])
-def test_search_escapes_double_quotes(backend: MsGraphBackend, emulator: GraphEmulator,
-                                      text: str) -> None:
+def test_search_escapes_double_quotes(
+    backend: MsGraphBackend, emulator: GraphEmulator, text: str
+) -> None:
     assert backend.find(ByName(text, text), 5) == []
     args, consistency = emulator.user_queries[-1]
     assert consistency == "eventual" and args["$count"] == "true"
@@ -145,10 +176,16 @@ def test_search_escapes_double_quotes(backend: MsGraphBackend, emulator: GraphEm
 def test_name_search_with_manager(backend: MsGraphBackend) -> None:
     (ada,) = backend.find(ByName("lovel", "a"), 5)
     assert ada.fields == {
-        "customer_id": "1001", "first_name": "Ada", "last_name": "Lovelace",
-        "email": "ada@example.com", "phone": "+44 20 7946 0001", "title": "Analyst",
-        "department": "R&D", "user_principal_name": "ada@contoso.onmicrosoft.com",
-        "manager": "Grace Hopper"}
+        "customer_id": "1001",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0001",
+        "title": "Analyst",
+        "department": "R&D",
+        "user_principal_name": "ada@contoso.onmicrosoft.com",
+        "manager": "Grace Hopper",
+    }
 
 
 def test_exact_lookups_expand_the_manager(backend: MsGraphBackend) -> None:
@@ -158,8 +195,9 @@ def test_exact_lookups_expand_the_manager(backend: MsGraphBackend) -> None:
     assert also.fields["customer_id"] == "1001"
 
 
-def test_object_ids_are_checked_before_asking(emulator: GraphEmulator,
-                                              tls: tuple[ssl.SSLContext, Path]) -> None:
+def test_object_ids_are_checked_before_asking(
+    emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path]
+) -> None:
     backend = make_backend(emulator, tls[1], id_property="id")
     assert backend.find(ById("1001"), 5) == []
     assert emulator.user_queries == []
@@ -177,14 +215,14 @@ def test_paging_follows_next_link(backend: MsGraphBackend, emulator: GraphEmulat
     assert [a.get("$skiptoken") for a, _ in emulator.user_queries] == [None, "25"]
 
 
-def test_next_link_to_another_host_is_not_followed(backend: MsGraphBackend,
-                                                   emulator: GraphEmulator) -> None:
+def test_next_link_to_another_host_is_not_followed(
+    backend: MsGraphBackend, emulator: GraphEmulator
+) -> None:
     emulator.fail_next(200, {"value": [], "@odata.nextLink": "https://evil.example/v1.0/users"})
     assert backend.find(ByName("Pager"), 5) == []
 
 
-def test_token_is_cached_until_it_expires(backend: MsGraphBackend,
-                                          emulator: GraphEmulator) -> None:
+def test_token_is_cached_until_it_expires(backend: MsGraphBackend, emulator: GraphEmulator) -> None:
     for _ in range(3):
         backend.find(ById("1001"), 5)
     assert backend.check() == []
@@ -194,8 +232,9 @@ def test_token_is_cached_until_it_expires(backend: MsGraphBackend,
 # -- failures ---------------------------------------------------------------------------------
 
 
-def test_wrong_secret(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path],
-                      caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_secret(
+    emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     backend = make_backend(emulator, tls[1], client_secret=Secret("wrong-" + SECRET))
     with pytest.raises(BackendError, match=r"rejected the app's credentials.*AADSTS7000215") as e:
@@ -205,8 +244,9 @@ def test_wrong_secret(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path],
     assert_no_secret(str(e.value), caplog, emulator)
 
 
-def test_unknown_tenant(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path],
-                        caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_tenant(
+    emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     backend = make_backend(emulator, tls[1], tenant="nosuch.onmicrosoft.com")
     with pytest.raises(BackendError, match=r"does not know the tenant 'nosuch") as err:
@@ -220,8 +260,9 @@ def test_unknown_app(emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path]) 
         backend.check()
 
 
-def test_successful_lookups_log_no_secret(backend: MsGraphBackend, emulator: GraphEmulator,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_successful_lookups_log_no_secret(
+    backend: MsGraphBackend, emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     backend.find(ByName("Lovelace"), 5)
     backend.find(ById("1001"), 5)
@@ -229,45 +270,74 @@ def test_successful_lookups_log_no_secret(backend: MsGraphBackend, emulator: Gra
     assert_no_secret("", caplog, emulator)
 
 
-def test_a_rejected_token_is_replaced_once(backend: MsGraphBackend,
-                                           emulator: GraphEmulator) -> None:
+def test_a_rejected_token_is_replaced_once(
+    backend: MsGraphBackend, emulator: GraphEmulator
+) -> None:
     backend.find(ById("1001"), 5)
-    emulator.fail_next(401, {"error": {"code": "InvalidAuthenticationToken",
-                                       "message": "Access token has expired or is not yet valid."}})
+    emulator.fail_next(
+        401,
+        {
+            "error": {
+                "code": "InvalidAuthenticationToken",
+                "message": "Access token has expired or is not yet valid.",
+            }
+        },
+    )
     assert len(backend.find(ById("1001"), 5)) == 1
     assert emulator.token_requests == 2
 
 
-def test_a_token_rejected_twice_is_reported(backend: MsGraphBackend,
-                                            emulator: GraphEmulator) -> None:
-    emulator.fail_next(401, {"error": {"code": "InvalidAuthenticationToken",
-                                       "message": "Access token validation failure."}}, times=2)
+def test_a_token_rejected_twice_is_reported(
+    backend: MsGraphBackend, emulator: GraphEmulator
+) -> None:
+    emulator.fail_next(
+        401,
+        {
+            "error": {
+                "code": "InvalidAuthenticationToken",
+                "message": "Access token validation failure.",
+            }
+        },
+        times=2,
+    )
     with pytest.raises(BackendError, match="rejected the access token"):
         backend.find(ById("1001"), 5)
 
 
 def test_missing_permission(backend: MsGraphBackend, emulator: GraphEmulator) -> None:
-    emulator.fail_next(403, {"error": {"code": "Authorization_RequestDenied",
-                                       "message": "Insufficient privileges to complete the "
-                                                  "operation."}})
+    emulator.fail_next(
+        403,
+        {
+            "error": {
+                "code": "Authorization_RequestDenied",
+                "message": "Insufficient privileges to complete the operation.",
+            }
+        },
+    )
     with pytest.raises(BackendError, match=r"User.Read.All"):
         backend.check()
 
 
-def test_throttling_is_retried_after_retry_after(backend: MsGraphBackend,
-                                                  emulator: GraphEmulator) -> None:
-    emulator.fail_next(429, {"error": {"code": "TooManyRequests", "message": "Too many"}},
-                       {"Retry-After": "0"}, times=2)
+def test_throttling_is_retried_after_retry_after(
+    backend: MsGraphBackend, emulator: GraphEmulator
+) -> None:
+    emulator.fail_next(
+        429,
+        {"error": {"code": "TooManyRequests", "message": "Too many"}},
+        {"Retry-After": "0"},
+        times=2,
+    )
     assert len(backend.find(ById("1001"), 5)) == 1
     assert emulator.script == []  # both 429s were served, then the real answer
 
 
-def test_throttling_beyond_the_timeout(emulator: GraphEmulator,
-                                       tls: tuple[ssl.SSLContext, Path],
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_throttling_beyond_the_timeout(
+    emulator: GraphEmulator, tls: tuple[ssl.SSLContext, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     backend = make_backend(emulator, tls[1], timeout=2)
-    emulator.fail_next(429, {"error": {"code": "TooManyRequests", "message": "Too many"}},
-                       {"Retry-After": "120"})
+    emulator.fail_next(
+        429, {"error": {"code": "TooManyRequests", "message": "Too many"}}, {"Retry-After": "120"}
+    )
     with pytest.raises(BackendError, match=r"rate-limiting requests and asks to wait 120 s") as e:
         backend.find(ById("1001"), 5)
     assert_no_secret(str(e.value), caplog, emulator)
@@ -280,22 +350,28 @@ def test_outage(backend: MsGraphBackend, emulator: GraphEmulator, status: int) -
         backend.find(ById("1001"), 5)
 
 
-@pytest.mark.parametrize("body,message", [
-    ("<html>gateway</html>", "unreadable answer"),
-    ({"value": "nope"}, "malformed user list"),
-    ([1, 2], "unexpected answer"),
-])
-def test_malformed_answers(backend: MsGraphBackend, emulator: GraphEmulator, body: Any,
-                           message: str) -> None:
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("<html>gateway</html>", "unreadable answer"),
+        ({"value": "nope"}, "malformed user list"),
+        ([1, 2], "unexpected answer"),
+    ],
+)
+def test_malformed_answers(
+    backend: MsGraphBackend, emulator: GraphEmulator, body: Any, message: str
+) -> None:
     emulator.fail_next(200, body)
     with pytest.raises(BackendError, match=message):
         backend.find(ById("1001"), 5)
 
 
-def test_bad_request_is_reported_with_graph_code(backend: MsGraphBackend,
-                                                 emulator: GraphEmulator) -> None:
-    emulator.fail_next(400, {"error": {"code": "Request_UnsupportedQuery",
-                                       "message": "Unsupported Query."}})
+def test_bad_request_is_reported_with_graph_code(
+    backend: MsGraphBackend, emulator: GraphEmulator
+) -> None:
+    emulator.fail_next(
+        400, {"error": {"code": "Request_UnsupportedQuery", "message": "Unsupported Query."}}
+    )
     with pytest.raises(BackendError, match=r"Request_UnsupportedQuery: Unsupported Query."):
         backend.find(ByName("Lovelace"), 5)
 
@@ -311,11 +387,14 @@ def test_the_documented_source_is_valid(tmp_path: Path) -> None:
     config = config_from_mapping(raw, tmp_path, environ={"GRAPH_SECRET": SECRET})
     options = config.sources["staff"].options
     assert (options.id_property, options.authority_host) == (
-        "employeeId", "https://login.microsoftonline.com")
+        "employeeId",
+        "https://login.microsoftonline.com",
+    )
 
 
 def test_a_dripping_sign_in_gets_its_threads_and_connections_back(
-        tls: tuple[ssl.SSLContext, Path]) -> None:
+    tls: tuple[ssl.SSLContext, Path],
+) -> None:
     emulator = GraphEmulator(directory(), TENANT, CLIENT_ID, SECRET)
     app = DrippingApp(emulator.app())
     with serve(app, tls[0]) as running:

@@ -22,12 +22,12 @@ from lookup_plugins.slack_target import (
     slack_link,
 )
 
-from lookup_server.backend import BackendError, SourceSettings
-from lookup_server.config_schema import Secret
-from lookup_server.models import PushRequest, Webhook
-from lookup_server.registry import Registry, validate_backend_class
-from tests.hanging import HTTP_BODY_DRIP, as_target, dripping, hang_every_slot, wait_for
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import BackendError, SourceSettings
+from lookup_server.core.models import PushRequest, Webhook
+from lookup_server.core.registry import Registry, validate_backend_class
 from tests.plugins.emulators import Running, serve
+from tests.support.hanging import HTTP_BODY_DRIP, as_target, dripping, hang_every_slot, wait_for
 
 HOOK_PATH = "/services/T000/B000/XXXXsecretXXXX"
 
@@ -74,9 +74,12 @@ def make_target(base_url: str, path: str = HOOK_PATH, request_url: str = "") -> 
 
 
 PUSHED = {
-    "xRequest": "12345", "sTitle": "Printer <!channel> & <https://evil|click>",
-    "fullname": "Zoë Núñez", "sEmail": "zoe@example.com",
-    "acting_person_fname": "Ada", "acting_person_lname": "Lovelace",
+    "xRequest": "12345",
+    "sTitle": "Printer <!channel> & <https://evil|click>",
+    "fullname": "Zoë Núñez",
+    "sEmail": "zoe@example.com",
+    "acting_person_fname": "Ada",
+    "acting_person_lname": "Lovelace",
     "staff_comment": "Line one\nLine <two>",
     "request_history": {"678": {"tNote": "<p>Hi</p>"}},
 }
@@ -91,14 +94,15 @@ def test_it_is_a_valid_plugin_without_details() -> None:
 def test_escape_follows_slack() -> None:
     assert slack_escape("a & b <c> \"d\" 'e'") == "a &amp; b &lt;c&gt; \"d\" 'e'"
     assert slack_link("https://h/?a=1&b=<x>|y", "#1 <b>") == (
-        "<https://h/?a=1&amp;b=&lt;x&gt;%7Cy|#1 &lt;b&gt;>")
+        "<https://h/?a=1&amp;b=&lt;x&gt;%7Cy|#1 &lt;b&gt;>"
+    )
 
 
-def test_push_posts_an_escaped_message_and_makes_up_an_id(
-        slack: tuple[FakeSlack, Running]) -> None:
+def test_push_posts_an_escaped_message_and_makes_up_an_id(slack: tuple[FakeSlack, Running]) -> None:
     state, running = slack
-    target = make_target(running.base_url,
-                         request_url="https://help.example.com/admin?pg=request&reqid={request}")
+    target = make_target(
+        running.base_url, request_url="https://help.example.com/admin?pg=request&reqid={request}"
+    )
     push_id = target.push(PushRequest(PUSHED))
     assert re.fullmatch(r"slack-12345-\d+", push_id)
     (message,) = state.messages
@@ -128,10 +132,17 @@ def test_a_huge_comment_is_shortened(slack: tuple[FakeSlack, Running]) -> None:
 
 def test_deliver_posts_a_summary_of_the_webhook(slack: tuple[FakeSlack, Running]) -> None:
     state, running = slack
-    payload = {"xRequest": "12345", "sTitle": "Refund", "sStatus": "Active",
-               "sCategory": "Billing", "fullname": "Bob Jones", "acting_person": "Ada Lovelace",
-               "note_type": "public", "note_content": "<p>We refunded you & more</p>",
-               "request_history": {"item": {"1": {"tNote": "x"}}}}
+    payload = {
+        "xRequest": "12345",
+        "sTitle": "Refund",
+        "sStatus": "Active",
+        "sCategory": "Billing",
+        "fullname": "Bob Jones",
+        "acting_person": "Ada Lovelace",
+        "note_type": "public",
+        "note_content": "<p>We refunded you & more</p>",
+        "request_history": {"item": {"1": {"tNote": "x"}}},
+    }
     make_target(running.base_url).deliver(Webhook(1, "key", payload))
     assert state.messages[0]["text"].splitlines() == [
         "*HelpSpot request #12345 changed*",
@@ -144,16 +155,20 @@ def test_deliver_posts_a_summary_of_the_webhook(slack: tuple[FakeSlack, Running]
     ]
 
 
-@pytest.mark.parametrize(("status", "code", "meaning"), [
-    (404, "no_service", "disabled, revoked or wrong"),
-    (410, "channel_is_archived", "is archived"),
-    (403, "action_prohibited", "restricted posting"),
-    (400, "invalid_payload", "could not read"),
-    (500, "rollup_error", "having problems"),
-    (429, "", "rate-limiting"),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "meaning"),
+    [
+        (404, "no_service", "disabled, revoked or wrong"),
+        (410, "channel_is_archived", "is archived"),
+        (403, "action_prohibited", "restricted posting"),
+        (400, "invalid_payload", "could not read"),
+        (500, "rollup_error", "having problems"),
+        (429, "", "rate-limiting"),
+    ],
+)
 def test_slack_errors_are_explained_without_the_webhook_url(
-        slack: tuple[FakeSlack, Running], status: int, code: str, meaning: str) -> None:
+    slack: tuple[FakeSlack, Running], status: int, code: str, meaning: str
+) -> None:
     state, running = slack
     state.error = (status, code)
     with pytest.raises(BackendError) as caught:
@@ -167,7 +182,8 @@ def test_a_wrong_webhook_path_is_no_service(slack: tuple[FakeSlack, Running]) ->
     _, running = slack
     with pytest.raises(BackendError, match="disabled, revoked or wrong"):
         make_target(running.base_url, "/services/T000/B000/wrong").deliver(
-            Webhook(1, "k", {"xRequest": "1"}))
+            Webhook(1, "k", {"xRequest": "1"})
+        )
 
 
 def test_an_unreachable_slack_is_a_clear_error_without_the_url() -> None:
@@ -182,15 +198,21 @@ def test_validate() -> None:
     problems = SlackTarget.validate(SlackTargetOptions(Secret("hooks.slack.com/x"), "h"), settings)
     assert [key for key, _ in problems] == ["webhook_url", "request_url"]
     assert "hooks.slack.com/x" not in str(problems)  # the secret is not repeated
-    assert SlackTarget.validate(SlackTargetOptions(Secret("https://hooks.slack.com/x"),
-                                                   "https://h/?id=1"), settings)[0][0] \
+    assert (
+        SlackTarget.validate(
+            SlackTargetOptions(Secret("https://hooks.slack.com/x"), "https://h/?id=1"), settings
+        )[0][0]
         == "request_url"
-    assert SlackTarget.validate(SlackTargetOptions(Secret("https://hooks.slack.com/x")),
-                                settings) == []
+    )
+    assert (
+        SlackTarget.validate(SlackTargetOptions(Secret("https://hooks.slack.com/x")), settings)
+        == []
+    )
 
 
 def test_a_dripping_slack_gets_its_threads_and_connections_back(
-        slack: tuple[FakeSlack, Running]) -> None:
+    slack: tuple[FakeSlack, Running],
+) -> None:
     state, running = slack
     with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", running.port)) as server:
         chat = make_target(f"http://127.0.0.1:{server.port}")

@@ -35,10 +35,12 @@ class Running:
 @contextmanager
 def serve(app: Any, ssl_context: SSLContext | None = None) -> Iterator[Running]:
     """Serve ``app`` on 127.0.0.1 until the block ends."""
-    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context,
-                         request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
+    server = make_server(
+        "127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context, request_handler=_QuietHandler
+    )
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     scheme = "https" if ssl_context is not None else "http"
     try:

@@ -50,11 +50,18 @@ class HighriseEmulator:
     created: list[bytes] = field(default_factory=list)
     user_agents: list[str] = field(default_factory=list)
 
-    def fail_next(self, status: int, body: str | bytes, headers: dict[str, str] | None = None,
-                  times: int = 1, path_contains: str = "") -> None:
+    def fail_next(
+        self,
+        status: int,
+        body: str | bytes,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        path_contains: str = "",
+    ) -> None:
         """Answer the next matching requests with this instead."""
-        self.script.extend(Scripted(status, body, headers or {}, path_contains)
-                           for _ in range(times))
+        self.script.extend(
+            Scripted(status, body, headers or {}, path_contains) for _ in range(times)
+        )
 
     def app(self) -> Flask:
         """The WSGI app."""
@@ -72,8 +79,11 @@ class HighriseEmulator:
         self.user_agents.append(request.headers.get("User-Agent", ""))
         auth = request.authorization
         if auth is None or auth.username != self.token:
-            return Response("HTTP Basic: Access denied.\n", 401,
-                            {"WWW-Authenticate": 'Basic realm="Application"'})
+            return Response(
+                "HTTP Basic: Access denied.\n",
+                401,
+                {"WWW-Authenticate": 'Basic realm="Application"'},
+            )
         for i, s in enumerate(self.script):
             if s.path_contains in request.path:
                 del self.script[i]
@@ -82,9 +92,13 @@ class HighriseEmulator:
 
     def _account(self) -> Response:
         account = etree.Element("account")
-        for tag, value, kind in (("id", "1", "integer"), ("name", "Emulated Co", None),
-                                 ("subdomain", "example", None), ("plan", "premium", None),
-                                 ("people-count", str(len(self.people)), "integer")):
+        for tag, value, kind in (
+            ("id", "1", "integer"),
+            ("name", "Emulated Co", None),
+            ("subdomain", "example", None),
+            ("plan", "premium", None),
+            ("people-count", str(len(self.people)), "integer"),
+        ):
             el = etree.SubElement(account, tag)
             el.text = value
             if kind:
@@ -98,10 +112,13 @@ class HighriseEmulator:
             hits = [p for p in self.people if any(wanted in e.casefold() for e in p.emails)]
         else:
             wanted = request.args.get("term", "").casefold()
-            hits = [p for p in self.people
-                    if wanted and wanted in f"{p.first_name} {p.last_name}".casefold()]
+            hits = [
+                p
+                for p in self.people
+                if wanted and wanted in f"{p.first_name} {p.last_name}".casefold()
+            ]
         people = etree.Element("people")
-        for p in hits[offset:offset + PAGE]:
+        for p in hits[offset : offset + PAGE]:
             people.append(_person(p))
         return _xml(people)
 
@@ -117,10 +134,15 @@ class HighriseEmulator:
             return Response("", 404)
         offset = int(request.args.get("n", "0"))
         notes = etree.Element("notes")
-        for i, (created, body) in enumerate(person.notes[offset:offset + PAGE], start=offset + 1):
+        for i, (created, body) in enumerate(person.notes[offset : offset + PAGE], start=offset + 1):
             note = etree.SubElement(notes, "note")
-            for tag, value in (("id", str(i)), ("body", body), ("subject-id", person.id),
-                               ("subject-type", "Party"), ("created-at", created)):
+            for tag, value in (
+                ("id", str(i)),
+                ("body", body),
+                ("subject-id", person.id),
+                ("subject-type", "Party"),
+                ("created-at", created),
+            ):
                 etree.SubElement(note, tag).text = value
         return _xml(notes)
 
@@ -132,11 +154,15 @@ class HighriseEmulator:
         el = etree.fromstring(body)
         self.next_id += 1
         person = HighrisePerson(
-            str(self.next_id), el.findtext("first-name") or "", el.findtext("last-name") or "",
+            str(self.next_id),
+            el.findtext("first-name") or "",
+            el.findtext("last-name") or "",
             el.xpath("contact-data/email-addresses/email-address/address/text()"),
             el.xpath("contact-data/phone-numbers/phone-number/number/text()"),
-            title=el.findtext("title") or "", background=el.findtext("background") or "",
-            company=el.findtext("company-name") or "")
+            title=el.findtext("title") or "",
+            background=el.findtext("background") or "",
+            company=el.findtext("company-name") or "",
+        )
         self.people.append(person)
         response = _xml(_person(person), 201)
         response.headers["Location"] = f"{request.host_url}people/{person.id}.xml"
@@ -146,12 +172,18 @@ class HighriseEmulator:
 def _person(p: HighrisePerson) -> Any:
     person = etree.Element("person")
     rows: list[tuple[str, str, str | None]] = [
-        ("id", p.id, "integer"), ("first-name", p.first_name, None),
-        ("last-name", p.last_name, None), ("title", p.title, None),
-        ("background", p.background, None), ("company-id", p.company_id, "integer"),
-        ("company-name", p.company, None), ("created-at", "2007-02-27T03:11:52Z", "datetime"),
-        ("updated-at", "2007-03-10T15:11:52Z", "datetime"), ("visible-to", "Everyone", None),
-        ("author-id", "2", "integer")]
+        ("id", p.id, "integer"),
+        ("first-name", p.first_name, None),
+        ("last-name", p.last_name, None),
+        ("title", p.title, None),
+        ("background", p.background, None),
+        ("company-id", p.company_id, "integer"),
+        ("company-name", p.company, None),
+        ("created-at", "2007-02-27T03:11:52Z", "datetime"),
+        ("updated-at", "2007-03-10T15:11:52Z", "datetime"),
+        ("visible-to", "Everyone", None),
+        ("author-id", "2", "integer"),
+    ]
     for tag, value, kind in rows:
         el = etree.SubElement(person, tag)
         el.text = value or None

@@ -52,13 +52,19 @@ class GraphUser:
         """The user as Graph returns it (before $select)."""
         upn = self.mail.split("@")[0].casefold() + "@contoso.onmicrosoft.com"
         return {
-            "id": self.id, "employeeId": self.employee_id or None,
-            "userPrincipalName": upn, "onPremisesSamAccountName": None,
-            "givenName": self.given_name or None, "surname": self.surname or None,
+            "id": self.id,
+            "employeeId": self.employee_id or None,
+            "userPrincipalName": upn,
+            "onPremisesSamAccountName": None,
+            "givenName": self.given_name or None,
+            "surname": self.surname or None,
             "displayName": f"{self.given_name} {self.surname}".strip(),
-            "mail": self.mail or None, "businessPhones": list(self.business_phones),
-            "mobilePhone": None, "jobTitle": self.job_title or None,
-            "department": self.department or None, "companyName": None,
+            "mail": self.mail or None,
+            "businessPhones": list(self.business_phones),
+            "mobilePhone": None,
+            "jobTitle": self.job_title or None,
+            "department": self.department or None,
+            "companyName": None,
             "officeLocation": None,
         }
 
@@ -115,12 +121,12 @@ def parse_search(text: str) -> list[list[tuple[str, str]]] | None:
         clause = "".join(chars)
         prop, sep, value = clause.partition(":")
         groups[-1].append((prop, value) if sep else ("displayName", clause))
-        rest = text[pos + 1:].lstrip()
+        rest = text[pos + 1 :].lstrip()
         for op in ("AND ", "OR "):
             if rest.startswith(op):
                 if op == "OR ":
                     groups.append([])
-                rest = rest[len(op):].lstrip()
+                rest = rest[len(op) :].lstrip()
         pos = len(text) - len(rest)
     return groups
 
@@ -148,37 +154,56 @@ def make_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lookup-server test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context, ca_file
@@ -202,11 +227,18 @@ class GraphEmulator:
     script: list[Scripted] = field(default_factory=list)
     base_url: str = ""
 
-    def fail_next(self, status: int, body: Any, headers: dict[str, str] | None = None,
-                  times: int = 1, path_contains: str = "/v1.0/") -> None:
+    def fail_next(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        path_contains: str = "/v1.0/",
+    ) -> None:
         """Answer the next matching requests with this instead."""
-        self.script.extend(Scripted(status, body, headers or {}, path_contains)
-                           for _ in range(times))
+        self.script.extend(
+            Scripted(status, body, headers or {}, path_contains) for _ in range(times)
+        )
 
     def app(self) -> Flask:
         """The WSGI app."""
@@ -227,20 +259,32 @@ class GraphEmulator:
 
     def _oidc(self, tenant: str) -> Response:
         if tenant != self.tenant:
-            return _json(_aad_error("invalid_tenant", 90002,
-                                    f"Tenant '{tenant}' not found. Check to make sure you have "
-                                    "the correct tenant ID."), 400)
+            return _json(
+                _aad_error(
+                    "invalid_tenant",
+                    90002,
+                    f"Tenant '{tenant}' not found. Check to make sure you have "
+                    "the correct tenant ID.",
+                ),
+                400,
+            )
         root = f"{self.base_url}/{tenant}"
-        return _json({
-            "token_endpoint": f"{root}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                      "client_secret_basic"],
-            "jwks_uri": f"{root}/discovery/v2.0/keys",
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "issuer": f"{root}/v2.0",
-            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
-        }, 200)
+        return _json(
+            {
+                "token_endpoint": f"{root}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "jwks_uri": f"{root}/discovery/v2.0/keys",
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "issuer": f"{root}/v2.0",
+                "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
+            },
+            200,
+        )
 
     def _token(self, tenant: str) -> Response:
         self.token_requests += 1
@@ -248,23 +292,48 @@ class GraphEmulator:
         if form.get("grant_type") != "client_credentials":
             return _json(_aad_error("unsupported_grant_type", 70003, "Unsupported grant."), 400)
         if form.get("client_id") != self.client_id:
-            return _json(_aad_error("unauthorized_client", 700016,
-                                    f"Application with identifier '{form.get('client_id')}' was "
-                                    "not found in the directory."), 400)
+            return _json(
+                _aad_error(
+                    "unauthorized_client",
+                    700016,
+                    f"Application with identifier '{form.get('client_id')}' was "
+                    "not found in the directory.",
+                ),
+                400,
+            )
         if form.get("client_secret") != self.client_secret:
-            return _json(_aad_error("invalid_client", 7000215, "Invalid client secret provided. "
-                                    "Ensure the secret being sent in the request is the client "
-                                    "secret value, not the client secret ID."), 401)
+            return _json(
+                _aad_error(
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided. "
+                    "Ensure the secret being sent in the request is the client "
+                    "secret value, not the client secret ID.",
+                ),
+                401,
+            )
         token = "eyJ0eXAiOiJKV1Qi." + uuid.uuid4().hex
         self.issued.append(token)
-        return _json({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-                      "access_token": token}, 200)
+        return _json(
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": token,
+            },
+            200,
+        )
 
     def _authorized(self) -> Response | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or header[7:] not in self.issued:
-            return _json(_graph_error("InvalidAuthenticationToken",
-                                      "Access token validation failure. Invalid audience."), 401)
+            return _json(
+                _graph_error(
+                    "InvalidAuthenticationToken",
+                    "Access token validation failure. Invalid audience.",
+                ),
+                401,
+            )
         return None
 
     def _users(self) -> Response:
@@ -278,8 +347,10 @@ class GraphEmulator:
         if isinstance(hits, Response):
             return hits
         top, skip = int(args.get("$top", "100")), int(args.get("$skiptoken", "0"))
-        page = hits[skip:skip + top]
-        body: dict[str, Any] = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users"}
+        page = hits[skip : skip + top]
+        body: dict[str, Any] = {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users"
+        }
         if args.get("$count") == "true":
             body["@odata.count"] = len(hits)
         body["value"] = [self._shape(u, args) for u in page]
@@ -292,10 +363,14 @@ class GraphEmulator:
     def _matching(self, args: dict[str, str], consistency: str) -> list[GraphUser] | Response:
         if "$search" in args:
             if consistency != "eventual":
-                return _json(_graph_error(
-                    "Request_UnsupportedQuery", "Request with $search query parameter only works "
-                    "through MSGraph with a special request header: 'ConsistencyLevel: eventual'"),
-                    400)
+                return _json(
+                    _graph_error(
+                        "Request_UnsupportedQuery",
+                        "Request with $search query parameter only works through MSGraph "
+                        "with a special request header: 'ConsistencyLevel: eventual'",
+                    ),
+                    400,
+                )
             groups = parse_search(args["$search"])
             hit = _search_hit
         elif "$filter" in args:
@@ -305,8 +380,11 @@ class GraphEmulator:
             return list(self.users)
         if groups is None:
             return _json(_graph_error("BadRequest", "Invalid filter clause"), 400)
-        return [u for u in self.users if any(
-            all(hit(u.resource(), p, v) for p, v in g) for g in groups if g)]
+        return [
+            u
+            for u in self.users
+            if any(all(hit(u.resource(), p, v) for p, v in g) for g in groups if g)
+        ]
 
     def _shape(self, user: GraphUser, args: dict[str, str]) -> dict[str, Any]:
         resource = user.resource()
@@ -316,8 +394,11 @@ class GraphEmulator:
         if args.get("$expand", "").startswith("manager"):
             boss = next((u for u in self.users if u.id == user.manager_id), None)
             if boss is not None:
-                resource["manager"] = {"@odata.type": "#microsoft.graph.user", "id": boss.id,
-                                       "displayName": boss.resource()["displayName"]}
+                resource["manager"] = {
+                    "@odata.type": "#microsoft.graph.user",
+                    "id": boss.id,
+                    "displayName": boss.resource()["displayName"],
+                }
         return resource
 
     def _manager(self, user_id: str) -> Response:
@@ -327,31 +408,55 @@ class GraphEmulator:
         user = next((u for u in self.users if u.id == user_id), None)
         boss = next((u for u in self.users if user and u.id == user.manager_id), None)
         if boss is None:
-            return _json(_graph_error("Request_ResourceNotFound",
-                                      "Resource 'manager' does not exist or one of its queried "
-                                      "reference-property objects are not present."), 404)
-        return _json({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#directoryObjects"
-                      "(displayName)/$entity", "@odata.type": "#microsoft.graph.user",
-                      "displayName": boss.resource()["displayName"]}, 200)
+            return _json(
+                _graph_error(
+                    "Request_ResourceNotFound",
+                    "Resource 'manager' does not exist or one of its queried "
+                    "reference-property objects are not present.",
+                ),
+                404,
+            )
+        return _json(
+            {
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#directoryObjects"
+                "(displayName)/$entity",
+                "@odata.type": "#microsoft.graph.user",
+                "displayName": boss.resource()["displayName"],
+            },
+            200,
+        )
 
 
 def _aad_error(error: str, code: int, description: str) -> dict[str, Any]:
     trace = str(uuid.uuid4())
-    return {"error": error,
-            "error_description": f"AADSTS{code}: {description} Trace ID: {trace} "
-                                 f"Correlation ID: {uuid.uuid4()} Timestamp: 2026-11-21 10:00:00Z",
-            "error_codes": [code], "timestamp": "2026-11-21 10:00:00Z", "trace_id": trace,
-            "correlation_id": str(uuid.uuid4()),
-            "error_uri": f"https://login.microsoftonline.com/error?code={code}"}
+    return {
+        "error": error,
+        "error_description": f"AADSTS{code}: {description} Trace ID: {trace} "
+        f"Correlation ID: {uuid.uuid4()} Timestamp: 2026-11-21 10:00:00Z",
+        "error_codes": [code],
+        "timestamp": "2026-11-21 10:00:00Z",
+        "trace_id": trace,
+        "correlation_id": str(uuid.uuid4()),
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
 
 
 def _graph_error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "innerError": {
-        "date": "2026-11-21T10:00:00", "request-id": str(uuid.uuid4()),
-        "client-request-id": str(uuid.uuid4())}}}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": "2026-11-21T10:00:00",
+                "request-id": str(uuid.uuid4()),
+                "client-request-id": str(uuid.uuid4()),
+            },
+        }
+    }
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     text = body if isinstance(body, str) else json.dumps(body)
-    return Response(text, status=status, headers=headers or {},
-                    content_type="application/json; charset=utf-8")
+    return Response(
+        text, status=status, headers=headers or {}, content_type="application/json; charset=utf-8"
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from lookup_server.search import phone_digits, phone_matches
+from lookup_server.core.search import phone_digits, phone_matches
 from tests.plugins.emulators import Scripted
 
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
@@ -46,8 +46,10 @@ class ShopifyCustomer:
         """The Customer object as the Admin API returns it."""
         order = None
         if self.last_order is not None:
-            order = {"id": f"gid://shopify/Order/{self.last_order['legacyResourceId']}",
-                     **self.last_order}
+            order = {
+                "id": f"gid://shopify/Order/{self.last_order['legacyResourceId']}",
+                **self.last_order,
+            }
         return {
             "id": f"gid://shopify/Customer/{self.legacy_id}",
             "legacyResourceId": self.legacy_id,
@@ -106,7 +108,7 @@ class _Lexer:
                 chars.append(self.text[self.pos + 1])
                 self.pos += 2
                 continue
-            prefix = ch == "*" and self.text[self.pos + 1:self.pos + 2] == quote
+            prefix = ch == "*" and self.text[self.pos + 1 : self.pos + 2] == quote
             if not prefix:
                 chars.append(ch)
             self.pos += 1
@@ -239,30 +241,50 @@ class ShopifyEmulator:
     script: list[Scripted] = field(default_factory=list)
     requests_seen: int = 0
 
-    def fail_next(self, status: int, body: Any, headers: dict[str, str] | None = None,
-                  times: int = 1) -> None:
+    def fail_next(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, times: int = 1
+    ) -> None:
         """Answer the next ``times`` requests with this instead."""
         self.script.extend(Scripted(status, body, headers or {}) for _ in range(times))
 
-    def throttle_next(self, requested: int = 50, available: float = 0.0,
-                      restore_rate: float = 100.0, times: int = 1) -> None:
+    def throttle_next(
+        self,
+        requested: int = 50,
+        available: float = 0.0,
+        restore_rate: float = 100.0,
+        times: int = 1,
+    ) -> None:
         """Answer the next requests with Shopify's THROTTLED error (HTTP 200)."""
         body = {
-            "errors": [{"message": "Throttled", "extensions": {
-                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-            "extensions": {"cost": {
-                "requestedQueryCost": requested, "actualQueryCost": None,
-                "throttleStatus": {"maximumAvailable": 2000.0,
-                                   "currentlyAvailable": available,
-                                   "restoreRate": restore_rate}}},
+            "errors": [
+                {
+                    "message": "Throttled",
+                    "extensions": {
+                        "code": "THROTTLED",
+                        "documentation": "https://shopify.dev/api/usage/rate-limits",
+                    },
+                }
+            ],
+            "extensions": {
+                "cost": {
+                    "requestedQueryCost": requested,
+                    "actualQueryCost": None,
+                    "throttleStatus": {
+                        "maximumAvailable": 2000.0,
+                        "currentlyAvailable": available,
+                        "restoreRate": restore_rate,
+                    },
+                }
+            },
         }
         self.fail_next(200, body, times=times)
 
     def app(self) -> Flask:
         """The WSGI app."""
         app = Flask("shopify-emulator")
-        app.add_url_rule("/admin/api/<version>/graphql.json", "graphql", self._graphql,
-                         methods=["POST"])
+        app.add_url_rule(
+            "/admin/api/<version>/graphql.json", "graphql", self._graphql, methods=["POST"]
+        )
         return app
 
     def _graphql(self, version: str) -> Response:
@@ -282,8 +304,10 @@ class ShopifyEmulator:
         return response
 
     def _check_data(self) -> dict[str, Any]:
-        return {"shop": {"name": "Emulated Store", "myshopifyDomain": "mystore.myshopify.com"},
-                "currentAppInstallation": {"accessScopes": [{"handle": s} for s in self.scopes]}}
+        return {
+            "shop": {"name": "Emulated Store", "myshopifyDomain": "mystore.myshopify.com"},
+            "currentAppInstallation": {"accessScopes": [{"handle": s} for s in self.scopes]},
+        }
 
     def _customers(self, variables: dict[str, Any]) -> dict[str, Any]:
         text = variables.get("query") or ""
@@ -293,16 +317,23 @@ class ShopifyEmulator:
         hits = [c for c in self.customers if matches(groups, c)]
         start = int(base64.b64decode(variables["after"]).decode()) if variables.get("after") else 0
         first = int(variables.get("first") or 50)
-        page = hits[start:start + first]
+        page = hits[start : start + first]
         end = start + len(page)
         nodes = [c.node() for c in page]
-        return {"customers": {
-            "nodes": nodes,
-            "edges": [{"cursor": _cursor(start + i + 1), "node": n} for i, n in enumerate(nodes)],
-            "pageInfo": {"hasNextPage": end < len(hits), "hasPreviousPage": start > 0,
-                         "startCursor": _cursor(start) if page else None,
-                         "endCursor": _cursor(end) if page else None},
-        }}
+        return {
+            "customers": {
+                "nodes": nodes,
+                "edges": [
+                    {"cursor": _cursor(start + i + 1), "node": n} for i, n in enumerate(nodes)
+                ],
+                "pageInfo": {
+                    "hasNextPage": end < len(hits),
+                    "hasPreviousPage": start > 0,
+                    "startCursor": _cursor(start) if page else None,
+                    "endCursor": _cursor(end) if page else None,
+                },
+            }
+        }
 
 
 def _cursor(offset: int) -> str:
@@ -310,8 +341,17 @@ def _cursor(offset: int) -> str:
 
 
 def _cost() -> dict[str, Any]:
-    return {"cost": {"requestedQueryCost": 52, "actualQueryCost": 12, "throttleStatus": {
-        "maximumAvailable": 2000.0, "currentlyAvailable": 1988.0, "restoreRate": 100.0}}}
+    return {
+        "cost": {
+            "requestedQueryCost": 52,
+            "actualQueryCost": 12,
+            "throttleStatus": {
+                "maximumAvailable": 2000.0,
+                "currentlyAvailable": 1988.0,
+                "restoreRate": 100.0,
+            },
+        }
+    }
 
 
 def _prune(data: Any, query: str) -> Any:
@@ -320,12 +360,13 @@ def _prune(data: Any, query: str) -> Any:
         return [_prune(item, query) for item in data]
     if not isinstance(data, dict):
         return data
-    return {k: _prune(v, query) for k, v in data.items()
-            if re.search(rf"\b{re.escape(k)}\b", query)}
+    return {
+        k: _prune(v, query) for k, v in data.items() if re.search(rf"\b{re.escape(k)}\b", query)
+    }
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
     text = body if isinstance(body, str) else json.dumps(body)
-    return Response(text, status=status, headers=headers or {},
-                    content_type="application/json; charset=utf-8")
-
+    return Response(
+        text, status=status, headers=headers or {}, content_type="application/json; charset=utf-8"
+    )

@@ -1,0 +1,379 @@
+"""Loading and validating the TOML configuration.
+
+Every problem in a configuration is reported at once, each with its key path
+and what to do, and the load aborts once (like mkdocs). Relative paths resolve
+against the config file's folder; secrets may be ``{ env = "NAME" }``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookup_server.config import schema as config_schema
+from lookup_server.config.schema import Context, Problem, Secret
+from lookup_server.core.backend import Backend, SourceSettings
+from lookup_server.core.models import element_name_problem
+from lookup_server.core.registry import PluginError, Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_VAR = "LOOKUP_SERVER_CONFIG"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_KEY = re.compile(r"[A-Za-z0-9._~-]{16,}")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` lists all of them."""
+
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.origin = origin
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{origin}: {count}:\n{lines}")
+
+
+#: HelpSpot's calls, each of which may have a key of its own (``[server] <kind>_key``).
+ENDPOINT_KINDS = ("livelookup", "ajax", "push", "webhook")
+#: Measured with PHP's http_build_query, as HelpSpot sends webhooks: a thread of 25
+#: replies of 40 KB is 1.5 MB, and one attachment of 10 MB (HelpSpot's default cap
+#: on e-mail attachments) stored in its database makes it 26 MB. 64 MiB holds two.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: HelpSpot puts every custom field in the Live Lookup URL, encoded twice, and after
+#: a trigger's Webhook action the whole thread too (HELPSPOT.md §1).
+DEFAULT_MAX_REQUEST_LINE = 256 * 1024
+MIN_MAX_REQUEST_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """The ``[server]`` table as written."""
+
+    shared_key: Secret | None = None
+    livelookup_key: Secret | None = None
+    ajax_key: Secret | None = None
+    push_key: Secret | None = None
+    webhook_key: Secret | None = None
+    allowed_ips: tuple[str, ...] = ()
+    outbox: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_request_line: int = DEFAULT_MAX_REQUEST_LINE
+    outbox_retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` table, validated."""
+
+    #: The key of every call that has no key of its own in ``endpoint_keys``.
+    shared_key: Secret | None = None
+    allowed_ips: tuple[IPNetwork, ...] = ()
+    #: The webhook outbox (SQLite); default: next to the config file.
+    outbox: Path = Path("lookup-server-outbox.sqlite3")
+    #: Larger request bodies are refused with 413 and nothing is stored.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Delivered and failed webhooks, and refusals, are purged after this many
+    #: days; 0 keeps them forever.
+    outbox_retention_days: float = 30.0
+    #: Longer request lines (Live Lookup URLs) are answered with an error naming the field.
+    max_request_line: int = DEFAULT_MAX_REQUEST_LINE
+    #: Endpoint kind (livelookup, ajax, push, webhook) -> its own key.
+    endpoint_keys: Mapping[str, Secret] = field(default_factory=dict)
+
+    def key_for(self, kind: str) -> Secret | None:
+        """The one key that opens calls of ``kind``: its own, else the shared key."""
+        return self.endpoint_keys.get(kind, self.shared_key)
+
+
+@dataclass(frozen=True)
+class TargetKeys:
+    """The core keys of a ``[targets.NAME]`` table (the rest are the backend's)."""
+
+    backend: str
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One ``[sources.NAME]`` or ``[targets.NAME]``: settings, backend class, options."""
+
+    settings: SourceSettings
+    backend_class: type[Backend[Any]]
+    options: Any
+
+    def create_backend(self) -> Backend[Any]:
+        """A new backend instance for this source."""
+        return self.backend_class(self.options, self.settings)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid configuration."""
+
+    origin: str
+    base_dir: Path
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sources: Mapping[str, BackendConfig] = field(default_factory=dict)
+    #: Request Push and webhook targets.
+    targets: Mapping[str, BackendConfig] = field(default_factory=dict)
+
+
+def demo_config_path() -> Path:
+    """The built-in demo configuration, used when no config is given."""
+    from importlib import resources  # a command-line lookup with a config never needs it
+
+    return Path(str(resources.files("lookup_server.demo") / "config.toml"))
+
+
+def resolve_config_path(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """``--config``, else ``$LOOKUP_SERVER_CONFIG``, else the demo."""
+    env = os.environ if environ is None else environ
+    chosen = path or env.get(ENV_VAR)
+    return Path(chosen) if chosen else demo_config_path()
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> Config:
+    """Read, parse and validate a config file; raise ConfigError listing every problem."""
+    file = resolve_config_path(path, environ)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(file), [Problem("(file)", "not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [Problem("(file)", f"cannot read: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [Problem("(file)", f"not valid TOML: {exc}")]) from None
+    return config_from_mapping(
+        raw, file.resolve().parent, origin=str(file), environ=environ, registry=registry
+    )
+
+
+def config_from_mapping(
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    origin: str = "config",
+    environ: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+) -> Config:
+    """Validate an already-parsed configuration (what tests and load_config use)."""
+    ctx = Context(base_dir, dict(os.environ if environ is None else environ))
+    registry = registry or Registry()
+    for key in raw:
+        if key not in ("server", "sources", "targets"):
+            ctx.problem(key, "unknown table (expected [server], [sources.NAME], [targets.NAME])")
+    server = _server(_table(raw, "server", ctx), ctx)
+    sources = {
+        name: _source(name, table, ctx, registry)
+        for name, table in _table(raw, "sources", ctx).items()
+    }
+    targets = {
+        name: _target(name, table, ctx, registry)
+        for name, table in _table(raw, "targets", ctx).items()
+    }
+    if ctx.problems:
+        raise ConfigError(origin, ctx.problems)
+    assert server is not None
+    return Config(
+        origin,
+        base_dir,
+        server,
+        {k: v for k, v in sources.items() if v is not None},
+        {k: v for k, v in targets.items() if v is not None},
+    )
+
+
+def _table(raw: Mapping[str, Any], key: str, ctx: Context) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        ctx.problem(key, "must be a table")
+        return {}
+    return value
+
+
+def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
+    keys = config_schema.build(ServerKeys, table, "server", ctx)
+    if keys is None:
+        return None
+    endpoint_keys = {
+        kind: key for kind in ENDPOINT_KINDS if (key := getattr(keys, f"{kind}_key")) is not None
+    }
+    for name, secret in (
+        ("shared_key", keys.shared_key),
+        *((f"{kind}_key", key) for kind, key in endpoint_keys.items()),
+    ):
+        if secret is not None and not _KEY.fullmatch(secret.reveal()):
+            # It travels in a URL query, a URL path, and after HelpSpot's http-post quirk
+            # everything from a "?" on is cut off: only URL-unreserved characters survive all.
+            ctx.problem(
+                f"server.{name}",
+                "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ "
+                "(generate one: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')",
+            )
+    networks = []
+    for i, cidr in enumerate(keys.allowed_ips):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
+    if keys.max_body_bytes < 1024:
+        ctx.problem("server.max_body_bytes", "must be at least 1024")
+    if keys.max_request_line < MIN_MAX_REQUEST_LINE:
+        ctx.problem(
+            "server.max_request_line",
+            f"must be at least {MIN_MAX_REQUEST_LINE} "
+            "(HelpSpot puts every custom field in the Live Lookup URL)",
+        )
+    if not keys.outbox_retention_days >= 0:  # also NaN
+        ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
+    outbox = keys.outbox or default_outbox(ctx.base_dir)
+    settings = ServerSettings(
+        keys.shared_key,
+        tuple(networks),
+        outbox,
+        max_body_bytes=keys.max_body_bytes,
+        outbox_retention_days=keys.outbox_retention_days,
+        max_request_line=keys.max_request_line,
+        endpoint_keys=endpoint_keys,
+    )
+    _check_ajax_key(settings, ctx)
+    return settings
+
+
+def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
+    """An AJAX field's key is in every request page's HTML: it must open nothing else."""
+    ajax = server.endpoint_keys.get("ajax")
+    if ajax is None:
+        return
+    others = [
+        kind
+        for kind in ENDPOINT_KINDS
+        if kind != "ajax"
+        and (key := server.key_for(kind)) is not None
+        and key.reveal() == ajax.reveal()
+    ]
+    if others:
+        ctx.problem(
+            "server.ajax_key",
+            "must differ from the key of "
+            + ", ".join(others)
+            + ": HelpSpot writes the AJAX field's URL, key included, into every request "
+            "page, so every staff member can read it",
+        )
+
+
+def default_outbox(base_dir: Path) -> Path:
+    """Next to the config file, or in the user's cache folder when that one is read-only."""
+    if os.access(base_dir, os.W_OK):
+        return base_dir / "lookup-server-outbox.sqlite3"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "lookup-server" / "outbox.sqlite3"
+
+
+def _backend_class(
+    path: str, table: Any, ctx: Context, registry: Registry
+) -> type[Backend[Any]] | None:
+    """The backend class a source or target table names, or None after a problem."""
+    if not _NAME.fullmatch(path.split(".", 1)[1]):
+        ctx.problem(path, "a name may only use letters, digits, '_' and '-'")
+    if not isinstance(table, dict):
+        ctx.problem(path, "must be a table")
+        return None
+    backend_name = table.get("backend")
+    if not isinstance(backend_name, str):
+        ctx.problem(
+            f"{path}.backend", "required: the name of a backend (see lookup-server plugins)"
+        )
+        return None
+    try:
+        return registry.load(backend_name)
+    except PluginError as exc:
+        ctx.problem(f"{path}.backend", str(exc))
+        return None
+
+
+def _target(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+    path = f"targets.{name}"
+    backend_class = _backend_class(path, table, ctx, registry)
+    if backend_class is None:
+        return None
+    keys = config_schema.build(TargetKeys, table, path, ctx, also_known=frozenset(table))
+    if not backend_class.capabilities() & {"push", "webhook"}:
+        ctx.problem(
+            f"{path}.backend",
+            f"backend {table['backend']!r} cannot be a target "
+            "(it offers no push or webhook delivery)",
+        )
+    if isinstance(keys, TargetKeys) and not 0 < keys.timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+    options = config_schema.build(
+        backend_class.Options,
+        table,
+        path,
+        ctx,
+        also_known=frozenset(f.name for f in dataclasses.fields(TargetKeys)),
+    )
+    if keys is None or options is None:
+        return None
+    settings = SourceSettings(name=name, backend=keys.backend, timeout=keys.timeout)
+    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
+
+
+def _validated(config: BackendConfig, path: str, ctx: Context) -> BackendConfig | None:
+    problems = config.backend_class.validate(config.options, config.settings)
+    for key, message in problems:
+        ctx.problem(f"{path}.{key}" if key else path, message)
+    return None if problems else config
+
+
+def _source(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+    path = f"sources.{name}"
+    backend_class = _backend_class(path, table, ctx, registry)
+    if not isinstance(table, dict):
+        return None
+    # unknown keys are reported once, by the backend's build below, which knows both sets
+    settings = config_schema.build(
+        SourceSettings, {**table, "name": name}, path, ctx, also_known=frozenset(table)
+    )
+    core_keys = frozenset(f.name for f in dataclasses.fields(SourceSettings))
+    _check_source_values(table, path, ctx)
+    if backend_class is None:
+        return None
+    options = config_schema.build(backend_class.Options, table, path, ctx, also_known=core_keys)
+    if settings is None or options is None:
+        return None
+    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
+
+
+def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:
+    """Range and name checks the types cannot express (on the raw values, so that they
+    are reported even when another key of the same source has the wrong type)."""
+    max_results, timeout = table.get("max_results", 1), table.get("timeout", 1)
+    if isinstance(max_results, int) and max_results < 1:
+        ctx.problem(f"{path}.max_results", "must be at least 1")
+    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+    for key in ("columns", "labels", "html_fields", "fields"):
+        for element in table.get(key) or ():
+            problem = element_name_problem(element) if isinstance(element, str) else None
+            if problem:
+                ctx.problem(f"{path}.{key}", f"{element!r} {problem}")

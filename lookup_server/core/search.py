@@ -1,0 +1,98 @@
+"""The one place that decides the search strategy order, for every backend.
+
+A source lists strategies (default: customer_id, email, phone, name). Each one
+whose input is present is tried in order until one finds something, so a stale
+customer id falls back to the e-mail address. No input at all finds nobody:
+never the whole table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from lookup_server.core.backend import Backend
+from lookup_server.core.models import (
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    Customer,
+    LookupQuery,
+    SearchTerm,
+)
+
+#: Shorter name prefixes would match a large part of any directory.
+MIN_NAME_PREFIX = 2
+#: Numbers of at least this many digits also match by their trailing digits,
+#: so "555-010-2000" finds "+1 (555) 010-2000".
+PHONE_SUFFIX_DIGITS = 7
+#: Inputs longer than this are not a name, e-mail or id anyone types.
+MAX_INPUT = 256
+
+_NON_DIGITS = re.compile(r"[^0-9]+")
+_ASCII_NON_DIGITS = str.maketrans(
+    "", "", "".join(chr(c) for c in range(128) if not "0" <= chr(c) <= "9")
+)
+
+
+def phone_digits(text: str) -> str:
+    """Only the ASCII digits of a phone number."""
+    # str.translate drops ASCII non-digits twice as fast as the regular expression
+    # (the CSV index calls this for every row); what it leaves is not always ASCII.
+    digits = text.translate(_ASCII_NON_DIGITS)
+    return digits if digits.isascii() else _NON_DIGITS.sub("", digits)
+
+
+def phone_matches(stored: str, digits: str) -> bool:
+    """True when a stored number is the searched one, ignoring formatting.
+
+    Equal digits match; so does one number ending with the other when the
+    shorter has at least PHONE_SUFFIX_DIGITS digits (country/area prefixes).
+    """
+    have = phone_digits(stored)
+    if not have or not digits:
+        return False
+    if have == digits:
+        return True
+    short, long_ = sorted((have, digits), key=len)
+    return len(short) >= PHONE_SUFFIX_DIGITS and long_.endswith(short)
+
+
+def search_terms(query: LookupQuery, strategies: Sequence[str]) -> Iterator[SearchTerm]:
+    """The terms to try, in order, for the strategies whose input is present."""
+    for strategy in strategies:
+        term = _term(strategy, query)
+        if term is not None:
+            yield term
+
+
+def _term(strategy: str, q: LookupQuery) -> SearchTerm | None:
+    if strategy == "customer_id" and _usable(q.customer_id):
+        return ById(q.customer_id.strip())
+    if strategy == "email" and _usable(q.email) and "@" in q.email:
+        return ByEmail(q.email.strip())
+    if strategy == "phone":
+        digits = phone_digits(q.phone)
+        if digits and len(digits) <= 32:
+            return ByPhone(digits)
+    if strategy == "name":
+        last, first = q.last_name.strip(), q.first_name.strip()
+        if len(last) >= MIN_NAME_PREFIX and len(last) <= MAX_INPUT and len(first) <= MAX_INPUT:
+            return ByName(last, first)
+    return None
+
+
+def _usable(value: str) -> bool:
+    return bool(value.strip()) and len(value) <= MAX_INPUT
+
+
+def find_customers(
+    backend: Backend[object], query: LookupQuery, strategies: Sequence[str], limit: int
+) -> list[Customer]:
+    """Try each applicable strategy in order; stop at the first that finds someone."""
+    for term in search_terms(query, strategies):
+        found = [c for c in backend.find(term, limit) if c.customer_id][:limit]
+        if found:
+            return found
+    return []

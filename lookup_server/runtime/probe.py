@@ -1,0 +1,99 @@
+"""``lookup-server check``: probe every configured source and target, bounded by its
+timeout, and the webhook outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+from lookup_server.config.settings import BackendConfig, Config
+from lookup_server.core.backend import Backend, BackendError, SourceSettings
+from lookup_server.core.models import OptionsQuery
+from lookup_server.runtime.service import DeadlineRunner, ServiceError, create_backend
+from lookup_server.webhooks import probe as probe_outbox
+
+
+def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
+    """Report lines for every source and target, and the outbox when a target takes
+    webhooks, each with whether it can serve."""
+    yield from key_warnings(config)
+    for kind, configs in (("sources", config.sources), ("targets", config.targets)):
+        for name, backend_config in configs.items():
+            yield from _probe_one(f"{kind}.{name}", backend_config)
+    if any("webhook" in t.backend_class.capabilities() for t in config.targets.values()):
+        ok, detail = probe_outbox(config.server.outbox)
+        yield (f"ok   server.outbox {detail}" if ok else f"FAIL server.outbox: {detail}"), ok
+
+
+def key_warnings(config: Config) -> Iterator[tuple[str, bool]]:
+    """A key that staff can read and that opens more than AJAX fields."""
+    server = config.server
+    ajax_sources = [
+        name
+        for name, source in config.sources.items()
+        if "ajax" in source.backend_class.capabilities()
+    ]
+    if ajax_sources and "ajax" not in server.endpoint_keys and server.shared_key is not None:
+        yield (
+            (
+                "warning: AJAX fields open with [server] shared_key, which HelpSpot writes "
+                "into every request page, so every staff member can read the key that opens "
+                "Live Lookup, pushes and webhooks too; set [server] ajax_key"
+            ),
+            True,
+        )
+
+
+def _probe_one(path: str, config: BackendConfig) -> Iterator[tuple[str, bool]]:
+    capabilities = config.backend_class.capabilities()
+    label = f"{path} ({config.settings.backend}: {', '.join(sorted(capabilities))})"
+    backend = create_backend(config)
+    timeout = config.settings.timeout
+    findings = partial(_findings, backend, config.settings, "ajax" in capabilities)
+    try:
+        if config.backend_class.waits_on_network:
+            warnings = DeadlineRunner(config.settings.name, max_in_flight=1).run(findings, timeout)
+        else:  # called inline when serving too; a CSV may first need indexing, for seconds
+            warnings = findings()
+    except TimeoutError:
+        yield f"FAIL {label}: no answer within {timeout:g} s", False
+        return
+    except (BackendError, ServiceError) as exc:
+        yield f"FAIL {label}: {exc}", False
+        return
+    finally:
+        backend.close()
+    yield f"ok   {label}", True
+    for warning in warnings:
+        yield f"     warning: {warning}", True
+
+
+def _findings(backend: Backend[Any], settings: SourceSettings, ajax: bool) -> list[str]:
+    return [*backend.check(), *(ajax_warnings(backend, settings) if ajax else ())]
+
+
+def ajax_warnings(backend: Backend[Any], settings: SourceSettings) -> list[str]:
+    """What HelpSpot would get wrong in the options an empty search returns."""
+    try:
+        options = backend.find_options(OptionsQuery(), settings.max_results)
+    except BackendError:
+        return []  # a Live Lookup-only source: nothing to warn about
+    warnings = []
+    for option in options:
+        if option.value == "0":
+            warnings.append(
+                f"option {option.description!r} has the value 0, which HelpSpot "
+                "turns into an empty value; use another value"
+            )
+        if not option.value.isascii():
+            warnings.append(
+                f"option value {option.value!r} is not ASCII; HelpSpot reads "
+                "AJAX answers as ISO-8859-1 and will store it mangled"
+            )
+        if not option.description.isascii() and not settings.ascii:
+            warnings.append(
+                f"option description {option.description!r} is not ASCII; set "
+                "ascii = true to transliterate descriptions"
+            )
+    return warnings

@@ -1,0 +1,136 @@
+"""Logging set-up and access logs that never show a shared key.
+
+Both the development server (werkzeug) and gunicorn log request lines; the key
+can travel in the query (``ll_key=``) or in the path (``/ajax/<source>/<key>``),
+so both loggers pass the request target through :func:`auth.redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
+
+from lookup_server.web.auth import percent_decodings, printable, redact
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr with timestamps (gunicorn and the CLI capture stderr)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+#: HelpSpot's URLs carry every custom field (and after a trigger's Webhook action the
+#: whole thread): a log line shows this much of a field, then says how much is left.
+MAX_LOGGED_CHARS = 2048
+
+
+def shortened(text: str) -> str:
+    """``text`` cut to MAX_LOGGED_CHARS (after redaction: a key is never cut in half)."""
+    if len(text) <= MAX_LOGGED_CHARS:
+        return text
+    return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
+
+
+class KeyFilter(logging.Filter):
+    """Hides the configured keys in every log record a handler writes, in any spelling.
+
+    The access-log redaction works on the fields it knows; this is the net
+    under everything else: an HTTP library quoting a malformed header
+    (``Invalid header value 'Bearer KEY\\x01'``), a request line of a shape no
+    pattern expects. A key is a run of URL-unreserved characters, so its
+    percent-encoded spellings are caught by decoding the message first.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        super().__init__()
+        self.keys = tuple(sorted({k for k in keys if k}, key=len, reverse=True))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let the record through, its message rewritten when it held a key."""
+        if not self.keys:
+            return True
+        message = record.getMessage()
+        hidden = self.hide(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+    def hide(self, text: str) -> str:
+        """``text`` with every key replaced by ***; decoded only when that is where one was."""
+        spellings = (text, *percent_decodings(text)) if "%" in text else (text,)
+        for decoded, spelling in enumerate(spellings):
+            if any(key in spelling for key in self.keys):
+                for key in self.keys:
+                    spelling = spelling.replace(key, "***")
+                return printable(spelling) if decoded else spelling
+        return text
+
+
+def install_key_filter(keys: Iterable[str]) -> None:
+    """Put a KeyFilter on every log handler there is now (ours, gunicorn's, tornado's root)."""
+    key_filter = KeyFilter(keys)
+    loggers = [
+        logging.getLogger(),
+        *(
+            logger
+            for logger in logging.root.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger)
+        ),
+    ]
+    for handler in {handler for logger in loggers for handler in logger.handlers}:
+        for old in [f for f in handler.filters if isinstance(f, KeyFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(key_filter)
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler, with keys hidden from its request-line log."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log the request with every shared key replaced by ***."""
+        # werkzeug logs self.path, or the request line when there is no path: a
+        # line it could not parse (garbage, a TLS handshake, one too long) sets
+        # none. The request has been answered, so both can be redacted in place.
+        path = getattr(self, "path", None)
+        if path is not None:
+            self.path = shortened(redact(path))
+        self.requestline = shortened(redact(getattr(self, "requestline", "")))
+        super().log_request(code, size)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Every line this handler logs, with shared keys hidden in its values."""
+        # the error logged for a malformed request quotes its request line:
+        # "Bad request syntax ('GET /livelookup/crm?ll_key=... x HTTP/1.1')"
+        super().log(type, message, *(redact(a) if isinstance(a, str) else a for a in args))
+
+
+try:
+    from gunicorn.glogging import Logger as _GunicornLogger
+    from gunicorn.glogging import SafeAtoms as _SafeAtoms
+except ImportError:  # gunicorn is a dependency, but the CLI must not need it
+    _GunicornLogger = _SafeAtoms = object
+
+
+class RedactedAtoms(_SafeAtoms):  # type: ignore[misc]
+    """gunicorn's access-log fields, each redacted as the log format reads it.
+
+    The request line, path and query appear in several fields (``r``, ``U``,
+    ``q``, ``{raw_uri}e``, ...) and the key may travel in the ``Authorization``
+    header (``{authorization}i``). The fields hold every header and environ
+    variable, but a log line reads a handful: redacting all of them up front
+    took 13% of a lookup's time under gunicorn (measured with py-spy).
+    """
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        if name.lower() == "{authorization}i":
+            return "***" if value != "-" else value
+        return shortened(redact(value)) if isinstance(value, str) else value
+
+
+class GunicornLogger(_GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger with keys hidden from access-log lines (gunicorn.conf.py)."""
+
+    atoms_wrapper_class = RedactedAtoms

@@ -1,0 +1,81 @@
+"""The application factory: everything is built here, nothing is global."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from lookup_server.config.settings import Config, config_from_mapping, load_config
+from lookup_server.runtime.service import Sources, Targets
+from lookup_server.web.access_log import install_key_filter
+from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
+from lookup_server.web.blueprints.common import EXTENSION, AppState
+from lookup_server.webhooks.intake import Webhooks
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    test_config: Config | Mapping[str, Any] | None = None, base_dir: Path | None = None
+) -> Flask:
+    """Build the app from a Config, a config mapping (tests), or the configured file.
+
+    With no argument the file comes from ``$LOOKUP_SERVER_CONFIG``, else the
+    built-in demo. A mapping's relative paths resolve against ``base_dir``.
+    """
+    if isinstance(test_config, Config):
+        config = test_config
+    elif test_config is not None:
+        config = config_from_mapping(test_config, base_dir or Path.cwd(), origin="test config")
+    else:
+        config = load_config()
+    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...).
+    install_key_filter(
+        key.reveal()
+        for key in (config.server.shared_key, *config.server.endpoint_keys.values())
+        if key
+    )
+    app = Flask(__name__)
+    # Refused with 413 before anything is read, let alone stored.
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    sources, targets = Sources(config), Targets(config)
+    sources.prepare()
+    targets.prepare()
+    webhooks = Webhooks(config.server, targets)
+    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks)
+    for closing in (sources.close, targets.close, webhooks.close):
+        atexit.register(closing)
+    # Pending webhooks are delivered with nothing but the server running; a process
+    # forked after this point (gunicorn --preload) starts its own worker on its
+    # first request.
+    webhooks.ensure_worker()
+    app.before_request(webhooks.ensure_worker)
+    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _http_error(error: HTTPException) -> Response:
+    # Plain text: HelpSpot shows it as the parser error, not an HTML page.
+    return Response(
+        f"lookup-server error: {error.name}\n",
+        status=error.code or 500,
+        content_type="text/plain; charset=utf-8",
+    )
+
+
+def _unexpected_error(error: Exception) -> Response:
+    log.exception("unexpected error", exc_info=error)
+    return Response(
+        "lookup-server error: internal error (details in the server log)\n",
+        status=500,
+        content_type="text/plain; charset=utf-8",
+    )

@@ -1,0 +1,61 @@
+"""The durable webhook outbox: store before answering, deliver later, never lose one.
+
+HelpSpot sends each webhook once, discards the answer and never retries
+(HELPSPOT.md §6). So ``POST /webhook/<target>`` stores the webhook here and
+answers 202 only after :meth:`Outbox.store` returned: by then it is committed
+and synced to disk. A :class:`DeliveryWorker` thread in every server process
+then hands it to the target, retrying with exponential backoff.
+
+- :mod:`.database` — the SQLite file: opened on first use, errors that say
+  what to do, healed after a failure, probed by ``lookup-server check``.
+- :mod:`.store` — the webhooks and refusals in it: store, claim under a
+  lease, record the outcome, list a page at a time, purge.
+- :mod:`.leases` — who holds a lease, and whether that process is gone.
+- :mod:`.delivery` — the worker thread, the lease renewal while a delivery
+  runs, and the retention purge.
+
+Delivery is at-least-once: a duplicate can only follow a crash (or a process
+frozen for longer than its lease) between sending and recording, and it
+carries the same idempotency key.
+"""
+
+from lookup_server.webhooks.database import OutboxError, probe
+from lookup_server.webhooks.delivery import (
+    Deliver,
+    DeliveryWorker,
+    LeaseRenewal,
+    safe_error,
+)
+from lookup_server.webhooks.store import (
+    BACKOFF_CAP,
+    LEASE_SECONDS,
+    MAX_ATTEMPTS,
+    STATES,
+    Outbox,
+    OutboxEntry,
+    OutboxSummary,
+    Purged,
+    Refusal,
+    State,
+    backoff_delay,
+)
+
+__all__ = [
+    "BACKOFF_CAP",
+    "LEASE_SECONDS",
+    "MAX_ATTEMPTS",
+    "STATES",
+    "Deliver",
+    "DeliveryWorker",
+    "LeaseRenewal",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxError",
+    "OutboxSummary",
+    "Purged",
+    "Refusal",
+    "State",
+    "backoff_delay",
+    "probe",
+    "safe_error",
+]

@@ -1,0 +1,255 @@
+"""The outbox's SQLite file: created on first use, healed after a failure, probed by check.
+
+A damaged or unreachable outbox must cost the webhooks only, never Live Lookup
+or Request Push, so nothing here runs at import or app start: the file is
+opened when a webhook first needs it, and every sqlite3 error becomes an
+:class:`OutboxError` that says what to do. After an error the next use opens
+(and if need be creates) the file again, so an outbox an admin repaired or
+moved away is used again without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+#: How long a connection waits for another process's write to finish.
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    -- AUTOINCREMENT: an id is never reused after a purge, so `outbox retry ID`
+    -- can never hit a different webhook than the one the admin saw.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
+    last_error TEXT NOT NULL DEFAULT '',
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_expires_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state, next_attempt_at);
+-- The purge finds old finished webhooks without reading the rest.
+CREATE INDEX IF NOT EXISTS webhooks_finished ON webhooks (updated_at)
+    WHERE state IN ('delivered', 'failed');
+-- Webhooks refused as too large: HelpSpot never sends them again, so what is
+-- known of them is kept (never the body) for `outbox list`.
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    refused_at REAL NOT NULL,
+    target TEXT NOT NULL,
+    size_bytes INTEGER,  -- NULL: not announced (chunked), more than limit_bytes
+    limit_bytes INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS refusals_by_time ON refusals (refused_at);
+"""
+
+#: What to do about each primary SQLite result code, for the admin reading the error.
+_HINTS = {
+    sqlite3.SQLITE_NOTADB: "is [server] outbox another kind of file, or a damaged outbox? "
+    "Move it away and a new outbox is created",
+    sqlite3.SQLITE_CORRUPT: "the file is damaged: move it away (a new outbox is created) and "
+    "try `sqlite3 FILE .recover` on the moved copy",
+    sqlite3.SQLITE_CANTOPEN: "check [server] outbox, and that its folder exists and is "
+    "writable by the server (SQLite creates -wal and -shm files "
+    "beside it)",
+    sqlite3.SQLITE_READONLY: "the file or its folder is read-only: make both writable by the "
+    "server",
+    sqlite3.SQLITE_PERM: "make the file and its folder writable by the server",
+    sqlite3.SQLITE_BUSY: "another process held it locked for more than "
+    f"{BUSY_TIMEOUT_MS // 1000} s; try again",
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_IOERR: "the disk failed to read or write it",
+}
+
+
+class OutboxError(Exception):
+    """The outbox cannot do what was asked; the message says why and what to do."""
+
+
+def describe(path: Path, exc: sqlite3.Error) -> str:
+    """One line for an sqlite3 error on the outbox: what happened and what to do."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    hint = _HINTS.get(code, "check [server] outbox and the disk")
+    return f"the webhook outbox {path} is unusable ({exc}); {hint}"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to an existing outbox file (mode=rw: never creates an empty one)."""
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode=rw",
+        uri=True,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    conn.row_factory = sqlite3.Row
+    # WAL with synchronous=FULL syncs the log at every commit: a webhook we
+    # answered 202 for survives a power cut, not just a process crash
+    # (NORMAL would only sync at checkpoints). One fsync per webhook is cheap.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables of a database that is not an outbox (empty for an outbox or a new file)."""
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return [] if not names or "webhooks" in names else names
+
+
+class Database:
+    """One outbox file; a connection per operation, so any thread or process may use it."""
+
+    def __init__(self, path: Path, *, create_folder: bool = False) -> None:
+        self.path = path
+        self.create_folder = create_folder
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the file if need be, in WAL mode and with its tables (once, until a failure)."""
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                self._create()
+                self._ready = True
+
+    def _create(self) -> None:
+        if self.create_folder:
+            with contextlib.suppress(OSError):  # if it fails, creating the file says why
+                # a folder of its own is the server's only: others could swap the file
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            try:  # the payloads are customer data: readable by the server only
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise OutboxError(
+                    f"cannot create the webhook outbox {self.path} ({exc.strerror}); check "
+                    "[server] outbox and that the folder exists and is writable by the server"
+                ) from None
+        try:
+            conn = connect(self.path)
+            try:
+                foreign = _foreign_tables(conn)
+                if foreign:
+                    raise OutboxError(
+                        f"{self.path} is a database of something else (tables "
+                        f"{', '.join(foreign[:5])}); is [server] outbox another kind of file?"
+                    )
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise OutboxError(describe(self.path, exc)) from None
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection; any sqlite3 error in the block becomes an OutboxError."""
+        self.prepare()
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock before reading."""
+        with self.reading() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # closing rolls back anyway
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _failed(self, exc: sqlite3.Error) -> OutboxError:
+        # The file may have been replaced, deleted or repaired: open it afresh next time.
+        self._ready = False
+        return OutboxError(describe(self.path, exc))
+
+
+def probe(path: Path) -> tuple[bool, str]:
+    """Whether the server can use the outbox at ``path``, and why not (for ``check``).
+
+    Opens it without creating anything, runs SQLite's quick integrity check and
+    writes in a transaction that it rolls back, as storing a webhook would.
+    """
+    if not path.exists() and not path.is_symlink():
+        return _probe_folder(path)
+    try:
+        conn = connect(path)
+        try:
+            findings = [
+                " ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)")
+            ]  # one line each
+            if findings != ["ok"]:
+                return False, (
+                    f"the webhook outbox {path} is damaged ({'; '.join(findings)}); "
+                    f"{_HINTS[sqlite3.SQLITE_CORRUPT]}"
+                )
+            foreign = _foreign_tables(conn)
+            if foreign:
+                return False, (
+                    f"{path} is a database of something else (tables "
+                    f"{', '.join(foreign[:5])}); check [server] outbox"
+                )
+            # The write lock alone is granted even on a read-only file: write, then undo.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("CREATE TABLE lookup_server_write_probe (x)")
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return False, describe(path, exc)
+    return True, f"{path}"
+
+
+def _probe_folder(path: Path) -> tuple[bool, str]:
+    """An outbox not created yet: can the server create it (and its folders)?"""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return False, (
+            f"the webhook outbox {path} cannot be created: {folder} is not a "
+            "folder; check [server] outbox"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False, (
+            f"the webhook outbox {path} cannot be created: {folder} is not "
+            "writable by this user; check [server] outbox"
+        )
+    return True, f"{path} (not created yet: the first webhook creates it)"

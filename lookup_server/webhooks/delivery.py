@@ -1,0 +1,258 @@
+"""Delivering stored webhooks: a thread per server process that claims, delivers, records.
+
+While a delivery runs, :class:`LeaseRenewal` keeps its lease alive, so the
+lease can be short and a process that dies mid-delivery delays its webhook by
+one lease at most. Now and then the same thread purges what the retention no
+longer keeps. An unusable outbox is logged once when it breaks and once when
+it works again, never at every poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from lookup_server.core.backend import BackendError
+from lookup_server.core.models import Webhook
+from lookup_server.webhooks.database import OutboxError
+from lookup_server.webhooks.leases import new_owner
+from lookup_server.webhooks.store import Outbox, OutboxEntry, Purged
+
+log = logging.getLogger(__name__)
+
+#: ``deliver(target_name, webhook)``: returns when delivered, raises when not.
+Deliver = Callable[[str, Webhook], None]
+
+#: Seconds between looks at the outbox when nothing woke the worker.
+POLL_SECONDS = 5.0
+#: A lease is renewed four times per lease period, so one slow renewal costs nothing.
+RENEWALS_PER_LEASE = 4
+#: A delivery takes at most its target's timeout (300 s at most); one still running
+#: after this is stuck, and its lease is left to expire.
+MAX_HOLD_SECONDS = 600.0
+#: The retention purge runs at most this often per process...
+PURGE_EVERY_SECONDS = 3600.0
+#: ...deleting at most this many rows before it lets deliveries run again.
+PURGE_ROWS_PER_PASS = 10_000
+
+
+def safe_error(exc: BaseException) -> str:
+    """The text to store as last_error: a BackendError's message, else only the type."""
+    if isinstance(exc, BackendError):
+        return str(exc) or type(exc).__name__
+    # Other exceptions may quote URLs with keys or tokens; the log has the details.
+    return f"{type(exc).__name__}: unexpected error (details in the server log)"
+
+
+class LeaseRenewal:
+    """Keeps one claimed webhook's lease alive while its delivery runs (a context manager).
+
+    Renewal stops when the lease was lost (another worker took the webhook over,
+    which it records) or after ``max_hold`` seconds.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        entry: OutboxEntry,
+        owner: str,
+        *,
+        every: float,
+        clock: Callable[[], float] = time.time,
+        max_hold: float = MAX_HOLD_SECONDS,
+    ) -> None:
+        self.outbox = outbox
+        self.entry = entry
+        self.owner = owner
+        self.every = every
+        self.clock = clock
+        self.max_hold = max_hold
+        #: Set once the lease is known to be someone else's.
+        self.lost = threading.Event()
+        #: How many renewals were written (for the curious and the tests).
+        self.renewals = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook-lease", daemon=True)
+
+    def __enter__(self) -> LeaseRenewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._done.wait(self.every):
+            if time.monotonic() - started > self.max_hold:
+                log.error(
+                    "webhook %s to target %r: still delivering after %g s; its lease is "
+                    "left to expire",
+                    self.entry.id,
+                    self.entry.target,
+                    self.max_hold,
+                )
+                return
+            try:
+                kept = self.outbox.renew(self.entry.id, self.owner, now=self.clock())
+            except OutboxError as exc:  # try again; the lease lasts a few more renewals
+                log.warning("webhook %s: cannot renew its lease: %s", self.entry.id, exc)
+                continue
+            if not kept:
+                log.warning(
+                    "webhook %s to target %r: lease lost to another worker, which "
+                    "will record the outcome",
+                    self.entry.id,
+                    self.entry.target,
+                )
+                self.lost.set()
+                return
+            self.renewals += 1
+
+
+class _StateLog:
+    """Logs a problem when it starts or changes, and once when it is over."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.problem: str | None = None
+
+    def failed(self, problem: str, exc_info: BaseException | None = None) -> None:
+        if problem != self.problem:
+            log.error(
+                "%s: %s (logged once; deliveries resume by themselves when it is fixed)",
+                self.what,
+                problem,
+                exc_info=exc_info,
+            )
+            self.problem = problem
+
+    def ok(self) -> None:
+        if self.problem is not None:
+            log.warning("%s: usable again", self.what)
+            self.problem = None
+
+
+class DeliveryWorker:
+    """A daemon thread that delivers due webhooks: claim, deliver, record, repeat.
+
+    Start one in every server process (after any fork): it wakes at once when
+    the same process stores a webhook and polls every ``poll_seconds``
+    otherwise, which picks up retries and webhooks stored by other processes.
+    With ``retention_days`` above 0 it purges finished webhooks and refusals
+    older than that, at most every ``purge_every`` seconds.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        deliver: Deliver,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        owner: str | None = None,
+        retention_days: float = 0.0,
+        purge_every: float = PURGE_EVERY_SECONDS,
+        renew_every: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.deliver = deliver
+        self.poll_seconds = poll_seconds
+        self.owner = owner or new_owner()
+        self.retention_days = retention_days
+        self.purge_every = purge_every
+        self.renew_every = renew_every or outbox.lease_seconds / RENEWALS_PER_LEASE
+        self.clock = clock
+        self._next_purge = 0.0
+        self._state = _StateLog(f"webhook outbox {outbox.path}")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is not None:
+            return
+        self.outbox.subscribe(self._wake)
+        self._thread = threading.Thread(target=self._run, name="webhook-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to stop after the current delivery and wait for it."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.outbox.unsubscribe(self._wake)
+
+    def run_once(self, now: float | None = None) -> bool:
+        """Claim and deliver one due webhook; False when none was due."""
+        entry = self.outbox.claim(self.owner, self.clock() if now is None else now)
+        if entry is None:
+            return False
+        with LeaseRenewal(self.outbox, entry, self.owner, every=self.renew_every, clock=self.clock):
+            error = self._deliver(entry)
+        # Recorded only while we hold the lease (owner=): after a takeover the new
+        # owner's outcome counts.
+        finished = self.clock() if now is None else now
+        if error is None:
+            self.outbox.mark_delivered(entry.id, owner=self.owner, now=finished)
+        else:
+            self.outbox.mark_failed(entry.id, error, owner=self.owner, now=finished)
+        return True
+
+    def _deliver(self, entry: OutboxEntry) -> str | None:
+        """Hand the webhook to its target; the error to record, or None when delivered."""
+        try:
+            self.deliver(entry.target, entry.webhook)
+        except Exception as exc:
+            if not isinstance(exc, BackendError):
+                log.exception("webhook %s to target %r: unexpected error", entry.id, entry.target)
+            else:
+                log.warning(
+                    "webhook %s to target %r failed (attempt %s): %s",
+                    entry.id,
+                    entry.target,
+                    entry.attempts,
+                    exc,
+                )
+            return safe_error(exc)
+        return None
+
+    def purge_if_due(self, now: float | None = None) -> Purged | None:
+        """Apply the retention if it is time to; what was purged, or None."""
+        moment = self.clock() if now is None else now
+        if self.retention_days <= 0 or moment < self._next_purge:
+            return None
+        purged = self.outbox.purge(self.retention_days, moment, max_rows=PURGE_ROWS_PER_PASS)
+        # A large backlog is purged a pass at a time, with deliveries in between.
+        self._next_purge = moment + (self.purge_every if purged.complete else 0.0)
+        if purged.webhooks or purged.refusals:
+            log.info(
+                "webhook outbox %s: purged %s webhook(s) and %s refusal(s) older than %g days",
+                self.outbox.path,
+                purged.webhooks,
+                purged.refusals,
+                self.retention_days,
+            )
+        return purged
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                delivered = self.run_once()
+                if not delivered:
+                    self.purge_if_due()
+                self._state.ok()
+                if delivered:
+                    continue
+            except OutboxError as exc:
+                self._state.failed(str(exc))
+            except Exception as exc:
+                # A bug must not end deliveries for good, nor fill the log every poll.
+                self._state.failed(f"delivery loop error: {exc!r}", exc_info=exc)
+            self._wake.wait(self.poll_seconds)

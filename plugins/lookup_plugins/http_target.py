@@ -1,0 +1,289 @@
+"""A push and webhook target that forwards to any HTTP endpoint as JSON (``backend = "http"``).
+
+``push`` POSTs the pushed request as JSON to ``url``; the id is the
+``id_field`` of the JSON answer. ``deliver`` POSTs a webhook's payload the same
+way with an ``Idempotency-Key`` header, so the receiver can drop the duplicates
+an at-least-once outbox may produce.
+
+``details`` must show "the stored push and the answer", and the other system
+offers no standard way to read a push back. So every push is recorded in a
+small SQLite file (``store``; by default in the user's state folder), shared
+by all server processes: details work for any push this server made, even
+after a restart, without asking the other system anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import Backend, BackendError, NotFound, SourceSettings
+from lookup_server.core.models import PushDetails, PushRequest, Webhook
+
+from .http_client import AbortableSession, Deadline, dig, request_once
+
+log = logging.getLogger(__name__)
+
+#: HelpSpot keeps at most 255 characters of a push id (HELPSPOT.md §5).
+MAX_ID_CHARS = 255
+#: Enough of the answer to see what the other system said, without storing a novel.
+MAX_ANSWER_CHARS = 4000
+#: Enough of an error message from the other system for staff to act on.
+MAX_REMOTE_MESSAGE = 200
+
+
+@dataclass(frozen=True)
+class HttpTargetOptions:
+    """The ``[targets.NAME]`` keys of an http target."""
+
+    url: str
+    #: The answer's field holding the id; dots go deeper (``data.id``).
+    id_field: str = "id"
+    #: Extra request headers (not secret: they appear in the config as they are).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Sent as ``Authorization: Bearer SECRET``.
+    secret: Secret | None = None
+    #: Where pushes are recorded for ``details``; default: the user's state folder.
+    store: Path | None = None
+    #: The pushed item's address in the other system, ``{id}`` replaced by its id.
+    link: str = ""
+
+
+class HttpTarget(Backend[HttpTargetOptions]):
+    """Forwards pushes and webhooks to an HTTP endpoint as JSON."""
+
+    Options = HttpTargetOptions
+
+    def __init__(self, options: HttpTargetOptions, source: SourceSettings) -> None:
+        super().__init__(options, source)
+        self.host = urlsplit(options.url).hostname or "the target"
+        self.log = PushLog(options.store or default_store(source.name))
+        self._session = AbortableSession()
+
+    @classmethod
+    def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
+        """The url must be an absolute http(s) address; a link must hold ``{id}``."""
+        problems = []
+        parts = urlsplit(options.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(("url", "must be an address starting with https:// (or http://)"))
+        if options.link and "{id}" not in options.link:
+            problems.append(("link", "must contain {id}, where the pushed item's id goes"))
+        return problems
+
+    def check(self) -> list[str]:
+        """Warn about an unencrypted address; fail when the push record cannot be opened."""
+        self.log.count()
+        parts = urlsplit(self.options.url)
+        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            return [f"url: pushes and webhooks go to {self.host} unencrypted (http://)"]
+        return []
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+    # -- capabilities --------------------------------------------------------------
+
+    def push(self, request: PushRequest) -> str:
+        """POST the request as JSON; the id is ``id_field`` of the JSON answer."""
+        response = self._post(request.data, {})
+        if not 200 <= response.status_code < 300:
+            raise BackendError(self._refusal("push", response))
+        answer = _json_or_none(response)
+        value = dig(answer, *self.options.id_field.split("."))
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            raise BackendError(
+                f"{self.host} accepted the push (HTTP {response.status_code}) but its answer "
+                f"has no {self.options.id_field!r} field; check id_field"
+            )
+        push_id = str(value)[:MAX_ID_CHARS]
+        try:
+            self.log.record(push_id, request, response.status_code, response.text)
+        except (BackendError, sqlite3.Error) as exc:
+            # The item exists over there now: failing would make staff push it twice.
+            log.error(
+                "target %r: push %r went through but was not recorded: %s",
+                self.source.name,
+                push_id,
+                exc,
+            )
+        return push_id
+
+    def details(self, push_id: str) -> PushDetails:
+        """What was pushed and what the other system answered, from the push record."""
+        recorded = self.log.find(push_id)
+        if recorded is None:
+            raise NotFound(f"no push with id {push_id!r} was recorded by this server")
+        link = (
+            self.options.link.replace("{id}", quote(push_id, safe="")) if self.options.link else ""
+        )
+        return PushDetails(title=f"Pushed to {self.host}", rows=recorded.rows(), link=link)
+
+    def deliver(self, webhook: Webhook) -> None:
+        """POST the webhook's payload as JSON with its Idempotency-Key; raise unless 2xx."""
+        response = self._post(webhook.payload, {"Idempotency-Key": webhook.idempotency_key})
+        if not 200 <= response.status_code < 300:
+            raise BackendError(self._refusal("webhook", response))
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def _post(self, body: Mapping[str, object], extra: Mapping[str, str]) -> requests.Response:
+        headers = {"Accept": "application/json", **self.options.headers, **extra}
+        if self.options.secret is not None:
+            headers["Authorization"] = f"Bearer {self.options.secret.reveal()}"
+        try:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError):
+            raise BackendError("the data cannot be sent as JSON") from None
+        headers["Content-Type"] = "application/json; charset=utf-8"
+        return request_once(
+            self._session,
+            "POST",
+            self.options.url,
+            Deadline(self.source.timeout),
+            vendor=self.host,
+            data=data,
+            headers=headers,
+        )
+
+    def _refusal(self, what: str, response: requests.Response) -> str:
+        message = _remote_message(_json_or_none(response))
+        said = f": {message}" if message else ""
+        return f"{self.host} refused the {what} (HTTP {response.status_code}){said}"
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _remote_message(answer: Any) -> str:
+    """A short ``error`` or ``message`` text from a JSON answer ("" when none)."""
+    for key in ("error", "message", "detail"):
+        value = answer.get(key) if isinstance(answer, dict) else None
+        if isinstance(value, str) and value.strip():
+            return " ".join(value.split())[:MAX_REMOTE_MESSAGE]
+    return ""
+
+
+def customer_of(request: PushRequest) -> str:
+    """``Full Name <email>`` of the request's customer, from what is there."""
+    name = request.text("fullname") or " ".join(
+        part for part in (request.text("sFirstName"), request.text("sLastName")) if part
+    )
+    email = request.text("sEmail")
+    return " ".join(part for part in (name, f"<{email}>" if email else "") if part)
+
+
+def default_store(target: str) -> Path:
+    """``$XDG_STATE_HOME/lookup-server/push-TARGET.sqlite3`` (``~/.local/state`` by default)."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
+    return state / "lookup-server" / f"push-{safe}.sqlite3"
+
+
+@dataclass(frozen=True)
+class RecordedPush:
+    """One push as recorded: what HelpSpot sent and what the target answered."""
+
+    push_id: str
+    request_id: str
+    title: str
+    customer: str
+    pushed_at: float
+    status: int
+    answer: str
+
+    def rows(self) -> tuple[tuple[str, str], ...]:
+        """Label/value rows for the details view (the core escapes them)."""
+        when = datetime.fromtimestamp(self.pushed_at, timezone.utc)
+        return (
+            ("Id", self.push_id),
+            ("HelpSpot request", self.request_id),
+            ("Title", self.title),
+            ("Customer", self.customer),
+            ("Pushed at", when.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            ("Answer", f"HTTP {self.status}"),
+            ("Answer body", self.answer),
+        )
+
+
+class PushLog:
+    """Pushes made through one target, in a SQLite file shared by every process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # a folder of its own is the server's only: others could swap the file
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                # SQLite would create it 0644, and it holds customers' names and
+                # addresses: readable by the server only (its WAL files follow)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, timeout=10)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
+                " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
+                " status INTEGER, answer TEXT)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(
+                f"cannot open the push record {self.path} ({type(exc).__name__}); set the "
+                "target's store to a writable file"
+            ) from None
+        return conn
+
+    def record(self, push_id: str, request: PushRequest, status: int, answer: str) -> None:
+        """Remember one push (the latest wins when the target reuses an id)."""
+        conn = self._connect()
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO pushes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        push_id,
+                        request.request_id,
+                        request.text("sTitle"),
+                        customer_of(request),
+                        time.time(),
+                        status,
+                        answer[:MAX_ANSWER_CHARS],
+                    ),
+                )
+        finally:
+            conn.close()
+
+    def find(self, push_id: str) -> RecordedPush | None:
+        """The recorded push with this id, or None."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT * FROM pushes WHERE push_id = ?", (push_id,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else RecordedPush(*row)
+
+    def count(self) -> int:
+        """How many pushes are recorded (opens the file: a check that it works)."""
+        conn = self._connect()
+        try:
+            return int(conn.execute("SELECT count(*) FROM pushes").fetchone()[0])
+        finally:
+            conn.close()

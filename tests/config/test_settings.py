@@ -1,0 +1,178 @@
+"""Configuration: every problem at once, with its key path and what to do."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from lookup_server.config.schema import Secret
+from lookup_server.config.settings import ConfigError, config_from_mapping, load_config
+from lookup_server.core.registry import GROUP, Registry
+from tests.support.fake_backends import fake_registry
+
+
+def problems(raw: dict[str, object], tmp_path: Path, **kw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(raw, tmp_path, registry=fake_registry(), **kw)  # type: ignore[arg-type]
+    return [str(p) for p in info.value.problems]
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:
+    found = problems(
+        {
+            "server": {"allowed_ips": ["10.0.0.0/8", "not-an-ip"], "shared_key": "short"},
+            "sources": {
+                "a": {"backend": "csv"},
+                "b": {"backend": "nope"},
+                "c": {
+                    "backend": "csv",
+                    "path": "x.csv",
+                    "max_results": "ten",
+                    "pth": 1,
+                    "search": ["email", "fax"],
+                    "timeout": 0,
+                    "columns": ["bad name"],
+                },
+                "d e": {"backend": "csv", "path": "x.csv"},
+                # a trailing line break once passed the name checks ("$" matches before it)
+                "f\n": {
+                    "backend": "csv",
+                    "path": "x.csv",
+                    "delimiter": ";;",
+                    "html_fields": ["notes\n"],
+                },
+                "g": {"backend": "csv", "path": "x.csv", "fields": {"customer": "cust"}},
+            },
+            "extra": {},
+        },
+        tmp_path,
+    )
+    expected = [
+        "extra: unknown table",
+        "server.shared_key: must be at least 16 characters",
+        "server.allowed_ips[1]: 'not-an-ip' is not an IP address or CIDR",
+        "sources.a.path: required",
+        "sources.b.backend: no backend named 'nope' is installed",
+        "sources.c.max_results: must be a whole number",
+        "sources.c.pth: unknown key (did you mean 'path'?)",
+        "sources.c.search[1]: must be one of 'customer_id', 'email', 'phone', 'name'",
+        "sources.c.timeout: must be more than 0",
+        "sources.c.columns: 'bad name' is not a valid XML element name",
+        "sources.d e: a name may only use letters, digits",
+        "sources.f\n: a name may only use letters, digits",
+        "sources.f\n.html_fields: 'notes\\n' is not a valid XML element name",
+        "sources.f\n.delimiter: must be one character",
+        "sources.g.fields: 'customer' is reserved: <customer> is part of the livelookup",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in found), (start, found)
+    assert len(found) == len(expected)
+
+
+def test_secrets_from_environment(tmp_path: Path) -> None:
+    raw = {"server": {"shared_key": {"env": "LL_KEY"}}}
+    config = config_from_mapping(raw, tmp_path, environ={"LL_KEY": "x" * 20})
+    assert config.server.shared_key == Secret("x" * 20, "env LL_KEY")
+    assert "xxxx" not in repr(config) and "xxxx" not in str(config.server.shared_key)
+    assert problems(raw, tmp_path, environ={}) == [
+        "server.shared_key: environment variable LL_KEY is not set"
+    ]
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    file = tmp_path / "conf" / "lookup.toml"
+    file.write_text('[sources.a]\nbackend = "csv"\npath = "data/c.csv"\n')
+    config = load_config(file, environ={})
+    assert config.sources["a"].options.path == tmp_path / "conf" / "data" / "c.csv"
+
+
+def test_config_file_from_environment_variable(tmp_path: Path) -> None:
+    file = tmp_path / "x.toml"
+    file.write_text("[sources]\n")
+    assert load_config(None, environ={"LOOKUP_SERVER_CONFIG": str(file)}).origin == str(file)
+
+
+def test_no_config_means_the_demo() -> None:
+    config = load_config(None, environ={})
+    assert list(config.sources) == ["demo", "products"]
+    assert config.sources["demo"].options.path.is_file()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[sources.a\n", "not valid TOML"),
+        ("sources = 3\n", "sources: must be a table"),
+    ],
+)
+def test_unreadable_files_are_reported(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(file)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_broken_plugin_is_an_error_only_when_used(tmp_path: Path) -> None:
+    eps = [
+        *fake_registry()._eps.values(),
+        EntryPoint("broken", "tests.no_such_module:Backend", GROUP),
+    ]
+    registry = Registry(eps)
+    config_from_mapping({"sources": {"a": {"backend": "fake"}}}, tmp_path, registry=registry)
+    with pytest.raises(
+        ConfigError,
+        match=r"sources.b.backend: backend 'broken' .* failed to "
+        r"import: ModuleNotFoundError",
+    ):
+        config_from_mapping({"sources": {"b": {"backend": "broken"}}}, tmp_path, registry=registry)
+
+
+def test_malformed_plugin_is_rejected_when_it_registers(tmp_path: Path) -> None:
+    eps = [EntryPoint("bad", "tests.config.test_settings:BadSignature", GROUP)]
+    _, failures = Registry(eps).load_all()
+    assert "method find(self, term) must take (self, term, limit)" in failures[0].error
+
+
+class _Base:
+    pass
+
+
+def _make_bad() -> type:
+    from lookup_server.core.backend import Backend
+
+    class BadSignature(Backend[object]):
+        def find(self, term):  # type: ignore[no-untyped-def,override]
+            return []
+
+    return BadSignature
+
+
+BadSignature = _make_bad()
+
+
+def test_outbox_retention_days(tmp_path: Path) -> None:
+    assert config_from_mapping({}, tmp_path).server.outbox_retention_days == 30
+    forever = config_from_mapping({"server": {"outbox_retention_days": 0}}, tmp_path)
+    assert forever.server.outbox_retention_days == 0
+    assert (
+        config_from_mapping(
+            {"server": {"outbox_retention_days": 7.5}}, tmp_path
+        ).server.outbox_retention_days
+        == 7.5
+    )
+    for bad, message in (
+        (-1, "must be 0 (keep forever) or more days"),
+        (float("nan"), "must be 0 (keep forever) or more days"),
+        ("30", "must be a number"),
+    ):
+        assert problems({"server": {"outbox_retention_days": bad}}, tmp_path) == [
+            f"server.outbox_retention_days: {message}"
+        ]

@@ -1,0 +1,119 @@
+"""Fixtures for the outbox on real SQLite files: fresh, damaged, or out of reach."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lookup_server.core.models import Webhook
+from lookup_server.webhooks import Outbox
+
+T0 = 1_800_000_000.0
+DAY = 86400.0
+#: Guards against a hang only; a passing test never waits this long.
+HANG_GUARD = 30.0
+PAYLOAD = {
+    "xRequest": "12345",
+    "sTitle": "Printer on fire",
+    "request_history": {"678": {"tNote": "<p>Hi</p>"}},
+    "files": ["a", "b"],
+}
+#: chmod does not stop root from writing: those variants need another way.
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.sqlite3"
+
+
+@pytest.fixture
+def outbox(path: Path) -> Outbox:
+    return Outbox(path, rng=random.Random(1))
+
+
+def under_a_file(tmp_path: Path) -> Path:
+    """An outbox path whose folder is a regular file: unusable, even to root."""
+    (tmp_path / "a-file").write_text("x\n")
+    return tmp_path / "a-file" / "outbox.sqlite3"
+
+
+def corrupt_header(path: Path) -> bytes:
+    """Overwrite the file's SQLite header (its first 16 bytes); return what was there."""
+    with open(path, "r+b") as handle:
+        original = handle.read(16)
+        handle.seek(0)
+        handle.write(b"this is no db!!\0")
+    return original
+
+
+def restore_header(path: Path, original: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.write(original)
+
+
+def corrupt_pages(path: Path, first_page: int = 2) -> None:
+    """Overwrite every page from ``first_page`` on (1-based) with junk; the header survives."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    size = path.stat().st_size
+    assert size > first_page * page_size, "not enough pages to damage"
+    with open(path, "r+b") as handle:
+        handle.seek((first_page - 1) * page_size)
+        handle.write(b"\xa5" * (size - (first_page - 1) * page_size))
+
+
+class Fixed(random.Random):
+    """A "random" source whose uniform() always returns the same end of the range."""
+
+    def __init__(self, where: float) -> None:
+        super().__init__(0)
+        self.where = where
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.where
+
+
+class Recorder:
+    """A deliver callable that records calls and fails on request."""
+
+    def __init__(self, failures: list[BaseException] | None = None) -> None:
+        self.calls: list[tuple[str, Webhook]] = []
+        self.failures = list(failures or [])
+        self.called = threading.Event()
+
+    def __call__(self, target: str, webhook: Webhook) -> None:
+        self.calls.append((target, webhook))
+        self.called.set()
+        if self.failures:
+            raise self.failures.pop(0)
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> None:
+    """Poll until ``condition()`` holds; fail after ``timeout`` (a hang guard, not a limit)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
