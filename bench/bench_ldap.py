@@ -31,9 +31,7 @@ sys.path.insert(0, str(ROOT))  # the slapd harness lives with the tests
 import ldap3  # noqa: E402
 from lookup_plugins.ldap.backend import LdapBackend, LdapOptions  # noqa: E402
 
-from lookup_server.config.schema import Secret  # noqa: E402
-from lookup_server.core.backend import SourceSettings  # noqa: E402
-from lookup_server.core.models import ById  # noqa: E402
+from lookup_server.plugin import ById, Secret, SourceSettings  # noqa: E402
 from tests.plugins.slapd import (  # noqa: E402
     SERVICE_DN,
     SERVICE_PASSWORD,

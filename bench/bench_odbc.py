@@ -24,9 +24,7 @@ from typing import Any
 import pyodbc
 from lookup_plugins.odbc.backend import OdbcBackend, OdbcOptions
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import SourceSettings
-from lookup_server.core.models import ById
+from lookup_server.plugin import ById, Secret, SourceSettings
 
 ROWS = 100_000
 TARGET = 3.0

@@ -186,12 +186,15 @@ def plugins() -> None:
     """List the registered backends, and those that failed to load and why."""
     from lookup_server.core.registry import Registry
 
-    loaded, failures = Registry().load_all()
-    for name, cls in sorted(loaded.items()):
-        capabilities = ", ".join(sorted(cls.capabilities()))
-        click.echo(f"{name:10} {cls.__module__}.{cls.__name__}  [{capabilities}]")
-    for failure in failures:
-        click.echo(f"{failure.name:10} FAILED: {failure.error}")
+    registry = Registry()
+    for title, group in (("sources", registry.sources), ("targets", registry.targets)):
+        loaded, failures = group.load_all()
+        click.echo(f"{title} ({group.group}):")
+        for name, cls in sorted(loaded.items()):
+            capabilities = ", ".join(sorted(cls.capabilities()))
+            click.echo(f"  {name:10} {cls.__module__}.{cls.__name__}  [{capabilities}]")
+        for failure in failures:
+            click.echo(f"  {failure.name:10} FAILED: {failure.error}")
 
 
 @cli.command()

@@ -114,7 +114,8 @@ def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(tmp_pa
     config = tmp_path / "lookup.toml"
     config.write_text('[sources.people]\nbackend = "csv"\npath = "people.csv"\n')
     code = (
-        "import sys; from lookup_server.helpspot import answers; from lookup_server.cli import main\n"
+        "import sys\nfrom lookup_server.helpspot import answers\n"
+        "from lookup_server.cli import main\n"
         "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
         "answers.render_livelookup = broken\n"
         f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "

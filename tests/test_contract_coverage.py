@@ -26,9 +26,9 @@ def contract_runs() -> set[str]:
 
 
 def test_every_registered_backend_runs_the_contract() -> None:
-    loaded, failures = Registry().load_all()
+    loaded, failures = Registry().sources.load_all()
     offering = {name for name, cls in loaded.items() if "livelookup" in cls.capabilities()}
     assert "csv" in offering
     missing = offering - contract_runs()
-    assert not missing, f"backends without a run of tests/backend_contract.py: {missing}"
+    assert not missing, f"backends without a run of tests/support/backend_contract.py: {missing}"
     need(not failures, "some backends cannot load here: " + "; ".join(map(str, failures)))

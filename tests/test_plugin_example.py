@@ -57,7 +57,7 @@ def test_example_plugin_is_registered(installed_example: dict[str, str]) -> None
         check=True,
         timeout=60,
     )
-    assert "jsonfile   lookup_jsonfile.JsonFileBackend  [livelookup]" in done.stdout
+    assert "  jsonfile   lookup_jsonfile.JsonFileBackend  [livelookup]" in done.stdout
 
 
 def test_example_plugin_answers_a_lookup(installed_example: dict[str, str], tmp_path: Path) -> None:

@@ -15,13 +15,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lookup_server.config import schema as config_schema
 from lookup_server.config.schema import Context, Problem, Secret
-from lookup_server.core.backend import Backend, SourceSettings
+from lookup_server.core.backend import Backend
 from lookup_server.core.models import element_name_problem
-from lookup_server.core.registry import PluginError, Registry
+from lookup_server.core.paths import state_dir
+from lookup_server.core.registry import Group, PluginError, Registry
+from lookup_server.core.sources import SourceBackend, SourceSettings
+from lookup_server.core.targets import TargetBackend, TargetSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,23 +102,28 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class TargetKeys:
-    """The core keys of a ``[targets.NAME]`` table (the rest are the backend's)."""
+class SourceConfig:
+    """One ``[sources.NAME]``: its settings, backend class and backend options."""
 
-    backend: str
-    timeout: float = 10.0
+    settings: SourceSettings
+    backend_class: type[SourceBackend[Any]]
+    options: Any
+
+    def create_backend(self) -> SourceBackend[Any]:
+        """A new backend instance for this source."""
+        return self.backend_class(self.options, self.settings)
 
 
 @dataclass(frozen=True)
-class BackendConfig:
-    """One ``[sources.NAME]`` or ``[targets.NAME]``: settings, backend class, options."""
+class TargetConfig:
+    """One ``[targets.NAME]``: its settings, backend class and backend options."""
 
-    settings: SourceSettings
-    backend_class: type[Backend[Any]]
+    settings: TargetSettings
+    backend_class: type[TargetBackend[Any]]
     options: Any
 
-    def create_backend(self) -> Backend[Any]:
-        """A new backend instance for this source."""
+    def create_backend(self) -> TargetBackend[Any]:
+        """A new backend instance for this target."""
         return self.backend_class(self.options, self.settings)
 
 
@@ -126,9 +134,9 @@ class Config:
     origin: str
     base_dir: Path
     server: ServerSettings = field(default_factory=ServerSettings)
-    sources: Mapping[str, BackendConfig] = field(default_factory=dict)
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     #: Request Push and webhook targets.
-    targets: Mapping[str, BackendConfig] = field(default_factory=dict)
+    targets: Mapping[str, TargetConfig] = field(default_factory=dict)
 
 
 def demo_config_path() -> Path:
@@ -282,16 +290,19 @@ def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
 
 
 def default_outbox(base_dir: Path) -> Path:
-    """Next to the config file, or in the user's cache folder when that one is read-only."""
+    """Next to the config file, or in the user's state folder when that one is read-only.
+
+    State, not cache: the outbox holds webhooks that exist nowhere else.
+    """
     if os.access(base_dir, os.W_OK):
         return base_dir / "lookup-server-outbox.sqlite3"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "lookup-server" / "outbox.sqlite3"
+    return state_dir() / "outbox.sqlite3"
 
 
-def _backend_class(
-    path: str, table: Any, ctx: Context, registry: Registry
-) -> type[Backend[Any]] | None:
+B = TypeVar("B", bound=Backend[Any])
+
+
+def _backend_class(path: str, table: Any, ctx: Context, group: Group[B]) -> type[B] | None:
     """The backend class a source or target table names, or None after a problem."""
     if not _NAME.fullmatch(path.split(".", 1)[1]):
         ctx.problem(path, "a name may only use letters, digits, '_' and '-'")
@@ -305,49 +316,43 @@ def _backend_class(
         )
         return None
     try:
-        return registry.load(backend_name)
+        return group.load(backend_name)
     except PluginError as exc:
         ctx.problem(f"{path}.backend", str(exc))
         return None
 
 
-def _target(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+def _target(name: str, table: Any, ctx: Context, registry: Registry) -> TargetConfig | None:
     path = f"targets.{name}"
-    backend_class = _backend_class(path, table, ctx, registry)
+    backend_class = _backend_class(path, table, ctx, registry.targets)
+    if not isinstance(table, dict):
+        return None
+    settings = config_schema.build(
+        TargetSettings, {**table, "name": name}, path, ctx, also_known=frozenset(table)
+    )
+    timeout = table.get("timeout", 1)
+    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
     if backend_class is None:
         return None
-    keys = config_schema.build(TargetKeys, table, path, ctx, also_known=frozenset(table))
-    if not backend_class.capabilities() & {"push", "webhook"}:
-        ctx.problem(
-            f"{path}.backend",
-            f"backend {table['backend']!r} cannot be a target "
-            "(it offers no push or webhook delivery)",
-        )
-    if isinstance(keys, TargetKeys) and not 0 < keys.timeout <= 300:
-        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
-    options = config_schema.build(
-        backend_class.Options,
-        table,
-        path,
-        ctx,
-        also_known=frozenset(f.name for f in dataclasses.fields(TargetKeys)),
-    )
-    if keys is None or options is None:
+    core_keys = frozenset(f.name for f in dataclasses.fields(TargetSettings))
+    options = config_schema.build(backend_class.Options, table, path, ctx, also_known=core_keys)
+    if settings is None or options is None:
         return None
-    settings = SourceSettings(name=name, backend=keys.backend, timeout=keys.timeout)
-    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
+    config = TargetConfig(settings, backend_class, options)
+    return config if _valid(backend_class.validate(options, settings), path, ctx) else None
 
 
-def _validated(config: BackendConfig, path: str, ctx: Context) -> BackendConfig | None:
-    problems = config.backend_class.validate(config.options, config.settings)
+def _valid(problems: list[tuple[str, str]], path: str, ctx: Context) -> bool:
+    """Report a backend's own ``validate`` problems; True when there were none."""
     for key, message in problems:
         ctx.problem(f"{path}.{key}" if key else path, message)
-    return None if problems else config
+    return not problems
 
 
-def _source(name: str, table: Any, ctx: Context, registry: Registry) -> BackendConfig | None:
+def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceConfig | None:
     path = f"sources.{name}"
-    backend_class = _backend_class(path, table, ctx, registry)
+    backend_class = _backend_class(path, table, ctx, registry.sources)
     if not isinstance(table, dict):
         return None
     # unknown keys are reported once, by the backend's build below, which knows both sets
@@ -361,7 +366,8 @@ def _source(name: str, table: Any, ctx: Context, registry: Registry) -> BackendC
     options = config_schema.build(backend_class.Options, table, path, ctx, also_known=core_keys)
     if settings is None or options is None:
         return None
-    return _validated(BackendConfig(settings, backend_class, options), path, ctx)
+    config = SourceConfig(settings, backend_class, options)
+    return config if _valid(backend_class.validate(options, settings), path, ctx) else None
 
 
 def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:

@@ -1,4 +1,4 @@
-"""Backends discovered through the ``lookup_server.backends`` entry point group.
+"""Backends discovered through entry points: one group for sources, one for targets.
 
 Built-in backends register exactly like third-party ones. Loading is lazy: a
 configuration that uses only ``csv`` never imports ldap3 or pyodbc. A plugin
@@ -14,12 +14,19 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from lookup_server.core.backend import CAPABILITY_METHODS, Backend
+from lookup_server.core.backend import Backend
+from lookup_server.core.sources import SourceBackend
+from lookup_server.core.targets import TargetBackend
 
-GROUP = "lookup_server.backends"
+#: The entry point group of source backends (``[sources.NAME] backend = ...``).
+SOURCES_GROUP = "lookup_server.backends"
+#: The entry point group of target backends (``[targets.NAME] backend = ...``).
+TARGETS_GROUP = "lookup_server.targets"
 log = logging.getLogger(__name__)
+
+B = TypeVar("B", bound=Backend[Any])
 
 
 class PluginError(Exception):
@@ -38,20 +45,25 @@ class PluginFailure:
         return f"{self.name} ({self.target}): {self.error}"
 
 
-class Registry:
-    """The backends registered in one entry point group."""
+class Group(Generic[B]):
+    """The backends registered in one entry point group, all subclasses of ``base``."""
 
-    def __init__(self, eps: Iterable[EntryPoint] | None = None, group: str = GROUP) -> None:
+    def __init__(self, group: str, base: type[B], eps: Iterable[EntryPoint]) -> None:
         self.group = group
-        found = entry_points(group=group) if eps is None else eps
-        self._eps = {ep.name: ep for ep in found}
-        self._loaded: dict[str, type[Backend[Any]]] = {}
+        self.base = base
+        self.kind = "target" if base is TargetBackend else "source"
+        self._eps = {ep.name: ep for ep in eps if ep.group == group}
+        self._loaded: dict[str, type[B]] = {}
 
     def names(self) -> list[str]:
         """Names of every registered backend, loaded or not."""
         return sorted(self._eps)
 
-    def load(self, name: str) -> type[Backend[Any]]:
+    def entry_point(self, name: str) -> EntryPoint:
+        """The entry point registered under ``name`` (KeyError when there is none)."""
+        return self._eps[name]
+
+    def load(self, name: str) -> type[B]:
         """Import and validate one backend; raise PluginError saying what to do."""
         if name in self._loaded:
             return self._loaded[name]
@@ -59,7 +71,7 @@ class Registry:
         if ep is None:
             known = ", ".join(self.names()) or "none"
             raise PluginError(
-                f"no backend named {name!r} is installed (installed: {known}); "
+                f"no backend named {name!r} is installed for {self.kind}s (installed: {known}); "
                 f"install the package that provides it"
             )
         try:
@@ -74,13 +86,13 @@ class Registry:
                 f"backend {name!r} ({ep.value}, group {self.group}) failed to import: "
                 f"{type(exc).__name__}: {exc}; {fix}"
             ) from exc
-        validate_backend_class(name, cls)
+        validate_backend_class(name, cls, self.base)
         self._loaded[name] = cls
         return self._loaded[name]
 
-    def load_all(self) -> tuple[dict[str, type[Backend[Any]]], list[PluginFailure]]:
+    def load_all(self) -> tuple[dict[str, type[B]], list[PluginFailure]]:
         """Load every registered backend, collecting failures instead of raising."""
-        loaded: dict[str, type[Backend[Any]]] = {}
+        loaded: dict[str, type[B]] = {}
         failures: list[PluginFailure] = []
         for name in self.names():
             try:
@@ -91,18 +103,34 @@ class Registry:
         return loaded, failures
 
 
-def validate_backend_class(name: str, cls: Any) -> None:
+class Registry:
+    """The source and target backends installed (or the entry points given)."""
+
+    def __init__(self, eps: Iterable[EntryPoint] | None = None) -> None:
+        if eps is None:
+            eps = [*entry_points(group=SOURCES_GROUP), *entry_points(group=TARGETS_GROUP)]
+        eps = list(eps)
+        self.sources: Group[SourceBackend[Any]] = Group(SOURCES_GROUP, SourceBackend, eps)
+        self.targets: Group[TargetBackend[Any]] = Group(TARGETS_GROUP, TargetBackend, eps)
+
+    def entry_points(self) -> list[EntryPoint]:
+        """Every entry point of both groups (to extend a registry in tests and tools)."""
+        groups = (self.sources, self.targets)
+        return [group.entry_point(name) for group in groups for name in group.names()]
+
+
+def validate_backend_class(name: str, cls: Any, base: type[Backend[Any]]) -> None:
     """Reject a malformed plugin when it registers, not when production first calls it."""
     where = f"backend {name!r} ({getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)})"
-    if not (inspect.isclass(cls) and issubclass(cls, Backend)):
-        raise PluginError(f"{where}: must be a subclass of lookup_server.core.backend.Backend")
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        raise PluginError(f"{where}: must be a subclass of lookup_server.plugin.{base.__name__}")
     if not dataclasses.is_dataclass(cls.Options):
         raise PluginError(f"{where}: Options must be a dataclass describing its config keys")
-    for method in (*CAPABILITY_METHODS.values(), "prepare", "check", "close", "validate"):
-        mine, base = getattr(cls, method), getattr(Backend, method)
-        if mine is base:
+    for method in (*base.CAPABILITY_METHODS.values(), "prepare", "check", "close", "validate"):
+        mine, theirs = getattr(cls, method), getattr(base, method)
+        if mine is theirs:
             continue
-        expected = list(inspect.signature(base).parameters)
+        expected = list(inspect.signature(theirs).parameters)
         actual = list(inspect.signature(mine).parameters)
         if actual != expected:
             raise PluginError(
@@ -110,4 +138,5 @@ def validate_backend_class(name: str, cls: Any) -> None:
                 f"({', '.join(expected)})"
             )
     if not cls.capabilities():
-        raise PluginError(f"{where}: implements no capability (override find, ...)")
+        first = next(iter(base.CAPABILITY_METHODS.values()))
+        raise PluginError(f"{where}: implements no capability (override {first}, ...)")

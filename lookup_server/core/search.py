@@ -1,17 +1,21 @@
-"""The one place that decides the search strategy order, for every backend.
+"""The one place that decides search order and what counts as a match, for every backend.
 
 A source lists strategies (default: customer_id, email, phone, name). Each one
 whose input is present is tried in order until one finds something, so a stale
 customer id falls back to the e-mail address. No input at all finds nobody:
 never the whole table.
+
+A match is an exact customer id, a case-insensitive exact e-mail address, the
+same phone digits (or one number ending with the other), and case-insensitive
+prefixes of the last and first name; a backend whose system searches more
+loosely re-checks what came back with :func:`matches_literally`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from lookup_server.core.backend import Backend
 from lookup_server.core.models import (
     ByEmail,
     ById,
@@ -21,6 +25,7 @@ from lookup_server.core.models import (
     LookupQuery,
     SearchTerm,
 )
+from lookup_server.core.sources import SourceBackend, SourceSettings
 
 #: Shorter name prefixes would match a large part of any directory.
 MIN_NAME_PREFIX = 2
@@ -88,7 +93,7 @@ def _usable(value: str) -> bool:
 
 
 def find_customers(
-    backend: Backend[object], query: LookupQuery, strategies: Sequence[str], limit: int
+    backend: SourceBackend[object], query: LookupQuery, strategies: Sequence[str], limit: int
 ) -> list[Customer]:
     """Try each applicable strategy in order; stop at the first that finds someone."""
     for term in search_terms(query, strategies):
@@ -96,3 +101,29 @@ def find_customers(
         if found:
             return found
     return []
+
+
+def matches_literally(term: SearchTerm, fields: Mapping[str, str]) -> bool:
+    """True when a record found by a vendor's (looser) search really matches ``term``.
+
+    Vendor searches tokenize, fold accents or match substrings; HelpSpot's
+    contract is exact ids, case-insensitive exact e-mail, phone digits and
+    case-insensitive name prefixes, so every backend re-checks what came back.
+    """
+    if isinstance(term, ById):
+        return fields.get("customer_id", "") == term.customer_id
+    if isinstance(term, ByEmail):
+        return fields.get("email", "").casefold() == term.folded
+    if isinstance(term, ByPhone):
+        return phone_matches(fields.get("phone", ""), term.digits)
+    last = fields.get("last_name", "").casefold()
+    first = fields.get("first_name", "").casefold()
+    return last.startswith(term.last_folded) and first.startswith(term.first_folded)
+
+
+def with_field_map(raw: Mapping[str, str], source: SourceSettings) -> dict[str, str]:
+    """The backend's record plus the elements the source maps onto its fields."""
+    fields = dict(raw)
+    for element, backend_field in source.fields.items():
+        fields[element] = raw.get(backend_field, "")
+    return fields

@@ -40,7 +40,6 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from lookup_server.core.backend import SourceSettings
 from lookup_server.core.models import (
     Audience,
     Customer,
@@ -49,6 +48,7 @@ from lookup_server.core.models import (
     element_name_problem,
     is_insertable,
 )
+from lookup_server.core.sources import SourceSettings
 from lookup_server.helpspot.view import display_label
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-from lookup_server.config.settings import BackendConfig, Config
-from lookup_server.core.backend import Backend, BackendError, SourceSettings
+from lookup_server.config.settings import Config, SourceConfig, TargetConfig
+from lookup_server.core.backend import Backend, BackendError
 from lookup_server.core.models import OptionsQuery
+from lookup_server.core.sources import SourceBackend, SourceSettings
 from lookup_server.runtime.service import DeadlineRunner, ServiceError, create_backend
 from lookup_server.webhooks import probe as probe_outbox
 
@@ -45,12 +46,12 @@ def key_warnings(config: Config) -> Iterator[tuple[str, bool]]:
         )
 
 
-def _probe_one(path: str, config: BackendConfig) -> Iterator[tuple[str, bool]]:
+def _probe_one(path: str, config: SourceConfig | TargetConfig) -> Iterator[tuple[str, bool]]:
     capabilities = config.backend_class.capabilities()
     label = f"{path} ({config.settings.backend}: {', '.join(sorted(capabilities))})"
     backend = create_backend(config)
     timeout = config.settings.timeout
-    findings = partial(_findings, backend, config.settings, "ajax" in capabilities)
+    findings = partial(_findings, backend, config.settings)
     try:
         if config.backend_class.waits_on_network:
             warnings = DeadlineRunner(config.settings.name, max_in_flight=1).run(findings, timeout)
@@ -69,11 +70,17 @@ def _probe_one(path: str, config: BackendConfig) -> Iterator[tuple[str, bool]]:
         yield f"     warning: {warning}", True
 
 
-def _findings(backend: Backend[Any], settings: SourceSettings, ajax: bool) -> list[str]:
-    return [*backend.check(), *(ajax_warnings(backend, settings) if ajax else ())]
+def _findings(backend: Backend[Any], settings: object) -> list[str]:
+    if (
+        isinstance(backend, SourceBackend)
+        and "ajax" in backend.capabilities()
+        and isinstance(settings, SourceSettings)
+    ):
+        return [*backend.check(), *ajax_warnings(backend, settings)]
+    return backend.check()
 
 
-def ajax_warnings(backend: Backend[Any], settings: SourceSettings) -> list[str]:
+def ajax_warnings(backend: SourceBackend[Any], settings: SourceSettings) -> list[str]:
     """What HelpSpot would get wrong in the options an empty search returns."""
     try:
         options = backend.find_options(OptionsQuery(), settings.max_results)

@@ -20,15 +20,9 @@ from concurrent import futures
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
-from lookup_server.config.settings import BackendConfig, Config
-from lookup_server.core.backend import (
-    Backend,
-    BackendError,
-    BackendTimeout,
-    NotFound,
-    RunningCall,
-    SourceSettings,
-)
+from lookup_server.config.settings import Config, SourceConfig, TargetConfig
+from lookup_server.core.backend import Backend, BackendError, BackendTimeout, NotFound
+from lookup_server.core.calls import RunningCall
 from lookup_server.core.models import (
     Customer,
     LookupQuery,
@@ -39,6 +33,8 @@ from lookup_server.core.models import (
     Webhook,
 )
 from lookup_server.core.search import find_customers
+from lookup_server.core.sources import SourceBackend, SourceSettings
+from lookup_server.core.targets import TargetBackend, TargetSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,12 +59,6 @@ class ServiceError(Exception):
         self.reason = reason
 
 
-class BadInput(ServiceError):
-    """The request body cannot be used: malformed, not an object, too deep."""
-
-    status = 400
-
-
 class Refused(ServiceError):
     """Wrong or missing shared key, or a caller outside ``allowed_ips``."""
 
@@ -77,6 +67,12 @@ class Refused(ServiceError):
 
 class UnknownSource(ServiceError):
     """No source of that name, or it does not offer what was asked."""
+
+    status = 404
+
+
+class UnknownTarget(ServiceError):
+    """No target of that name, or it does not offer what was asked."""
 
     status = 404
 
@@ -225,22 +221,24 @@ class ResultCache:
         return value
 
 
-class Plugged:
-    """A configured backend instance: a source or a target, with its runner."""
+Settings = TypeVar("Settings", SourceSettings, TargetSettings)
+
+
+class Plugged(Generic[Settings]):
+    """What a configured source and a configured target share: a backend and its runner."""
 
     kind = "source"
+    unknown: type[ServiceError] = UnknownSource
 
-    def __init__(self, config: BackendConfig) -> None:
-        self.settings: SourceSettings = config.settings
-        self.backend: Backend[Any] = create_backend(config)
-        self.capabilities = config.backend_class.capabilities()
-        self._runner = (
-            DeadlineRunner(self.settings.name) if config.backend_class.waits_on_network else None
-        )
+    def __init__(self, settings: Settings, backend: Backend[Any], capabilities: frozenset[str]):
+        self.settings: Settings = settings
+        self.backend = backend
+        self.capabilities = capabilities
+        self._runner = DeadlineRunner(settings.name) if backend.waits_on_network else None
 
     def _require(self, capability: str, what: str) -> None:
         if capability not in self.capabilities:
-            raise UnknownSource(f"{self.kind} {self.settings.name!r} does not offer {what}")
+            raise self.unknown(f"{self.kind} {self.settings.name!r} does not offer {what}")
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call()`` bounded by the timeout, its failures turned into ServiceErrors."""
@@ -263,11 +261,12 @@ class Plugged:
             raise BackendFailed(f"{what} failed (details in the server log)") from None
 
 
-class Source(Plugged):
+class Source(Plugged[SourceSettings]):
     """One configured source: Live Lookup and AJAX options, with an optional cache."""
 
-    def __init__(self, config: BackendConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SourceConfig) -> None:
+        self.source: SourceBackend[Any] = _created(config, _UnusableSource)
+        super().__init__(config.settings, self.source, config.backend_class.capabilities())
         self._cache = ResultCache(self.settings.cache_ttl)
 
     def lookup(self, query: LookupQuery) -> list[Customer]:
@@ -285,9 +284,7 @@ class Source(Plugged):
                 query.email,
                 query.phone,
             ),
-            lambda: self._call(
-                lambda: find_customers(self.backend, query, s.search, s.max_results)
-            ),
+            lambda: self._call(lambda: find_customers(self.source, query, s.search, s.max_results)),
         )
 
     def options(self, query: OptionsQuery) -> list[Option]:
@@ -296,35 +293,40 @@ class Source(Plugged):
         limit = self.settings.max_results
         return self._cache.get_or_compute(
             lambda: ("options", query.search, tuple(sorted(query.fields.items()))),
-            lambda: self._call(lambda: list(self.backend.find_options(query, limit))[:limit]),
+            lambda: self._call(lambda: list(self.source.find_options(query, limit))[:limit]),
         )
 
 
-class Target(Plugged):
+class Target(Plugged[TargetSettings]):
     """One configured Request Push / webhook target."""
 
     kind = "target"
+    unknown = UnknownTarget
+
+    def __init__(self, config: TargetConfig) -> None:
+        self.target: TargetBackend[Any] = _created(config, _UnusableTarget)
+        super().__init__(config.settings, self.target, config.backend_class.capabilities())
 
     def push(self, request: PushRequest) -> str:
         """Push a request; the id the other system gave it."""
         self._require("push", "Request Push")
-        return self._call(lambda: str(self.backend.push(request)))
+        return self._call(lambda: str(self.target.push(request)))
 
     def details(self, push_id: str) -> PushDetails:
         """What to show in the request page about an earlier push."""
         self._require("details", "push details")
-        return self._call(lambda: self.backend.details(push_id))
+        return self._call(lambda: self.target.details(push_id))
 
     def deliver(self, webhook: Webhook) -> None:
         """Deliver one webhook (from the delivery worker), within the target's timeout."""
         self._require("webhook", "webhook delivery")
-        self._call(lambda: self.backend.deliver(webhook))
+        self._call(lambda: self.target.deliver(webhook))
 
 
-class _UnusableBackend(Backend[Any]):
-    """Stands in for a backend whose constructor failed: every use reports why."""
+class _UnusableSource(SourceBackend[Any]):
+    """Stands in for a source backend whose constructor failed: every use reports why."""
 
-    def __init__(self, config: BackendConfig, reason: str) -> None:
+    def __init__(self, config: SourceConfig, reason: str) -> None:
         super().__init__(config.options, config.settings)
         self.reason = reason
 
@@ -333,6 +335,17 @@ class _UnusableBackend(Backend[Any]):
 
     def find_options(self, query: Any, limit: int) -> Any:
         raise BackendError(self.reason)
+
+    def check(self) -> list[str]:
+        raise BackendError(self.reason)
+
+
+class _UnusableTarget(TargetBackend[Any]):
+    """Stands in for a target backend whose constructor failed: every use reports why."""
+
+    def __init__(self, config: TargetConfig, reason: str) -> None:
+        super().__init__(config.options, config.settings)
+        self.reason = reason
 
     def push(self, request: Any) -> str:
         raise BackendError(self.reason)
@@ -347,36 +360,44 @@ class _UnusableBackend(Backend[Any]):
         raise BackendError(self.reason)
 
 
-def create_backend(config: BackendConfig) -> Backend[Any]:
+Made = TypeVar("Made", bound=Backend[Any])
+
+
+def _created(config: Any, unusable: Callable[[Any, str], Made]) -> Made:
     """The backend of a source or target; one that cannot be built must not stop the rest."""
     try:
-        return config.create_backend()
+        made: Made = config.create_backend()
+        return made
     except BackendError as exc:
-        return _UnusableBackend(config, str(exc))
+        return unusable(config, str(exc))
     except Exception:
         log.exception("%r: the backend could not be created", config.settings.name)
-        return _UnusableBackend(
-            config, "the backend could not be created (details in the server log)"
-        )
+        return unusable(config, "the backend could not be created (details in the server log)")
 
 
-P = TypeVar("P", bound=Plugged)
+def create_backend(config: SourceConfig | TargetConfig) -> Backend[Any]:
+    """The backend of a source or target, or a stand-in that reports why it cannot be built."""
+    if isinstance(config, SourceConfig):
+        return _created(config, _UnusableSource)
+    return _created(config, _UnusableTarget)
+
+
+P = TypeVar("P", Source, Target)
 
 
 class Configured(Generic[P]):
     """Every configured source (or target), created once per process."""
 
-    def __init__(
-        self, configs: Mapping[str, BackendConfig], make: Callable[[BackendConfig], P], kind: str
-    ) -> None:
+    def __init__(self, items: Mapping[str, P], kind: str, unknown: type[ServiceError]) -> None:
         self.kind = kind
-        self._items = {name: make(config) for name, config in configs.items()}
+        self._items: dict[str, P] = dict(items)
+        self._unknown = unknown
 
     def __getitem__(self, name: str) -> P:
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownSource(f"no {self.kind} named {name!r} is configured") from None
+            raise self._unknown(f"no {self.kind} named {name!r} is configured") from None
 
     def items(self) -> Mapping[str, P]:
         """Name -> source or target."""
@@ -400,11 +421,13 @@ class Sources(Configured[Source]):
     """Every configured source."""
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config.sources, Source, "source")
+        made = {name: Source(c) for name, c in config.sources.items()}
+        super().__init__(made, "source", UnknownSource)
 
 
 class Targets(Configured[Target]):
     """Every configured Request Push / webhook target."""
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config.targets, Target, "target")
+        made = {name: Target(c) for name, c in config.targets.items()}
+        super().__init__(made, "target", UnknownTarget)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from lookup_server.config.settings import ServerSettings
 from lookup_server.core.backend import BackendError
 from lookup_server.core.models import Webhook
-from lookup_server.runtime.service import ServiceError, Targets, UnknownSource
+from lookup_server.runtime.service import ServiceError, Targets, UnknownTarget
 from lookup_server.webhooks import DeliveryWorker, Outbox, OutboxEntry, OutboxError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Webhooks:
 
     def _require(self, target: str) -> None:
         if "webhook" not in self.targets[target].capabilities:
-            raise UnknownSource(f"target {target!r} does not accept webhooks")
+            raise UnknownTarget(f"target {target!r} does not accept webhooks")
 
     def record_refusal(self, target: str, size_bytes: int | None, head: bytes = b"") -> None:
         """Keep in the outbox what is known of a webhook refused as too large (not its body).

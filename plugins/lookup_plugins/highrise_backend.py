@@ -21,16 +21,21 @@ from urllib.parse import quote
 import requests
 from lxml import etree
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import Backend, BackendError, NotFound
-from lookup_server.core.models import (
+from lookup_server.plugin import (
+    BackendError,
     ByEmail,
     ById,
     ByName,
     Customer,
+    NotFound,
     PushDetails,
     PushRequest,
     SearchTerm,
+    Secret,
+    SourceBackend,
+    TargetBackend,
+    matches_literally,
+    with_field_map,
 )
 
 from . import http_client
@@ -73,32 +78,15 @@ class Person:
     phones: tuple[str, ...]
 
 
-class HighriseBackend(Backend[HighriseOptions]):
-    """Highrise people for Live Lookup, and a Request Push target creating people."""
+class _Highrise:
+    """What the Highrise source and target share: the account's API and its people."""
 
     Options = HighriseOptions
-
+    options: HighriseOptions
     _http: requests.Session | None = None
 
-    # -- Live Lookup --------------------------------------------------------------------
-
-    def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
-        """People matching ``term``; phone numbers cannot be searched in Highrise."""
-        deadline = Deadline(self.source.timeout)
-        if isinstance(term, ById):
-            found = self._person(term.customer_id, deadline) if term.customer_id.isdigit() else None
-            people = [found] if found is not None else []
-        elif isinstance(term, ByEmail):
-            people = self._search({"criteria[email]": term.address}, term, limit, deadline)
-        elif isinstance(term, ByName):
-            people = self._search({"term": term.last}, term, limit, deadline)
-        else:
-            # Highrise documents no search by phone digits (criteria[phone] compares
-            # the stored text), so the core falls through to the next strategy.
-            return []
-        return [
-            Customer(http_client.with_field_map(self._fields(p, term), self.source)) for p in people
-        ][:limit]
+    def _deadline(self) -> Deadline:
+        raise NotImplementedError
 
     def _search(
         self, params: dict[str, str], term: SearchTerm, limit: int, deadline: Deadline
@@ -107,9 +95,7 @@ class HighriseBackend(Backend[HighriseOptions]):
         for page in range(MAX_PAGES):
             body = self._get("/people/search.xml", deadline, {**params, "n": str(page * PAGE_SIZE)})
             people = parse_people(body)
-            found += [
-                p for p in people if http_client.matches_literally(term, self._fields(p, term))
-            ]
+            found += [p for p in people if matches_literally(term, self._fields(p, term))]
             if len(found) >= limit or len(people) < PAGE_SIZE:
                 break
         return found
@@ -143,67 +129,11 @@ class HighriseBackend(Backend[HighriseOptions]):
             f'rel="noopener noreferrer">{html.escape(name)} in Highrise</a>'
         )
 
-    # -- Request Push -------------------------------------------------------------------
-
-    def push(self, request: PushRequest) -> str:
-        """Create the request's customer as a person, or find the one with that e-mail."""
-        deadline = Deadline(self.source.timeout)
-        email = request.text("sEmail").strip()
-        if email:
-            existing = self._search({"criteria[email]": email}, ByEmail(email), 1, deadline)
-            if existing:
-                return existing[0].id
-        first, last = request.text("sFirstName").strip(), request.text("sLastName").strip()
-        if not (first or last):
-            first, _, last = request.text("fullname").strip().partition(" ")
-        if not (first or last or email):
-            raise BackendError(
-                "the request has no customer name or e-mail to create a Highrise person from"
-            )
-        company = request.text(self.options.company_field) if self.options.company_field else ""
-        body = person_xml(
-            first or email,
-            last,
-            email,
-            request.text("sPhone").strip(),
-            company.strip(),
-            request.text("staff_comment").strip(),
-        )
-        response = self._send(
-            "POST", "/people.xml", deadline, data=body, headers={"Content-Type": "application/xml"}
-        )
-        person = parse_person(response.content) if response.status_code == 201 else None
-        if person is None:
-            raise _push_error(response)
-        return person.id
-
-    def details(self, push_id: str) -> PushDetails:
-        """The person's name, link, company, contact data and latest notes."""
-        deadline = Deadline(self.source.timeout)
-        person = self._person(push_id, deadline) if push_id.isdigit() else None
-        if person is None:
-            raise NotFound(f"Highrise person {push_id} no longer exists")
-        rows = [
-            (label, value)
-            for label, value in (
-                ("Company", person.company),
-                ("Title", person.title),
-                ("Email", ", ".join(person.emails)),
-                ("Phone", ", ".join(person.phones)),
-            )
-            if value
-        ]
-        body = self._get(f"/people/{push_id}/notes.xml", deadline, {})
-        notes = sorted(parse_notes(body), reverse=True)[: self.options.notes_shown]
-        rows += [(f"Note, {created[:10]}", text) for created, text in notes]
-        name = f"{person.first_name} {person.last_name}".strip() or f"Person {push_id}"
-        return PushDetails(title=name, rows=tuple(rows), link=self._person_url(push_id))
-
     # -- life cycle ---------------------------------------------------------------------
 
     def check(self) -> list[str]:
         """Read /account.xml (read-only) to prove the url and token work."""
-        self._get("/account.xml", Deadline(self.source.timeout), {})
+        self._get("/account.xml", self._deadline(), {})
         return []
 
     def close(self) -> None:
@@ -251,6 +181,94 @@ class HighriseBackend(Backend[HighriseOptions]):
         if person is None:
             raise BackendError("Highrise sent an unreadable person; try again later")
         return person
+
+
+class HighriseBackend(_Highrise, SourceBackend[HighriseOptions]):
+    """Highrise people for Live Lookup."""
+
+    def _deadline(self) -> Deadline:
+        return Deadline(self.source.timeout)
+
+    def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
+        """People matching ``term``; phone numbers cannot be searched in Highrise."""
+        deadline = self._deadline()
+        if isinstance(term, ById):
+            found = self._person(term.customer_id, deadline) if term.customer_id.isdigit() else None
+            people = [found] if found is not None else []
+        elif isinstance(term, ByEmail):
+            people = self._search({"criteria[email]": term.address}, term, limit, deadline)
+        elif isinstance(term, ByName):
+            people = self._search({"term": term.last}, term, limit, deadline)
+        else:
+            # Highrise documents no search by phone digits (criteria[phone] compares
+            # the stored text), so the core falls through to the next strategy.
+            return []
+        return [Customer(with_field_map(self._fields(p, term), self.source)) for p in people][
+            :limit
+        ]
+
+
+class HighriseTarget(_Highrise, TargetBackend[HighriseOptions]):
+    """A Request Push target that creates (or finds) the request's customer as a person."""
+
+    def _deadline(self) -> Deadline:
+        return Deadline(self.target.timeout)
+
+    # -- Request Push -------------------------------------------------------------------
+
+    def push(self, request: PushRequest) -> str:
+        """Create the request's customer as a person, or find the one with that e-mail."""
+        deadline = self._deadline()
+        email = request.text("sEmail").strip()
+        if email:
+            existing = self._search({"criteria[email]": email}, ByEmail(email), 1, deadline)
+            if existing:
+                return existing[0].id
+        first, last = request.text("sFirstName").strip(), request.text("sLastName").strip()
+        if not (first or last):
+            first, _, last = request.text("fullname").strip().partition(" ")
+        if not (first or last or email):
+            raise BackendError(
+                "the request has no customer name or e-mail to create a Highrise person from"
+            )
+        company = request.text(self.options.company_field) if self.options.company_field else ""
+        body = person_xml(
+            first or email,
+            last,
+            email,
+            request.text("sPhone").strip(),
+            company.strip(),
+            request.text("staff_comment").strip(),
+        )
+        response = self._send(
+            "POST", "/people.xml", deadline, data=body, headers={"Content-Type": "application/xml"}
+        )
+        person = parse_person(response.content) if response.status_code == 201 else None
+        if person is None:
+            raise _push_error(response)
+        return person.id
+
+    def details(self, push_id: str) -> PushDetails:
+        """The person's name, link, company, contact data and latest notes."""
+        deadline = self._deadline()
+        person = self._person(push_id, deadline) if push_id.isdigit() else None
+        if person is None:
+            raise NotFound(f"Highrise person {push_id} no longer exists")
+        rows = [
+            (label, value)
+            for label, value in (
+                ("Company", person.company),
+                ("Title", person.title),
+                ("Email", ", ".join(person.emails)),
+                ("Phone", ", ".join(person.phones)),
+            )
+            if value
+        ]
+        body = self._get(f"/people/{push_id}/notes.xml", deadline, {})
+        notes = sorted(parse_notes(body), reverse=True)[: self.options.notes_shown]
+        rows += [(f"Note, {created[:10]}", text) for created, text in notes]
+        name = f"{person.first_name} {person.last_name}".strip() or f"Person {push_id}"
+        return PushDetails(title=name, rows=tuple(rows), link=self._person_url(push_id))
 
 
 def _raise_for_status(response: requests.Response, url: str) -> None:

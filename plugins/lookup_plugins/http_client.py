@@ -28,16 +28,13 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from lookup_server.core.backend import (
+from lookup_server.plugin import (
     BackendError,
     BackendTimeout,
-    SourceSettings,
     abort_on_timeout,
     shut_down,
     timed_out,
 )
-from lookup_server.core.models import ByEmail, ById, ByPhone, SearchTerm
-from lookup_server.core.search import phone_matches
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
@@ -341,29 +338,3 @@ def dig(data: object, *path: str) -> object:
             return None
         data = data.get(key)
     return data
-
-
-def matches_literally(term: SearchTerm, fields: Mapping[str, str]) -> bool:
-    """True when a record found by a vendor's (looser) search really matches ``term``.
-
-    Vendor searches tokenize, fold accents or match substrings; HelpSpot's
-    contract is exact ids, case-insensitive exact e-mail, phone digits and
-    case-insensitive name prefixes, so every backend re-checks what came back.
-    """
-    if isinstance(term, ById):
-        return fields.get("customer_id", "") == term.customer_id
-    if isinstance(term, ByEmail):
-        return fields.get("email", "").casefold() == term.folded
-    if isinstance(term, ByPhone):
-        return phone_matches(fields.get("phone", ""), term.digits)
-    last = fields.get("last_name", "").casefold()
-    first = fields.get("first_name", "").casefold()
-    return last.startswith(term.last_folded) and first.startswith(term.first_folded)
-
-
-def with_field_map(raw: Mapping[str, str], source: SourceSettings) -> dict[str, str]:
-    """The backend's record plus the elements the source maps onto its fields."""
-    fields = dict(raw)
-    for element, backend_field in source.fields.items():
-        fields[element] = raw.get(backend_field, "")
-    return fields

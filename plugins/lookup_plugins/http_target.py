@@ -28,9 +28,17 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import Backend, BackendError, NotFound, SourceSettings
-from lookup_server.core.models import PushDetails, PushRequest, Webhook
+from lookup_server.plugin import (
+    BackendError,
+    NotFound,
+    PushDetails,
+    PushRequest,
+    Secret,
+    TargetBackend,
+    TargetSettings,
+    Webhook,
+    state_dir,
+)
 
 from .http_client import AbortableSession, Deadline, dig, request_once
 
@@ -61,19 +69,19 @@ class HttpTargetOptions:
     link: str = ""
 
 
-class HttpTarget(Backend[HttpTargetOptions]):
+class HttpTarget(TargetBackend[HttpTargetOptions]):
     """Forwards pushes and webhooks to an HTTP endpoint as JSON."""
 
     Options = HttpTargetOptions
 
-    def __init__(self, options: HttpTargetOptions, source: SourceSettings) -> None:
-        super().__init__(options, source)
+    def __init__(self, options: HttpTargetOptions, target: TargetSettings) -> None:
+        super().__init__(options, target)
         self.host = urlsplit(options.url).hostname or "the target"
-        self.log = PushLog(options.store or default_store(source.name))
+        self.log = PushLog(options.store or default_store(target.name))
         self._session = AbortableSession()
 
     @classmethod
-    def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
+    def validate(cls, options: Any, target: TargetSettings) -> list[tuple[str, str]]:
         """The url must be an absolute http(s) address; a link must hold ``{id}``."""
         problems = []
         parts = urlsplit(options.url)
@@ -116,7 +124,7 @@ class HttpTarget(Backend[HttpTargetOptions]):
             # The item exists over there now: failing would make staff push it twice.
             log.error(
                 "target %r: push %r went through but was not recorded: %s",
-                self.source.name,
+                self.target.name,
                 push_id,
                 exc,
             )
@@ -153,7 +161,7 @@ class HttpTarget(Backend[HttpTargetOptions]):
             self._session,
             "POST",
             self.options.url,
-            Deadline(self.source.timeout),
+            Deadline(self.target.timeout),
             vendor=self.host,
             data=data,
             headers=headers,
@@ -191,10 +199,9 @@ def customer_of(request: PushRequest) -> str:
 
 
 def default_store(target: str) -> Path:
-    """``$XDG_STATE_HOME/lookup-server/push-TARGET.sqlite3`` (``~/.local/state`` by default)."""
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    """``push-TARGET.sqlite3`` in the user's state folder (see :func:`state_dir`)."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
-    return state / "lookup-server" / f"push-{safe}.sqlite3"
+    return state_dir() / f"push-{safe}.sqlite3"
 
 
 @dataclass(frozen=True)

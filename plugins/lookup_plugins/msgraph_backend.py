@@ -23,9 +23,20 @@ from urllib.parse import quote
 import msal
 import requests
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import Backend, BackendError, BackendTimeout, SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, Customer, SearchTerm
+from lookup_server.plugin import (
+    BackendError,
+    BackendTimeout,
+    ByEmail,
+    ById,
+    ByName,
+    Customer,
+    SearchTerm,
+    Secret,
+    SourceBackend,
+    SourceSettings,
+    matches_literally,
+    with_field_map,
+)
 
 from . import http_client
 from .http_client import Deadline, dig, text_of
@@ -125,7 +136,7 @@ class DeadlineHttp:
         self.session.close()
 
 
-class MsGraphBackend(Backend[MsGraphOptions]):
+class MsGraphBackend(SourceBackend[MsGraphOptions]):
     """Live Lookup of Entra ID users, with their manager's name."""
 
     Options = MsGraphOptions
@@ -156,13 +167,13 @@ class MsGraphBackend(Backend[MsGraphOptions]):
             found += [
                 (text_of(dig(u, "id")), f)
                 for u, f in ((u, self._fields(u)) for u in users)
-                if http_client.matches_literally(term, f)
+                if matches_literally(term, f)
             ]
             url, params = self._next_link(body), None  # the next link carries the query
         found = found[:limit]
         if advanced:
             self._add_managers(found, deadline)
-        return [Customer(http_client.with_field_map(f, self.source)) for _, f in found]
+        return [Customer(with_field_map(f, self.source)) for _, f in found]
 
     def check(self) -> list[str]:
         """Sign in and read one user (needs User.Read.All)."""

@@ -20,9 +20,18 @@ from urllib.parse import quote
 import requests
 import shopify
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import Backend, BackendError
-from lookup_server.core.models import ByEmail, ById, ByPhone, Customer, SearchTerm
+from lookup_server.plugin import (
+    BackendError,
+    ByEmail,
+    ById,
+    ByPhone,
+    Customer,
+    SearchTerm,
+    Secret,
+    SourceBackend,
+    matches_literally,
+    with_field_map,
+)
 
 from . import http_client
 from .http_client import Deadline, dig, text_of
@@ -134,7 +143,7 @@ class ShopifyGraphQL(shopify.GraphQL):  # type: ignore[misc]
         )
 
 
-class ShopifyBackend(Backend[ShopifyOptions]):
+class ShopifyBackend(SourceBackend[ShopifyOptions]):
     """Live Lookup of Shopify customers with orders, spend, tags and admin links."""
 
     Options = ShopifyOptions
@@ -157,8 +166,8 @@ class ShopifyBackend(Backend[ShopifyOptions]):
             nodes, has_next, after = _page_parts(page)
             for node in nodes:
                 fields = self._fields(node)
-                if http_client.matches_literally(term, fields):
-                    found.append(Customer(http_client.with_field_map(fields, self.source)))
+                if matches_literally(term, fields):
+                    found.append(Customer(with_field_map(fields, self.source)))
             if len(found) >= limit or not has_next:
                 break
         return found[:limit]

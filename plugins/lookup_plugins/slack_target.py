@@ -19,9 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import Backend, BackendError, SourceSettings
-from lookup_server.core.models import PushRequest, Webhook
+from lookup_server.plugin import (
+    BackendError,
+    PushRequest,
+    Secret,
+    TargetBackend,
+    TargetSettings,
+    Webhook,
+)
 
 from .http_client import AbortableSession, Deadline, request_once
 
@@ -75,17 +80,17 @@ def _text(data: Mapping[str, object], key: str) -> str:
     return "" if value is None or isinstance(value, dict | list) else str(value)
 
 
-class SlackTarget(Backend[SlackTargetOptions]):
+class SlackTarget(TargetBackend[SlackTargetOptions]):
     """Posts pushes and webhooks to a Slack incoming webhook."""
 
     Options = SlackTargetOptions
 
-    def __init__(self, options: SlackTargetOptions, source: SourceSettings) -> None:
-        super().__init__(options, source)
+    def __init__(self, options: SlackTargetOptions, target: TargetSettings) -> None:
+        super().__init__(options, target)
         self._session = AbortableSession()
 
     @classmethod
-    def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
+    def validate(cls, options: Any, target: TargetSettings) -> list[tuple[str, str]]:
         """The webhook URL must be an absolute http(s) address; request_url needs ``{request}``."""
         problems = []
         parts = urlsplit(options.webhook_url.reveal())
@@ -176,7 +181,7 @@ class SlackTarget(Backend[SlackTargetOptions]):
             self._session,
             "POST",
             self.options.webhook_url.reveal(),
-            Deadline(self.source.timeout),
+            Deadline(self.target.timeout),
             vendor=VENDOR,
             data=body,
             headers={"Content-Type": "application/json; charset=utf-8"},

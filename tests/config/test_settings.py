@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lookup_server.config.schema import Secret
 from lookup_server.config.settings import ConfigError, config_from_mapping, load_config
-from lookup_server.core.registry import GROUP, Registry
+from lookup_server.core.registry import SOURCES_GROUP as GROUP
+from lookup_server.core.registry import Registry
+from lookup_server.plugin import Secret
 from tests.support.fake_backends import fake_registry
 
 
@@ -122,7 +123,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_broken_plugin_is_an_error_only_when_used(tmp_path: Path) -> None:
     eps = [
-        *fake_registry()._eps.values(),
+        *fake_registry().entry_points(),
         EntryPoint("broken", "tests.no_such_module:Backend", GROUP),
     ]
     registry = Registry(eps)
@@ -137,7 +138,7 @@ def test_broken_plugin_is_an_error_only_when_used(tmp_path: Path) -> None:
 
 def test_malformed_plugin_is_rejected_when_it_registers(tmp_path: Path) -> None:
     eps = [EntryPoint("bad", "tests.config.test_settings:BadSignature", GROUP)]
-    _, failures = Registry(eps).load_all()
+    _, failures = Registry(eps).sources.load_all()
     assert "method find(self, term) must take (self, term, limit)" in failures[0].error
 
 
@@ -146,9 +147,9 @@ class _Base:
 
 
 def _make_bad() -> type:
-    from lookup_server.core.backend import Backend
+    from lookup_server.plugin import SourceBackend
 
-    class BadSignature(Backend[object]):
+    class BadSignature(SourceBackend[object]):
         def find(self, term):  # type: ignore[no-untyped-def,override]
             return []
 

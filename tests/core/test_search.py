@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lookup_server.core.search import phone_digits
+from lookup_server.plugin import phone_digits
 
 
 @given(st.text())

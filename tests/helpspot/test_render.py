@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lookup_server.core.backend import SourceSettings
-from lookup_server.core.models import Audience, Customer
+from lookup_server.core.models import Audience
 from lookup_server.helpspot.render import render_livelookup, schema_errors, xml_safe
+from lookup_server.plugin import Customer, SourceSettings
 from tests.support.helpspot import assert_livelookup, browser_reads
 
 SOURCE = SourceSettings(

@@ -17,8 +17,15 @@ from lookup_plugins.csv.backend import CsvBackend, CsvOptions
 from lookup_plugins.csv.index import CsvIndex, IndexReplaced
 
 from lookup_server.cli import cli
-from lookup_server.core.backend import BackendError, SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
+from lookup_server.plugin import (
+    BackendError,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    OptionsQuery,
+    SourceSettings,
+)
 from tests.conftest import CUSTOMER_HEADER, write_csv
 from tests.support.backend_contract import PEOPLE, BackendContract
 

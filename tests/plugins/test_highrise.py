@@ -8,13 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lookup_plugins.highrise_backend import HighriseBackend, HighriseOptions
+from lookup_plugins.highrise_backend import HighriseBackend, HighriseOptions, HighriseTarget
 from lxml import etree
 
-from lookup_server.config.schema import Secret
 from lookup_server.config.settings import config_from_mapping
-from lookup_server.core.backend import BackendError, SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, LookupQuery, PushRequest
+from lookup_server.core.models import LookupQuery
+from lookup_server.plugin import (
+    BackendError,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    PushRequest,
+    Secret,
+    SourceSettings,
+    TargetSettings,
+)
 from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.highrise import HighriseEmulator, HighrisePerson
@@ -78,8 +87,20 @@ def make_backend(
 
 @pytest.fixture
 def backend(emulator: tuple[HighriseEmulator, str]) -> HighriseBackend:
-    """A backend for ``emulator`` whose company comes from Custom3."""
-    return make_backend(emulator[1], company_field="Custom3", notes_shown=2)
+    """A source for ``emulator``."""
+    return make_backend(emulator[1])
+
+
+def make_target(url: str, token: str = TOKEN, **options: Any) -> HighriseTarget:
+    """A Request Push target for the emulated account."""
+    opts = HighriseOptions(url=url, token=Secret(token), **options)
+    return HighriseTarget(opts, TargetSettings("crm", "highrise", timeout=5.0))
+
+
+@pytest.fixture
+def target(emulator: tuple[HighriseEmulator, str]) -> HighriseTarget:
+    """A target for ``emulator`` whose company comes from Custom3."""
+    return make_target(emulator[1], company_field="Custom3", notes_shown=2)
 
 
 class TestHighriseContract(BackendContract):
@@ -279,9 +300,9 @@ def pushed(**data: object) -> PushRequest:
 
 
 def test_push_creates_a_person(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
-    person_id = backend.push(pushed())
+    person_id = target.push(pushed())
     created = emulator[0].people[-1]
     assert person_id == created.id
     assert (created.first_name, created.last_name) == ("Grace", "Hopper")
@@ -292,34 +313,34 @@ def test_push_creates_a_person(
 
 
 def test_push_finds_the_person_with_that_email(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
-    assert backend.push(pushed(sEmail="ADA@example.com")) == "1001"
+    assert target.push(pushed(sEmail="ADA@example.com")) == "1001"
     assert emulator[0].created == []
 
 
 def test_push_survives_control_characters(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
-    backend.push(pushed(sEmail="", sFirstName="Nul\x00l", staff_comment="a\x0bb"))
+    target.push(pushed(sEmail="", sFirstName="Nul\x00l", staff_comment="a\x0bb"))
     assert (emulator[0].people[-1].first_name, emulator[0].people[-1].background) == ("Null", "ab")
 
 
-def test_push_without_name_or_email(backend: HighriseBackend) -> None:
+def test_push_without_name_or_email(target: HighriseTarget) -> None:
     with pytest.raises(BackendError, match=r"no customer name or e-mail"):
-        backend.push(pushed(sEmail="", sFirstName="", sLastName="", fullname=""))
+        target.push(pushed(sEmail="", sFirstName="", sLastName="", fullname=""))
 
 
 def test_push_into_a_full_account(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
     emulator[0].fail_next(507, "", path_contains="/people.xml")
     with pytest.raises(BackendError, match=r"cannot hold more people"):
-        backend.push(pushed())
+        target.push(pushed())
 
 
 def test_push_refused_with_errors(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
     emulator[0].fail_next(
         422,
@@ -327,13 +348,13 @@ def test_push_refused_with_errors(
         path_contains="/people.xml",
     )
     with pytest.raises(BackendError, match=r"refused the new person: First name can't be blank"):
-        backend.push(pushed())
+        target.push(pushed())
 
 
 def test_details_show_name_link_and_latest_notes(
-    emulator: tuple[HighriseEmulator, str], backend: HighriseBackend
+    emulator: tuple[HighriseEmulator, str], target: HighriseTarget
 ) -> None:
-    details = backend.details("1001")
+    details = target.details("1001")
     assert details.title == "Ada Lovelace"
     assert details.link == f"{emulator[1]}/people/1001"
     assert details.rows == (
@@ -346,11 +367,11 @@ def test_details_show_name_link_and_latest_notes(
     )
 
 
-def test_details_of_a_deleted_person(backend: HighriseBackend) -> None:
+def test_details_of_a_deleted_person(target: HighriseTarget) -> None:
     with pytest.raises(BackendError, match=r"no longer exists"):
-        backend.details("424242")
+        target.details("424242")
     with pytest.raises(BackendError, match=r"no longer exists"):
-        backend.details("../account")
+        target.details("../account")
 
 
 def test_the_documented_source_is_valid(tmp_path: Any) -> None:

@@ -19,10 +19,15 @@ from lookup_plugins.http_target import (
     default_store,
 )
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import BackendError, BackendTimeout, SourceSettings
-from lookup_server.core.models import PushRequest, Webhook
-from lookup_server.core.registry import Registry, validate_backend_class
+from lookup_server.core.registry import Registry
+from lookup_server.plugin import (
+    BackendError,
+    BackendTimeout,
+    PushRequest,
+    Secret,
+    TargetSettings,
+    Webhook,
+)
 from tests.plugins.emulators import Running, serve
 from tests.support.hanging import (
     HTTP_BODY_DRIP,
@@ -89,12 +94,11 @@ def receiver() -> Iterator[tuple[Receiver, Running]]:
 
 def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: Any) -> HttpTarget:
     opts = HttpTargetOptions(url=f"{base_url}/items", store=tmp_path / "pushes.sqlite3", **options)
-    return HttpTarget(opts, SourceSettings(name="crm", backend="http", timeout=timeout))
+    return HttpTarget(opts, TargetSettings(name="crm", backend="http", timeout=timeout))
 
 
 def test_it_is_a_valid_plugin_offering_push_details_and_webhooks() -> None:
-    assert Registry().load("http") is HttpTarget
-    validate_backend_class("http", HttpTarget)
+    assert Registry().targets.load("http") is HttpTarget
     assert HttpTarget.capabilities() == {"push", "details", "webhook"}
 
 
@@ -246,7 +250,7 @@ def test_a_push_that_cannot_be_recorded_still_returns_its_id(
     blocker = tmp_path / "file"
     blocker.write_text("x")
     opts = HttpTargetOptions(url=f"{running.base_url}/items", store=blocker / "pushes.sqlite3")
-    target = HttpTarget(opts, SourceSettings(name="crm", backend="http"))
+    target = HttpTarget(opts, TargetSettings(name="crm", backend="http"))
     assert target.push(PushRequest(PUSHED)) == "crm-1"
     with pytest.raises(BackendError, match="cannot open the push record"):
         target.check()
@@ -308,7 +312,7 @@ def test_deliver_raises_on_a_non_2xx_answer(
 
 
 def test_validate_and_check(tmp_path: Path) -> None:
-    settings = SourceSettings(name="crm", backend="http")
+    settings = TargetSettings(name="crm", backend="http")
     assert HttpTarget.validate(HttpTargetOptions(url="crm.example.com", link="x"), settings) == [
         ("url", "must be an address starting with https:// (or http://)"),
         ("link", "must contain {id}, where the pushed item's id goes"),

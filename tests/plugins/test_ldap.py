@@ -17,19 +17,22 @@ from typing import Any
 import pytest
 from lookup_plugins.ldap.backend import LdapBackend, LdapOptions
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import BackendError, BackendTimeout, SourceSettings
-from lookup_server.core.models import (
+from lookup_server.core.models import LookupQuery
+from lookup_server.plugin import (
+    BackendError,
+    BackendTimeout,
     ByEmail,
     ById,
     ByName,
     ByPhone,
     Customer,
-    LookupQuery,
     Option,
     OptionsQuery,
+    Secret,
+    SourceSettings,
+    phone_digits,
+    phone_matches,
 )
-from lookup_server.core.search import phone_digits, phone_matches
 from tests.plugins.ldap_directory import (
     BOSS_CN,
     BOSS_DISPLAY,
@@ -439,12 +442,11 @@ def test_connections_are_pooled_not_bound_per_lookup(server: Slapd, make: MakeBa
 def test_old_idle_connections_are_replaced(
     server: Slapd, make: MakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lookup_plugins.ldap.backend as module
 
     backend = make(server.url)
     backend.find(ById("u0001"), 1)
     (first,) = backend._pool.idle()
-    monkeypatch.setattr(module, "MAX_IDLE", 0.0)  # every idle connection is now too old
+    monkeypatch.setattr(backend._pool, "max_idle", 0.0)  # every idle connection is now too old
     assert _ids(backend.find(ById("u0001"), 1)) == ["u0001"]
     (second,) = backend._pool.idle()
     assert second is not first and first.closed

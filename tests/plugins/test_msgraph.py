@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 from lookup_plugins.msgraph_backend import MsGraphBackend, MsGraphOptions
 
-from lookup_server.config.schema import Secret
 from lookup_server.config.settings import config_from_mapping
-from lookup_server.core.backend import BackendError, SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, LookupQuery
+from lookup_server.core.models import LookupQuery
+from lookup_server.plugin import (
+    BackendError,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    Secret,
+    SourceSettings,
+)
 from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.msgraph import (

@@ -22,8 +22,15 @@ from lookup_plugins.odbc.dialects import (
 )
 
 from lookup_server.config.settings import ConfigError, config_from_mapping
-from lookup_server.core.backend import BackendError, BackendTimeout
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, OptionsQuery
+from lookup_server.plugin import (
+    BackendError,
+    BackendTimeout,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    OptionsQuery,
+)
 from tests.plugins.databases import (
     FIELDS,
     MARIADB,
@@ -257,7 +264,7 @@ def test_check_warns_when_the_dialect_is_wrong(people: tuple[Database, str]) -> 
     db, table = people
     wrong = "sqlite" if db.dialect == "postgresql" else "postgresql"
     backend = make_backend({**people_source(db, table), "dialect": wrong})
-    conn = backend._pool.acquire()
+    conn = backend._pool.take()[0]
     assert [w for w in backend._dbms_warnings(conn) if f"dialect: {wrong!r}" in w]
     backend.close()
 
@@ -414,10 +421,10 @@ def test_reconnects_after_the_server_drops_every_connection(db: Database) -> Non
     db.require()
     with db.people_table() as table:
         backend = make_backend(people_source(db, table))
-        held = [backend._pool.acquire() for _ in range(3)]
+        held = [backend._pool.take()[0] for _ in range(3)]
         sessions = [int(conn.execute(SESSION_ID[db.dialect]).fetchone()[0]) for conn in held]
         for conn in held:
-            backend._pool.release(conn)
+            backend._pool.give_back(conn)
         admin = db.connect()
         for session in sessions:  # what a database restart does to our pool
             if db.dialect == "mysql":
@@ -428,9 +435,9 @@ def test_reconnects_after_the_server_drops_every_connection(db: Database) -> Non
         admin.close()
         assert ids(backend.find(ById("1001"), 5)) == ["1001"]  # no error for staff
         assert backend._pool.opened == len(sessions) + 1
-        conn = backend._pool.acquire()
+        conn = backend._pool.take()[0]
         assert int(conn.execute(SESSION_ID[db.dialect]).fetchone()[0]) not in sessions
-        backend._pool.release(conn)
+        backend._pool.give_back(conn)
         backend.close()
 
 

@@ -14,10 +14,18 @@ from flask import Flask, Response
 from lookup_plugins.shopify_backend import ShopifyBackend, ShopifyOptions, search_query
 
 from lookup_server.cli import cli
-from lookup_server.config.schema import Secret
 from lookup_server.config.settings import config_from_mapping
-from lookup_server.core.backend import BackendError, BackendTimeout, SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, LookupQuery
+from lookup_server.core.models import LookupQuery
+from lookup_server.plugin import (
+    BackendError,
+    BackendTimeout,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    Secret,
+    SourceSettings,
+)
 from lookup_server.web.app import create_app
 from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import DOCS, documented_tables, serve

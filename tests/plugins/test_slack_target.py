@@ -22,10 +22,8 @@ from lookup_plugins.slack_target import (
     slack_link,
 )
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import BackendError, SourceSettings
-from lookup_server.core.models import PushRequest, Webhook
-from lookup_server.core.registry import Registry, validate_backend_class
+from lookup_server.core.registry import Registry
+from lookup_server.plugin import BackendError, PushRequest, Secret, TargetSettings, Webhook
 from tests.plugins.emulators import Running, serve
 from tests.support.hanging import HTTP_BODY_DRIP, as_target, dripping, hang_every_slot, wait_for
 
@@ -70,7 +68,7 @@ def slack() -> Iterator[tuple[FakeSlack, Running]]:
 
 def make_target(base_url: str, path: str = HOOK_PATH, request_url: str = "") -> SlackTarget:
     options = SlackTargetOptions(webhook_url=Secret(base_url + path), request_url=request_url)
-    return SlackTarget(options, SourceSettings(name="chat", backend="slack", timeout=5))
+    return SlackTarget(options, TargetSettings(name="chat", backend="slack", timeout=5))
 
 
 PUSHED = {
@@ -86,8 +84,7 @@ PUSHED = {
 
 
 def test_it_is_a_valid_plugin_without_details() -> None:
-    assert Registry().load("slack") is SlackTarget
-    validate_backend_class("slack", SlackTarget)
+    assert Registry().targets.load("slack") is SlackTarget
     assert SlackTarget.capabilities() == {"push", "webhook"}
 
 
@@ -194,7 +191,7 @@ def test_an_unreachable_slack_is_a_clear_error_without_the_url() -> None:
 
 
 def test_validate() -> None:
-    settings = SourceSettings(name="chat", backend="slack")
+    settings = TargetSettings(name="chat", backend="slack")
     problems = SlackTarget.validate(SlackTargetOptions(Secret("hooks.slack.com/x"), "h"), settings)
     assert [key for key, _ in problems] == ["webhook_url", "request_url"]
     assert "hooks.slack.com/x" not in str(problems)  # the secret is not repeated
@@ -216,7 +213,7 @@ def test_a_dripping_slack_gets_its_threads_and_connections_back(
     state, running = slack
     with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", running.port)) as server:
         chat = make_target(f"http://127.0.0.1:{server.port}")
-        target = as_target(SlackTarget(chat.options, SourceSettings("chat", "slack", timeout=2)))
+        target = as_target(SlackTarget(chat.options, TargetSettings("chat", "slack", timeout=2)))
         hang_every_slot(target, lambda: target.push(PushRequest(PUSHED)))
         wait_for(lambda: server.open_connections == 0, "every connection was closed")
         server.dripping = False

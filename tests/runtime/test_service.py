@@ -9,23 +9,26 @@ from typing import Any
 
 import pytest
 
-from lookup_server.config.settings import BackendConfig
-from lookup_server.core.backend import (
-    Backend,
+from lookup_server.config.settings import SourceConfig
+from lookup_server.core.models import LookupQuery
+from lookup_server.plugin import (
     BackendTimeout,
+    ById,
+    Customer,
     NoOptions,
+    SearchTerm,
+    SourceBackend,
     SourceSettings,
     abort_on_timeout,
     timed_out,
 )
-from lookup_server.core.models import ById, Customer, LookupQuery, SearchTerm
 from lookup_server.runtime.service import Busy, Source, TimedOut
 from tests.support.hanging import hang_every_slot, wait_for
 
 TIMEOUT = 0.3
 
 
-class Blocking(Backend[NoOptions]):
+class Blocking(SourceBackend[NoOptions]):
     """Blocks in ``find`` until released; what ``abort_hook`` does decides how it is aborted."""
 
     hang = True
@@ -51,9 +54,9 @@ class Blocking(Backend[NoOptions]):
         return [Customer({"customer_id": "1"})]
 
 
-def source_of(backend_class: type[Backend[Any]]) -> Source:
+def source_of(backend_class: type[SourceBackend[Any]]) -> Source:
     return Source(
-        BackendConfig(
+        SourceConfig(
             SourceSettings("slow", "blocking", timeout=TIMEOUT), backend_class, NoOptions()
         )
     )
@@ -170,7 +173,7 @@ def test_outside_the_core_nothing_is_aborted() -> None:
 
 
 def test_a_block_entered_after_the_abort_raises_backend_timeout() -> None:
-    from lookup_server.core.backend import RunningCall
+    from lookup_server.core.calls import RunningCall
 
     call = RunningCall()
     call.abort()

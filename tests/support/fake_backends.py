@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lookup_server.config.settings import Config, config_from_mapping
-from lookup_server.core.backend import Backend, BackendError
-from lookup_server.core.models import Customer, SearchTerm
-from lookup_server.core.registry import GROUP, Registry
+from lookup_server.core.registry import SOURCES_GROUP, Registry
+from lookup_server.plugin import BackendError, Customer, SearchTerm, SourceBackend
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class FakeOptions:
     behaviour: str = "ok"  # ok | fail | crash | hang
 
 
-class FakeBackend(Backend[FakeOptions]):
+class FakeBackend(SourceBackend[FakeOptions]):
     """Finds one customer per term, fails, crashes or hangs; records every term."""
 
     Options = FakeOptions
@@ -44,8 +43,8 @@ class FakeBackend(Backend[FakeOptions]):
 def fake_registry() -> Registry:
     """The installed backends plus ``fake``."""
     eps = [
-        *Registry()._eps.values(),
-        EntryPoint("fake", "tests.support.fake_backends:FakeBackend", GROUP),
+        *Registry().entry_points(),
+        EntryPoint("fake", "tests.support.fake_backends:FakeBackend", SOURCES_GROUP),
     ]
     return Registry(eps)
 

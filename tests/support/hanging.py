@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from lookup_server.config.settings import BackendConfig
-from lookup_server.core.backend import Backend
+from lookup_server.config.settings import SourceConfig, TargetConfig
+from lookup_server.plugin import SourceBackend, TargetBackend
 from lookup_server.runtime.service import MAX_IN_FLIGHT, Plugged, Source, Target, TimedOut
 
 #: Bound of every wait for a hung call to come back (generous: a failure, not a speed test).
@@ -185,14 +185,14 @@ class DrippingApp:
                 self._open -= 1
 
 
-def as_source(backend: Backend[Any]) -> Source:
+def as_source(backend: SourceBackend[Any]) -> Source:
     """A source built like ``backend``, run as the server runs it (workers, deadline)."""
-    return Source(BackendConfig(backend.source, type(backend), backend.options))
+    return Source(SourceConfig(backend.source, type(backend), backend.options))
 
 
-def as_target(backend: Backend[Any]) -> Target:
+def as_target(backend: TargetBackend[Any]) -> Target:
     """A target built like ``backend``, run as the server runs it (workers, deadline)."""
-    return Target(BackendConfig(backend.source, type(backend), backend.options))
+    return Target(TargetConfig(backend.target, type(backend), backend.options))
 
 
 def hang_every_slot(plugged: Plugged, call: Callable[[], object]) -> None:

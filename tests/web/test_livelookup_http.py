@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lookup_server.core.models import ByEmail, ById
+from lookup_server.plugin import ByEmail, ById
 from lookup_server.web.app import create_app
 from tests.support.backend_contract import PEOPLE
 from tests.support.fake_backends import FakeBackend, fake_config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lookup_server.core.models import Webhook
+from lookup_server.plugin import Webhook
 from lookup_server.webhooks import Outbox
 
 T0 = 1_800_000_000.0

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from lookup_server.core.backend import BackendError
-from lookup_server.core.models import Webhook
+from lookup_server.plugin import BackendError, Webhook
 from lookup_server.webhooks import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox
 from lookup_server.webhooks import delivery as delivery_module
 from lookup_server.webhooks import store as store_module

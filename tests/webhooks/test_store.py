@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lookup_server.core.backend import BackendError
+from lookup_server.plugin import BackendError
 from lookup_server.webhooks import (
     BACKOFF_CAP,
     LEASE_SECONDS,

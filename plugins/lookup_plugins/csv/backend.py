@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lookup_server.core.backend import Backend, BackendError, SourceSettings
-from lookup_server.core.models import (
+from lookup_server.plugin import (
+    PHONE_SUFFIX_DIGITS,
+    BackendError,
     ByEmail,
     ById,
     ByName,
@@ -29,8 +30,10 @@ from lookup_server.core.models import (
     Option,
     OptionsQuery,
     SearchTerm,
+    SourceBackend,
+    SourceSettings,
+    phone_matches,
 )
-from lookup_server.core.search import PHONE_SUFFIX_DIGITS, phone_matches
 
 from .index import CsvIndex, IndexLayout, IndexReplaced, open_fresh_index
 
@@ -50,7 +53,7 @@ class CsvOptions:
     delimiter: str = ","
 
 
-class CsvBackend(Backend[CsvOptions]):
+class CsvBackend(SourceBackend[CsvOptions]):
     """Customers (and AJAX options) from a CSV file, through a persistent index."""
 
     Options = CsvOptions

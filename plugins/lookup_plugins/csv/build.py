@@ -31,7 +31,7 @@ from itertools import chain, count, pairwise
 from operator import itemgetter
 from pathlib import Path
 
-from lookup_server.core.search import PHONE_SUFFIX_DIGITS, phone_digits
+from lookup_server.plugin import PHONE_SUFFIX_DIGITS, phone_digits
 
 log = logging.getLogger(__name__)
 #: Ranges smaller than this are not worth a process of their own.

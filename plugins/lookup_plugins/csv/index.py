@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lookup_server.core.backend import BackendError
-from lookup_server.core.models import Option, OptionsQuery, element_name_problem
+from lookup_server.plugin import BackendError, Option, OptionsQuery, cache_dir, element_name_problem
 
 if TYPE_CHECKING:
     from .build import Shape
@@ -53,9 +52,8 @@ class IndexLayout:
         beside = self.csv_path.with_name(self.csv_path.name + ".lookup-index.sqlite3")
         if os.access(self.csv_path.parent, os.W_OK):
             return beside
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         digest = hashlib.sha256(str(self.csv_path).encode()).hexdigest()[:16]
-        return cache / "lookup-server" / f"{self.csv_path.name}-{digest}.sqlite3"
+        return cache_dir() / f"{self.csv_path.name}-{digest}.sqlite3"
 
     def signature(self) -> str:
         """Everything besides the file itself that the index content depends on."""

@@ -21,7 +21,6 @@ import contextlib
 import re
 import ssl
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,29 +33,30 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import (
-    Backend,
+from lookup_server.plugin import (
+    INSERTABLE_FIELDS,
+    MIN_NAME_PREFIX,
+    PHONE_SUFFIX_DIGITS,
     BackendError,
     BackendTimeout,
-    SourceSettings,
-    abort_on_timeout,
-    shut_down,
-    timed_out,
-)
-from lookup_server.core.models import (
-    INSERTABLE_FIELDS,
     ByEmail,
     ById,
     ByName,
     ByPhone,
+    ConnectionPool,
     Customer,
     Option,
     OptionsQuery,
     SearchTerm,
+    Secret,
+    SourceBackend,
+    SourceSettings,
+    abort_on_timeout,
     is_insertable,
+    phone_matches,
+    shut_down,
+    timed_out,
 )
-from lookup_server.core.search import MIN_NAME_PREFIX, PHONE_SUFFIX_DIGITS, phone_matches
 
 T = TypeVar("T")
 Entry = dict[str, list[bytes]]  # lower-case attribute name -> raw values
@@ -190,7 +190,7 @@ class _Plan:
     paged: bool = False
 
 
-class LdapBackend(Backend[LdapOptions]):
+class LdapBackend(SourceBackend[LdapOptions]):
     """Customers and AJAX options from Active Directory or another LDAP directory."""
 
     Options = LdapOptions
@@ -215,7 +215,9 @@ class LdapBackend(Backend[LdapOptions]):
         self.page_size = PAGE_SIZE
         self._ca_file = str(options.ca_file) if options.ca_file else None
         self._down: dict[int, float] = {}  # URL index -> tried last until then
-        self._pool = _Pool(self._connect, POOL_SIZE)
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            self._connect, _unbind, POOL_SIZE, max_idle=MAX_IDLE
+        )
 
     def _element_specs(self) -> dict[str, tuple[Spec, ...]]:
         merged = {**self.preset.elements, **self.source.fields}
@@ -590,47 +592,6 @@ class _Unusable(BackendError):
     def __init__(self, message: str, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
-
-
-class _Pool:
-    """Idle bound connections; each is used by one thread at a time, so SYNC is safe."""
-
-    def __init__(self, connect: Callable[[], Any], keep: int) -> None:
-        self._connect, self._keep = connect, keep
-        self._idle: list[tuple[Any, float]] = []  # (connection, when it was given back)
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[Any, bool]:
-        """A recently used idle connection (True) or a new one (False)."""
-        with self._lock:
-            # a firewall may have forgotten an old idle connection without telling anyone:
-            # using it would hang until the timeout instead of failing fast
-            stale = [c for c, used in self._idle if time.monotonic() - used > MAX_IDLE]
-            self._idle = [(c, used) for c, used in self._idle if c not in stale]
-            found = self._idle.pop()[0] if self._idle else None
-        for conn in stale:
-            _unbind(conn)
-        return (found, True) if found is not None else (self._connect(), False)
-
-    def give_back(self, conn: Any) -> None:
-        """Keep ``conn`` for the next lookup, or unbind it when enough are idle."""
-        with self._lock:
-            if len(self._idle) < self._keep:
-                self._idle.append((conn, time.monotonic()))
-                return
-        _unbind(conn)
-
-    def flush(self) -> None:
-        """Unbind every idle connection."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            _unbind(conn)
-
-    def idle(self) -> list[Any]:
-        """The idle connections, most recently used last."""
-        with self._lock:
-            return [conn for conn, _ in self._idle]
 
 
 # -- values ------------------------------------------------------------------------------

@@ -18,27 +18,28 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import pyodbc
 
-from lookup_server.config.schema import Secret
-from lookup_server.core.backend import (
-    Backend,
+from lookup_server.plugin import (
     BackendError,
     BackendTimeout,
+    ConnectionPool,
+    Customer,
+    Option,
+    OptionsQuery,
+    SearchTerm,
+    Secret,
+    SourceBackend,
     SourceSettings,
     abort_on_timeout,
+    phone_matches,
     timed_out,
 )
-from lookup_server.core.models import Customer, Option, OptionsQuery, SearchTerm
-from lookup_server.core.search import phone_matches
 
 from .dialects import (
     ADSI_FIELDS,
@@ -119,51 +120,6 @@ class BrokenPlan:
         raise self.error
 
 
-class ConnectionPool:
-    """A small thread-safe pool of open connections, re-used across lookups."""
-
-    def __init__(self, connect: Callable[[], Any], size: int) -> None:
-        self._connect = connect
-        self._size = size
-        self._idle: list[tuple[Any, float]] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        #: Connections opened so far (tests and the bench read it).
-        self.opened = 0
-
-    def acquire(self) -> Any:
-        """An idle connection that answered recently or a ping, else a new one."""
-        with self._lock:
-            if self._pid != os.getpid():
-                # Forked (gunicorn): the parent's sockets are not ours to use or close.
-                self._idle, self._pid = [], os.getpid()
-            item = self._idle.pop() if self._idle else None
-        if item is not None:
-            conn, last_used = item
-            if time.monotonic() - last_used < IDLE_CHECK or _alive(conn):
-                return conn
-            _close_quietly(conn)
-        conn = self._connect()
-        with self._lock:
-            self.opened += 1
-        return conn
-
-    def release(self, conn: Any) -> None:
-        """Give a healthy connection back (closed when the pool is full)."""
-        with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < self._size:
-                self._idle.append((conn, time.monotonic()))
-                return
-        _close_quietly(conn)
-
-    def close(self) -> None:
-        """Close every idle connection."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            _close_quietly(conn)
-
-
 def _alive(conn: Any) -> bool:
     try:
         cursor = conn.cursor()
@@ -181,7 +137,7 @@ def _close_quietly(conn: Any) -> None:
         log.debug("closing a broken ODBC connection failed: %s", type(exc).__name__)
 
 
-class OdbcBackend(Backend[OdbcOptions]):
+class OdbcBackend(SourceBackend[OdbcOptions]):
     """Customers and AJAX options from SQL Server, PostgreSQL, MySQL or SQLite over ODBC."""
 
     Options = OdbcOptions
@@ -190,7 +146,13 @@ class OdbcBackend(Backend[OdbcOptions]):
         super().__init__(options, source)
         self.dialect = DIALECTS[options.dialect]
         self._where = f"sources.{source.name}"
-        self._pool = ConnectionPool(self._connect, max(1, options.pool_size))
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            self._connect,
+            _close_quietly,
+            max(1, options.pool_size),
+            ping=_alive,
+            ping_after=IDLE_CHECK,
+        )
         self._options_query: Placeholders | None = None
         # A configuration mistake must not stop the other sources from serving:
         # it is raised by every use of this one (and shown by check).
@@ -248,7 +210,7 @@ class OdbcBackend(Backend[OdbcOptions]):
     def prepare(self) -> None:
         """Open the first connection now, so a wrong password shows at start-up."""
         self._require_config()
-        self._pool.release(self._pool_acquire())
+        self._pool.give_back(self._pool_acquire())
 
     def check(self) -> list[str]:
         """Connect, then run every configured query with empty input."""
@@ -259,7 +221,7 @@ class OdbcBackend(Backend[OdbcOptions]):
         except pyodbc.Error as exc:
             _close_quietly(conn)
             raise self._error(exc) from None
-        self._pool.release(conn)
+        self._pool.give_back(conn)
         for term in probe_terms():
             statement = self._plan.statement(term, 1)
             if statement is not None:
@@ -277,7 +239,7 @@ class OdbcBackend(Backend[OdbcOptions]):
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._pool.close()
+        self._pool.flush()
 
     def _require_config(self) -> None:
         if self._broken is not None:
@@ -297,7 +259,7 @@ class OdbcBackend(Backend[OdbcOptions]):
                 names = statement.elements or self._elements(cursor.description)
                 cursor.close()
             except BackendTimeout:  # the call was aborted before the statement started
-                self._pool.release(conn)
+                self._pool.give_back(conn)
                 raise
             except pyodbc.Error as exc:
                 if timed_out():
@@ -309,7 +271,7 @@ class OdbcBackend(Backend[OdbcOptions]):
                 if _lost(exc):
                     _close_quietly(conn)
                     # After a restart every idle connection is dead too: drop them all.
-                    self._pool.close()
+                    self._pool.flush()
                     if attempt == 1:
                         log.warning(
                             "%s: database connection lost (%s); reconnecting",
@@ -318,9 +280,9 @@ class OdbcBackend(Backend[OdbcOptions]):
                         )
                         continue
                 else:
-                    self._pool.release(conn)
+                    self._pool.give_back(conn)
                 raise self._error(exc) from None
-            self._pool.release(conn)
+            self._pool.give_back(conn)
             return names, rows
         raise AssertionError("unreachable")
 
@@ -339,7 +301,7 @@ class OdbcBackend(Backend[OdbcOptions]):
 
     def _pool_acquire(self) -> Any:
         try:
-            return self._pool.acquire()
+            return self._pool.take()[0]
         except pyodbc.Error as exc:
             raise self._error(exc, connecting=True) from None
 

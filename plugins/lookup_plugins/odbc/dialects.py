@@ -13,8 +13,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lookup_server.core.backend import SourceSettings
-from lookup_server.core.models import ByEmail, ById, ByName, ByPhone, OptionsQuery, SearchTerm
+from lookup_server.plugin import (
+    PHONE_SUFFIX_DIGITS,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    OptionsQuery,
+    SearchTerm,
+    SourceSettings,
+)
 
 #: The LIKE escape character. Not a backslash: MySQL would read ``'\'`` as the
 #: start of an escape sequence inside ``ESCAPE '\'``.
@@ -25,10 +33,6 @@ ESCAPE_CLAUSE = f"ESCAPE '{LIKE_ESCAPE}'"
 #: spaces. Quoting alone would be safe; the allow-list also stops pasted SQL
 #: (``name; DROP ...``) and typos from reaching the database at all.
 _IDENTIFIER = re.compile(r"[^\W\d][\w$# -]*\Z")
-
-#: Numbers with at least this many digits match by their trailing digits
-#: (lookup_server.core.search.PHONE_SUFFIX_DIGITS); candidates share them.
-PHONE_TAIL = 7
 
 
 class DialectError(ValueError):
@@ -94,10 +98,10 @@ class Dialect:
 
     def phone_candidates(self, column: str, digits: str) -> tuple[str, str]:
         """Condition and parameter finding every number phone_matches() could accept."""
-        tail = digits[-PHONE_TAIL:]
+        tail = digits[-PHONE_SUFFIX_DIGITS:]
         if self.digits_template:
             stripped = self.digits_template.format(column)
-            if len(digits) < PHONE_TAIL:
+            if len(digits) < PHONE_SUFFIX_DIGITS:
                 return f"{stripped} = ?", digits
             return f"{stripped} LIKE ?", "%" + tail
         return f"{column} LIKE ?", phone_like(tail)
@@ -371,7 +375,7 @@ def term_values(term: SearchTerm, dialect: Dialect) -> dict[str, str]:
         return {
             "phone": term.digits,
             "phone_digits": term.digits,
-            "phone_pattern": phone_like(term.digits[-PHONE_TAIL:]),
+            "phone_pattern": phone_like(term.digits[-PHONE_SUFFIX_DIGITS:]),
         }
     return {
         "last_name": term.last,

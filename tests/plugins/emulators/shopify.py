@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from lookup_server.core.search import phone_digits, phone_matches
+from lookup_server.plugin import phone_digits, phone_matches
 from tests.plugins.emulators import Scripted
 
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"

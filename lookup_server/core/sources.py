@@ -1,0 +1,87 @@
+"""Source backends: where Live Lookup and AJAX selection fields find their answers.
+
+A source backend is registered in the ``lookup_server.backends`` entry point
+group and serves ``[sources.NAME]`` tables:
+
+* ``find(term, limit)``          -> Live Lookup (``/livelookup/<source>``)
+* ``find_options(query, limit)`` -> AJAX selection field (``/ajax/<source>``)
+
+Which term to try first is decided by :mod:`lookup_server.core.search`, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from lookup_server.core.backend import Backend, offered
+from lookup_server.core.models import Customer, Option, OptionsQuery, SearchTerm
+
+Strategy = Literal["customer_id", "email", "phone", "name"]
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The backend-independent keys of one ``[sources.NAME]`` table."""
+
+    name: str
+    backend: str
+    columns: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    html_fields: frozenset[str] = frozenset()
+    max_results: int = 50
+    timeout: float = 5.0
+    search: tuple[Strategy, ...] = ("customer_id", "email", "phone", "name")
+    #: livelookup element name -> the backend's own field (column, attribute).
+    fields: Mapping[str, str] = field(default_factory=dict)
+    on_error: Literal["error", "empty"] = "error"
+    #: Seconds a result may be served from memory; 0 (default) turns caching off.
+    cache_ttl: float = 0.0
+    #: AJAX fields: transliterate descriptions to ASCII (HelpSpot mangles the rest).
+    ascii: bool = False
+    #: Send insertable fields that are empty, so that automation rules clear them
+    #: in the request (Insert skips empty values); by default they are left out.
+    clear_empty: bool = False
+
+    def backend_field(self, element: str, default: str | None = None) -> str:
+        """The backend field that feeds ``element`` (identity unless mapped)."""
+        mapped = self.fields.get(element)
+        if mapped is not None:
+            return mapped
+        return element if default is None else default
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+class SourceBackend(Backend[OptionsT]):
+    """Base class of every source backend plugin; override what it offers."""
+
+    CAPABILITY_METHODS: ClassVar[dict[str, str]] = {"livelookup": "find", "ajax": "find_options"}
+
+    def __init__(self, options: OptionsT, source: SourceSettings) -> None:
+        super().__init__(options)
+        self.source = source
+
+    def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
+        """Return at most ``limit`` customers matching ``term`` (Live Lookup)."""
+        raise NotImplementedError
+
+    def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
+        """Return at most ``limit`` drop-down options for an AJAX selection field."""
+        raise NotImplementedError
+
+    @classmethod
+    def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
+        """Problems the option types cannot express, found when the config loads.
+
+        Return ``(key, what to do)`` pairs; the key is relative to the source's
+        table (``"queries.email"``), or "" for the table as a whole.
+        """
+        return []
+
+    @classmethod
+    def capabilities(cls) -> frozenset[str]:
+        """The capabilities this class implements: ``livelookup``, ``ajax``."""
+        return offered(cls, SourceBackend)

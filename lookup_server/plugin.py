@@ -1,0 +1,80 @@
+"""Everything a backend plugin may import from lookup-server, and nothing else.
+
+A source backend subclasses :class:`SourceBackend` and registers in the
+``lookup_server.backends`` entry point group; a target backend subclasses
+:class:`TargetBackend` and registers in ``lookup_server.targets``. Both get the
+search terms and models below, raise :class:`BackendError` with a message for
+staff, and wrap each blocking step in :func:`abort_on_timeout`. The rest of
+``lookup_server`` is private and may change between releases; see
+docs/plugins.md for a complete example.
+"""
+
+from lookup_server.config.schema import Secret
+from lookup_server.core.backend import BackendError, BackendTimeout, NoOptions, NotFound
+from lookup_server.core.calls import abort_on_timeout, shut_down, timed_out
+from lookup_server.core.models import (
+    INSERTABLE_FIELDS,
+    ByEmail,
+    ById,
+    ByName,
+    ByPhone,
+    Customer,
+    Option,
+    OptionsQuery,
+    PushDetails,
+    PushRequest,
+    SearchTerm,
+    Webhook,
+    element_name_problem,
+    is_insertable,
+)
+from lookup_server.core.paths import cache_dir, state_dir
+from lookup_server.core.pool import ConnectionPool
+from lookup_server.core.search import (
+    MIN_NAME_PREFIX,
+    PHONE_SUFFIX_DIGITS,
+    matches_literally,
+    phone_digits,
+    phone_matches,
+    with_field_map,
+)
+from lookup_server.core.sources import SourceBackend, SourceSettings
+from lookup_server.core.targets import TargetBackend, TargetSettings
+
+__all__ = [
+    "INSERTABLE_FIELDS",
+    "MIN_NAME_PREFIX",
+    "PHONE_SUFFIX_DIGITS",
+    "BackendError",
+    "BackendTimeout",
+    "ByEmail",
+    "ById",
+    "ByName",
+    "ByPhone",
+    "ConnectionPool",
+    "Customer",
+    "NoOptions",
+    "NotFound",
+    "Option",
+    "OptionsQuery",
+    "PushDetails",
+    "PushRequest",
+    "SearchTerm",
+    "Secret",
+    "SourceBackend",
+    "SourceSettings",
+    "TargetBackend",
+    "TargetSettings",
+    "Webhook",
+    "abort_on_timeout",
+    "cache_dir",
+    "element_name_problem",
+    "is_insertable",
+    "matches_literally",
+    "phone_digits",
+    "phone_matches",
+    "shut_down",
+    "state_dir",
+    "timed_out",
+    "with_field_map",
+]
