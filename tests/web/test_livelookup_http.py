@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from lookup_server.plugin import ByEmail, ById
+from lookup_server.runtime.service import MAX_IN_FLIGHT
 from lookup_server.web.app import create_app
 from tests.support.backend_contract import PEOPLE
 from tests.support.fake_backends import FakeBackend, fake_config
@@ -234,6 +236,22 @@ def test_backend_failures_are_errors_helpspot_shows(
     assert response.text == f"lookup-server error: {reason}\n"
     assert "hunter2" not in response.text and "Traceback" not in response.text
     assert "An Error" not in helpspot_error(response.data)  # a parser error, not customers
+
+
+def test_a_source_whose_every_slot_is_stuck_answers_busy_at_once(fake_app: Flask) -> None:
+    # The fake's hang cannot be aborted: each timed-out call keeps its slot. Past
+    # MAX_IN_FLIGHT, staff get an error at once instead of another 0.2 s wait.
+    client = fake_app.test_client()
+    for _ in range(MAX_IN_FLIGHT):
+        assert client.get("/livelookup/hang?customer_id=1").status_code == 504
+    started = time.monotonic()
+    response = client.get("/livelookup/hang?customer_id=1")
+    assert time.monotonic() - started < 0.2
+    assert response.status_code == 503
+    assert response.text == (
+        "lookup-server error: source 'hang' is busy: earlier lookups have not returned yet\n"
+    )
+    assert "An Error" not in helpspot_error(response.data)
 
 
 def test_on_error_empty_answers_no_customers(fake_app: Flask) -> None:
