@@ -200,19 +200,28 @@ def plugins() -> None:
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
-    """Check a livelookup XML file against the schema and as HelpSpot reads it."""
+    """Check a livelookup or ajaxfield XML file against its schema and as HelpSpot reads it."""
     from lookup_server.helpspot.render import schema_errors
-    from lookup_server.helpspot.view import HelpSpotParseError, read_livelookup
+    from lookup_server.helpspot.view import HelpSpotParseError, read_ajaxfield, read_livelookup
 
     body = file.read_bytes()
-    problems = schema_errors(body)
-    try:
-        view = read_livelookup(body)
-    except HelpSpotParseError as exc:
-        problems.append(f"HelpSpot would show an error: {exc}")
+    if b"<ajaxfield" in body:
+        problems = schema_errors(body, "ajaxfield")
+        options = read_ajaxfield(body)
+        click.echo(f"HelpSpot's drop-down shows {len(options)} option(s):")
+        for number, (value, description) in enumerate(options, 1):
+            click.echo(f"  {value!r}: {description}")
+            if not value:
+                problems.append(f"option {number}: HelpSpot reads an empty value")
     else:
-        click.echo(f"HelpSpot reads {len(view.customers)} customer(s); staff see:")
-        click.echo("  " + view.summary().replace("\n", "\n  "))
+        problems = schema_errors(body)
+        try:
+            view = read_livelookup(body)
+        except HelpSpotParseError as exc:
+            problems.append(f"HelpSpot would show an error: {exc}")
+        else:
+            click.echo(f"HelpSpot reads {len(view.customers)} customer(s); staff see:")
+            click.echo("  " + view.summary().replace("\n", "\n  "))
     for problem in problems:
         click.echo(f"{file}: {problem}", err=True)
     sys.exit(1 if problems else 0)

@@ -268,6 +268,28 @@ def test_validate_reports_what_staff_would_see(tmp_path: Path) -> None:
     assert "crashes HelpSpot" in result.output
 
 
+def test_validate_shows_the_drop_down_helpspot_would_show(tmp_path: Path) -> None:
+    good = tmp_path / "good.xml"
+    good.write_bytes(
+        "<?xml version='1.0' encoding='utf-8'?><ajaxfield><option><value>zh</value>"
+        "<description>Zürich</description></option></ajaxfield>".encode()
+    )
+    result = CliRunner().invoke(cli, ["validate", str(good)])
+    assert result.exit_code == 0, result.output
+    # HelpSpot reads AJAX answers as ISO-8859-1 whatever they declare (HELPSPOT.md §4)
+    assert result.output == "HelpSpot's drop-down shows 1 option(s):\n  'zh': ZÃ¼rich\n"
+    zero = tmp_path / "zero.xml"
+    zero.write_bytes(
+        b"<ajaxfield><option><value>0</value><description>None</description></option>"
+        b"<option><value>1</value></option></ajaxfield>"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(zero)])
+    assert result.exit_code == 1
+    assert "  '': None\n" in result.output
+    assert "option 1: HelpSpot reads an empty value" in result.output
+    assert "Missing child element(s). Expected is ( description )" in result.output
+
+
 def test_livelookup_does_not_import_flask(config_file: Path) -> None:
     code = (
         "import sys; from lookup_server.cli import main; sys.argv = ['x', 'livelookup', "

@@ -41,7 +41,7 @@ class ConnectionPool(Generic[C]):
         self._idle: list[tuple[C, float]] = []  # (connection, when it was given back)
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        #: Connections opened so far (tests and the bench read it).
+        #: Connections opened so far in this process.
         self.opened = 0
 
     def take(self) -> tuple[C, bool]:

@@ -243,7 +243,7 @@ def render_push_details(details: PushDetails) -> str:
 
 @cache
 def _schema(name: str) -> etree.XMLSchema:
-    from importlib import resources  # costs a command-line lookup 60 ms; only validation needs it
+    from importlib import resources  # slows every command-line lookup; only validation needs it
 
     xsd = resources.files("lookup_schemas") / f"{name}.xsd"
     with xsd.open("rb") as handle:

@@ -119,8 +119,9 @@ class RedactedAtoms(_SafeAtoms):  # type: ignore[misc]
     The request line, path and query appear in several fields (``r``, ``U``,
     ``q``, ``{raw_uri}e``, ...) and the key may travel in the ``Authorization``
     header (``{authorization}i``). The fields hold every header and environ
-    variable, but a log line reads a handful: redacting all of them up front
-    took 13% of a lookup's time under gunicorn (measured with py-spy).
+    variable, but a log line reads a handful, so each is redacted when read:
+    redacting all of them up front is a large share of a lookup's time under
+    gunicorn (see bench/README.md).
     """
 
     def __getitem__(self, name: str) -> Any:

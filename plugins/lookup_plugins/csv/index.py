@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 FORMAT = 4
 #: Readers map up to this much of the index into memory rather than copy its
 #: pages into a page cache per connection: lookups hit random pages of a file of
-#: hundreds of MB (measured: 28 -> 23 us a query). Mapped pages are shared by
+#: hundreds of MB (see bench/README.md). Mapped pages are shared by
 #: every worker but count in each one's RSS, hence the bound.
 MMAP_BYTES = 128 * 1024 * 1024
 
@@ -201,7 +201,7 @@ def _read_only(path: Path) -> str:
     place: a rebuild or merge replaces them with new files (os.replace), and
     readers keep the ones they opened. So SQLite may treat them as immutable
     and skip the file locks and change checks of every query: seven system
-    calls a lookup (measured: 11-13 -> 8 us a query).
+    calls a lookup.
     """
     return f"{path.as_uri()}?mode=ro&immutable=1"
 
@@ -311,7 +311,7 @@ def start_merge(target: Path, generation: str) -> None:
     """Merge an index built in parts into one file, in a process of its own.
 
     Parts let the first answer come sooner, but every lookup then searches
-    each of them (measured: 20 -> 35 us a query on two). The merge copies the
+    each of them. The merge copies the
     rows within SQLite and indexes them again: seconds of work that must not
     die with the process that started it (a command-line lookup, a restarted
     worker). Servers notice the new file and switch to it.
