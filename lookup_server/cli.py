@@ -154,14 +154,11 @@ def _print_answer(answer: Answer) -> NoReturn:
 @click.option("--port", default=8080, show_default=True, type=int)
 def serve(config_path: str | None, host: str, port: int) -> None:
     """Run the development server (use gunicorn wsgi:app in production)."""
-    from werkzeug.serving import run_simple
-
-    from lookup_server.web.access_log import RedactingRequestHandler, configure_logging
-    from lookup_server.web.app import create_app
+    from lookup_server.web.access_log import configure_logging
+    from lookup_server.web.app import create_app, run_development_server
 
     configure_logging()
-    app = create_app(_load(config_path))
-    run_simple(host, port, app, threaded=True, request_handler=RedactingRequestHandler)
+    run_development_server(create_app(_load(config_path)), host, port)
 
 
 @cli.command()
