@@ -391,8 +391,11 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--older-than", "days", type=float, required=True, help="Age in days.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
-    """Delete delivered and failed webhooks, and refusals, older than DAYS (pending ones
-    are kept). The server does this by itself after [server] outbox_retention_days."""
+    """Delete delivered and failed webhooks, and refusals, older than DAYS.
+
+    Pending webhooks are kept. The server does this by itself after [server]
+    outbox_retention_days.
+    """
     with _outbox(config_path) as box:
         purged = box.purge(days)
     click.echo(f"purged {purged.webhooks} webhook(s) and {purged.refusals} refusal(s)")
