@@ -154,14 +154,11 @@ def _print_answer(answer: Answer) -> NoReturn:
 @click.option("--port", default=8080, show_default=True, type=int)
 def serve(config_path: str | None, host: str, port: int) -> None:
     """Run the development server (use gunicorn wsgi:app in production)."""
-    from werkzeug.serving import run_simple
-
-    from lookup_server.web.access_log import RedactingRequestHandler, configure_logging
-    from lookup_server.web.app import create_app
+    from lookup_server.web.access_log import configure_logging
+    from lookup_server.web.app import create_app, run_development_server
 
     configure_logging()
-    app = create_app(_load(config_path))
-    run_simple(host, port, app, threaded=True, request_handler=RedactingRequestHandler)
+    run_development_server(create_app(_load(config_path)), host, port)
 
 
 @cli.command()
@@ -403,8 +400,11 @@ def outbox_retry(webhook_id: int, config_path: str | None) -> None:
 @click.option("--older-than", "days", type=float, required=True, help="Age in days.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_purge(days: float, config_path: str | None) -> None:
-    """Delete delivered and failed webhooks, and refusals, older than DAYS (pending ones
-    are kept). The server does this by itself after [server] outbox_retention_days."""
+    """Delete delivered and failed webhooks, and refusals, older than DAYS.
+
+    Pending webhooks are kept. The server does this by itself after [server]
+    outbox_retention_days.
+    """
     with _outbox(config_path) as box:
         purged = box.purge(days)
     click.echo(f"purged {purged.webhooks} webhook(s) and {purged.refusals} refusal(s)")

@@ -1,0 +1,1 @@
+"""The configuration: the TOML file, loaded and validated against typed tables."""

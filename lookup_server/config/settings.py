@@ -371,8 +371,11 @@ def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceCo
 
 
 def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:
-    """Range and name checks the types cannot express (on the raw values, so that they
-    are reported even when another key of the same source has the wrong type)."""
+    """Range and name checks the types cannot express.
+
+    They read the raw values, so that they are reported even when another key
+    of the same source has the wrong type.
+    """
     max_results, timeout = table.get("max_results", 1), table.get("timeout", 1)
     if isinstance(max_results, int) and max_results < 1:
         ctx.problem(f"{path}.max_results", "must be at least 1")

@@ -1,4 +1,4 @@
-"""The PHP class HelpSpot's Request Push calls: ``custom_code/RequestPush-NAME.php``.
+r"""The PHP class HelpSpot's Request Push calls: ``custom_code/RequestPush-NAME.php``.
 
 Request Push is not HTTP: HelpSpot ``require``s a PHP file and calls a class in
 it (HELPSPOT.md §5). ``lookup-server bridge`` writes that file from
@@ -6,7 +6,7 @@ it (HELPSPOT.md §5). ``lookup-server bridge`` writes that file from
 ``/push/TARGET`` and ``details()`` GETs ``/push/TARGET/ID``.
 
 Every value goes into the PHP source as a single-quoted string literal (in
-which only ``\\`` and ``'`` are special), so a key holding ``'``, ``$`` or
+which only ``\`` and ``'`` are special), so a key holding ``'``, ``$`` or
 ``?>`` stays data. Names are restricted to what makes a valid PHP class name.
 
 The file holds the shared key, so it is written as a new file (mode 0640)

@@ -200,11 +200,11 @@ def _is_helpspot_argument(arg: str) -> bool:
 
 
 def argv_text(arg: str) -> str:
-    """A command-line argument as text, whatever bytes it was.
+    r"""A command-line argument as text, whatever bytes it was.
 
     Python turns bytes that are not UTF-8 into lone surrogates, which no
     backend can encode. HelpSpot is PHP, whose data is often Latin-1: such an
-    argument is read as Latin-1 (the bytes ``N\\xfa\\xf1ez`` as "Núñez"), as a
+    argument is read as Latin-1 (the bytes ``N\xfa\xf1ez`` as "Núñez"), as a
     form body is.
     """
     if arg.isascii():

@@ -98,10 +98,10 @@ def render_livelookup(
 
 
 def address_book_safe(email: str) -> bool:
-    """True when HelpSpot's address book can put ``email`` into its links' JavaScript.
+    r"""True when HelpSpot's address book can put ``email`` into its links' JavaScript.
 
     It writes ``href="javascript:...value='EMAIL'..."`` escaping only what HTML
-    needs: a ``'`` ends the string (``x'-alert(1)-'@x`` would run), a ``\\``
+    needs: a ``'`` ends the string (``x'-alert(1)-'@x`` would run), a ``\``
     escapes, and ``%27`` is decoded before a javascript: URL runs.
     """
     return not _UNSAFE_IN_JS_LINK.search(email)

@@ -1,0 +1,1 @@
+"""Configured sources and targets at work, one code path for HTTP and CLI, and ``check``."""

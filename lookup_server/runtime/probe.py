@@ -1,5 +1,8 @@
-"""``lookup-server check``: probe every configured source and target, bounded by its
-timeout, and the webhook outbox."""
+"""``lookup-server check``: probe every configured source and target, and the outbox.
+
+Each source and target is probed within its own timeout; the webhook outbox
+is checked too.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ from lookup_server.webhooks import probe as probe_outbox
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
-    """Report lines for every source and target, and the outbox when a target takes
-    webhooks, each with whether it can serve."""
+    """Report lines for every source and target, each with whether it can serve.
+
+    The outbox gets a line too when a target takes webhooks.
+    """
     yield from key_warnings(config)
     for kind, configs in (("sources", config.sources), ("targets", config.targets)):
         for name, backend_config in configs.items():

@@ -34,11 +34,11 @@ def shortened(text: str) -> str:
 
 
 class KeyFilter(logging.Filter):
-    """Hides the configured keys in every log record a handler writes, in any spelling.
+    r"""Hides the configured keys in every log record a handler writes, in any spelling.
 
     The access-log redaction works on the fields it knows; this is the net
     under everything else: an HTTP library quoting a malformed header
-    (``Invalid header value 'Bearer KEY\\x01'``), a request line of a shape no
+    (``Invalid header value 'Bearer KEY\x01'``), a request line of a shape no
     pattern expects. A key is a run of URL-unreserved characters, so its
     percent-encoded spellings are caught by decoding the message first.
     """

@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import run_simple
 
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
-from lookup_server.web.access_log import install_key_filter
+from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
 from lookup_server.webhooks.intake import Webhooks
@@ -61,6 +62,14 @@ def create_app(
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def run_development_server(app: Flask, host: str, port: int) -> None:
+    """Serve ``app`` on werkzeug's threaded server until interrupted (``lookup-server serve``).
+
+    Its request-line log goes through RedactingRequestHandler, so no key shows.
+    """
+    run_simple(host, port, app, threaded=True, request_handler=RedactingRequestHandler)
 
 
 def _http_error(error: HTTPException) -> Response:

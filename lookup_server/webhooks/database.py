@@ -238,7 +238,7 @@ def probe(path: Path) -> tuple[bool, str]:
 
 
 def _probe_folder(path: Path) -> tuple[bool, str]:
-    """An outbox not created yet: can the server create it (and its folders)?"""
+    """Whether the server can create an outbox that does not exist yet, and its folders."""
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -329,8 +329,10 @@ class Outbox:
         *,
         table: Literal["webhooks", "refusals"] = "webhooks",
     ) -> tuple[int, int]:
-        """``(after_id, older)``: listing from after_id shows the newest ``limit`` rows;
-        ``older`` rows come before them."""
+        """Where the newest ``limit`` rows begin, as ``(after_id, older)``.
+
+        Listing from ``after_id`` shows those rows; ``older`` rows come before them.
+        """
         where, params = _in_states(states) if table == "webhooks" else ("1", [])
         with self._db.reading() as conn:
             row = conn.execute(
@@ -382,8 +384,12 @@ class Outbox:
     def purge(
         self, older_than_days: float, now: float | None = None, *, max_rows: int | None = None
     ) -> Purged:
-        """Delete delivered and failed webhooks finished, and refusals made, more than that
-        many days ago, a small transaction at a time (at most ``max_rows`` in all)."""
+        """Delete finished webhooks and refusals more than ``older_than_days`` old.
+
+        Delivered and failed webhooks age from when they finished, refusals from
+        when they were made. A small transaction at a time, at most ``max_rows``
+        in all.
+        """
         if older_than_days < 0:
             raise OutboxError("--older-than must be zero or more days")
         cutoff = (time.time() if now is None else now) - older_than_days * 86400

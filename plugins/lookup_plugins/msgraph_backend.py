@@ -91,7 +91,7 @@ def odata_string(value: str) -> str:
 
 
 def search_clause(prop: str, value: str) -> str:
-    """One ``"property:value"`` clause of ``$search``; ``\\`` and ``"`` escaped."""
+    r"""One ``"property:value"`` clause of ``$search``; ``\`` and ``"`` escaped."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{prop}:{escaped}"'
 

@@ -99,47 +99,53 @@ class FakeServer:
     seen: list[Seen] = field(default_factory=list)
 
 
-def _handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+class FakePushEndpoints(BaseHTTPRequestHandler):
+    """Answers like lookup-server's /push endpoints, recording each request in ``state``."""
 
-        def _record(self) -> Seen:
-            length = int(self.headers.get("Content-Length") or 0)
-            seen = Seen(
-                self.command, self.path, dict(self.headers.items()), self.rfile.read(length)
-            )
-            state.seen.append(seen)
-            return seen
+    state: FakeServer  # set by _handler, one per server
 
-        def _answer(self, status: int, body: str, kind: str = "application/json") -> None:
-            data = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-        def do_POST(self) -> None:
-            request = json.loads(self._record().body)
-            number = request["xRequest"]
-            if number == "refuse":
-                self._answer(422, json.dumps({"error": "CRM refused it: <no title>"}))
-            elif number == "crash":
-                self._answer(502, "<html>Bad Gateway</html>", "text/html")
-            elif number == "long":
-                self._answer(201, json.dumps({"id": "é" * 300}))
-            elif number == "noid":
-                self._answer(200, json.dumps({"ok": True}))
-            else:
-                self._answer(201, json.dumps({"id": f"crm-{number}"}))
+    def _record(self) -> Seen:
+        length = int(self.headers.get("Content-Length") or 0)
+        seen = Seen(self.command, self.path, dict(self.headers.items()), self.rfile.read(length))
+        self.state.seen.append(seen)
+        return seen
 
-        def do_GET(self) -> None:
-            seen = self._record()
-            if seen.path.endswith("/missing"):
-                self._answer(404, json.dumps({"error": "no push <missing>"}))
-            else:
-                self._answer(200, f"<p>Details of {seen.path}</p>", "text/html; charset=utf-8")
+    def _answer(self, status: int, body: str, kind: str = "application/json") -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        request = json.loads(self._record().body)
+        number = request["xRequest"]
+        if number == "refuse":
+            self._answer(422, json.dumps({"error": "CRM refused it: <no title>"}))
+        elif number == "crash":
+            self._answer(502, "<html>Bad Gateway</html>", "text/html")
+        elif number == "long":
+            self._answer(201, json.dumps({"id": "é" * 300}))
+        elif number == "noid":
+            self._answer(200, json.dumps({"ok": True}))
+        else:
+            self._answer(201, json.dumps({"id": f"crm-{number}"}))
+
+    def do_GET(self) -> None:
+        seen = self._record()
+        if seen.path.endswith("/missing"):
+            self._answer(404, json.dumps({"error": "no push <missing>"}))
+        else:
+            self._answer(200, f"<p>Details of {seen.path}</p>", "text/html; charset=utf-8")
+
+
+def _handler(server_state: FakeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(FakePushEndpoints):
+        state = server_state
 
     return Handler
 

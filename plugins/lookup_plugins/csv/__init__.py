@@ -1,0 +1,1 @@
+"""CSV backend: a customer file, looked up through a persistent SQLite index."""

@@ -69,8 +69,10 @@ def file_identity(path: Path) -> str:
 
 
 class IndexReplaced(Exception):
-    """The index files were replaced (the CSV changed, or its parts were merged) since
-    this CsvIndex was opened."""
+    """The index files were replaced since this CsvIndex was opened.
+
+    The CSV changed, or its parts were merged.
+    """
 
 
 class CsvIndex:
@@ -105,8 +107,10 @@ class CsvIndex:
             )
 
     def is_fresh(self) -> bool:
-        """True while the CSV is the one this index was built from, and the index
-        files are these (a merge replaces them with one file; see merge_parts)."""
+        """True while the CSV is the one this index was built from and its files are still these.
+
+        A merge replaces the index files with one file (see merge_parts).
+        """
         try:
             if file_identity(self.path) != self.file:
                 return False

@@ -1,0 +1,1 @@
+"""LDAP backend: people from Active Directory or OpenLDAP, through ldap3."""

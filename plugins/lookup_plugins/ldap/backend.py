@@ -1,4 +1,4 @@
-"""Active Directory / OpenLDAP backend: people from a directory, through ldap3.
+r"""Active Directory / OpenLDAP backend: people from a directory, through ldap3.
 
 Every sample Live Lookup script binds once per lookup; that costs a TCP (and
 TLS) handshake plus a bind each time. Here each backend keeps a small pool of
@@ -6,7 +6,7 @@ bound connections, each used by one thread at a time, and replaces one the
 server dropped by reconnecting (trying the URLs in order) and retrying once.
 
 Every value that enters a filter is escaped with ldap3's RFC 4515 escaping, so
-``*``, ``(``, ``)``, ``\\`` and NUL in input only ever match literally.
+``*``, ``(``, ``)``, ``\`` and NUL in input only ever match literally.
 
 ldap3's receive timeout bounds each read, not an answer: a directory that sends
 a byte now and then held the thread for good. So connecting, binding and every

@@ -1,0 +1,1 @@
+"""ODBC backend: Live Lookup and AJAX options from a SQL database, through pyodbc."""
