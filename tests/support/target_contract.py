@@ -422,6 +422,7 @@ class TargetContract:
                 assert key == "" or key.split(".")[0] in fields, f"{key!r} is not an option"
                 secrets = [s.reveal() for s in _secrets(options) if s.reveal()]
                 assert not [s for s in secrets if s in message], "a problem repeats a secret"
+                assert not _reveals(message), "a problem shows the contract secret"
                 keys.add(key)
             assert expected <= keys, (options, problems)
 
