@@ -13,6 +13,7 @@ The webhook URL is the secret: no error message ever contains it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ SLACK_ERRORS = {
     "posting_to_general_channel_denied": "only Slack admins may post to that channel",
     "invalid_token": "the Slack webhook_url is no longer valid",
 }
+#: What Slack's error answers look like. Anything else comes from some other server
+#: (a proxy, a load balancer), whose error page may echo the request line: the
+#: webhook URL, the secret. It is never quoted.
+SLACK_CODE = re.compile(r"[a-z][a-z0-9_]{0,59}")
 
 
 @dataclass(frozen=True)
@@ -188,11 +193,13 @@ class SlackTarget(TargetBackend[SlackTargetOptions]):
         )
         if response.status_code == 200:
             return
-        code = response.text.strip()[:60]
+        text = response.text.strip()
+        code = text if SLACK_CODE.fullmatch(text) else ""
         meaning = SLACK_ERRORS.get(code, "")
         if response.status_code == 429:
             meaning = "Slack is rate-limiting this webhook; try again shortly"
         elif response.status_code >= 500 and not meaning:
             meaning = "Slack is having problems; try again later"
-        detail = f"{meaning} ({code or 'no answer'})" if meaning else code or "no answer"
+        said = code or ("an answer that is not Slack's" if text else "no answer")
+        detail = f"{meaning} ({said})" if meaning else said
         raise BackendError(f"Slack refused the message (HTTP {response.status_code}): {detail}")

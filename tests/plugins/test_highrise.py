@@ -29,6 +29,7 @@ from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.highrise import HighriseEmulator, HighrisePerson
 from tests.support.backend_contract import PEOPLE, BackendContract, Lookup
 from tests.support.hanging import HTTP_BODY_DRIP, as_source, dripping, hang_every_slot, wait_for
+from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 TOKEN = "605b32dd0123456789abcdef"
 
@@ -91,10 +92,12 @@ def backend(emulator: tuple[HighriseEmulator, str]) -> HighriseBackend:
     return make_backend(emulator[1])
 
 
-def make_target(url: str, token: str = TOKEN, **options: Any) -> HighriseTarget:
+def make_target(
+    url: str, token: str = TOKEN, timeout: float = 5.0, **options: Any
+) -> HighriseTarget:
     """A Request Push target for the emulated account."""
     opts = HighriseOptions(url=url, token=Secret(token), **options)
-    return HighriseTarget(opts, TargetSettings("crm", "highrise", timeout=5.0))
+    return HighriseTarget(opts, TargetSettings("crm", "highrise", timeout=timeout))
 
 
 @pytest.fixture
@@ -127,6 +130,24 @@ class TestHighriseContract(BackendContract):
         assert lookup(phone="555 010 2000").customers == []
         view = lookup(phone="555 010 2000", last_name="Núñez")
         assert [c["customer_id"] for c in view.customers] == ["1002"]
+
+
+class TestHighriseTargetContract(TargetContract):
+    """The shared target behaviour (Request Push), against the emulator."""
+
+    backend_name = "highrise"
+
+    @pytest.fixture
+    def contract_peer(self) -> Iterator[HttpPeer]:
+        with HttpPeer(HighriseEmulator(account(), CONTRACT_SECRET).app()) as peer:
+            yield peer
+
+    @pytest.fixture
+    def make_contract_target(self) -> MakeTarget:
+        def make(address: str, timeout: float) -> HighriseTarget:
+            return make_target(address, CONTRACT_SECRET, timeout, company_field="Custom3")
+
+        return make
 
 
 # -- lookup ------------------------------------------------------------------------------------

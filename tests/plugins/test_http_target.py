@@ -19,7 +19,6 @@ from lookup_plugins.http_target import (
     default_store,
 )
 
-from lookup_server.core.registry import Registry
 from lookup_server.plugin import (
     BackendError,
     BackendTimeout,
@@ -30,13 +29,13 @@ from lookup_server.plugin import (
 )
 from tests.plugins.emulators import Running, serve
 from tests.support.hanging import (
-    HTTP_BODY_DRIP,
     HTTP_HEADERS_DRIP,
     as_target,
     dripping,
     hang_every_slot,
     wait_for,
 )
+from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 SECRET = "s3cr3t-token-value"
 PUSHED = {
@@ -97,8 +96,33 @@ def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: 
     return HttpTarget(opts, TargetSettings(name="crm", backend="http", timeout=timeout))
 
 
-def test_it_is_a_valid_plugin_offering_push_details_and_webhooks() -> None:
-    assert Registry().targets.load("http") is HttpTarget
+class TestHttpTargetContract(TargetContract):
+    """The shared target behaviour, against the stand-in receiver."""
+
+    backend_name = "http"
+    # check() opens the push record only: an arbitrary endpoint has no request
+    # without side effects to probe it with
+    check_contacts_peer = False
+    invalid_options = (
+        (HttpTargetOptions(url="crm.example.com/items"), {"url"}),
+        (HttpTargetOptions(url="ftp://crm.example.com/items"), {"url"}),
+        (HttpTargetOptions(url="https://crm.example.com/items", link="https://x/"), {"link"}),
+    )
+
+    @pytest.fixture
+    def contract_peer(self) -> Iterator[HttpPeer]:
+        with HttpPeer(Receiver().app()) as peer:
+            yield peer
+
+    @pytest.fixture
+    def make_contract_target(self, tmp_path: Path) -> MakeTarget:
+        def make(address: str, timeout: float) -> HttpTarget:
+            return make_target(address, tmp_path, timeout, secret=Secret(CONTRACT_SECRET))
+
+        return make
+
+
+def test_it_offers_push_details_and_webhooks() -> None:
     assert HttpTarget.capabilities() == {"push", "details", "webhook"}
 
 
@@ -200,12 +224,12 @@ def test_a_hanging_target_times_out(receiver: tuple[Receiver, Running], tmp_path
         make_target(running.base_url, tmp_path, timeout=0.3).push(PushRequest(PUSHED))
 
 
-@pytest.mark.parametrize("start", [HTTP_HEADERS_DRIP, HTTP_BODY_DRIP], ids=["headers", "body"])
-def test_a_dripping_target_gets_its_threads_and_connections_back(
-    receiver: tuple[Receiver, Running], tmp_path: Path, start: bytes
+def test_a_target_dripping_its_headers_gets_its_threads_and_connections_back(
+    receiver: tuple[Receiver, Running], tmp_path: Path
 ) -> None:
+    # a body that never ends is the contract's hanging peer; this is the other drip
     state, running = receiver
-    with dripping(start, upstream=("127.0.0.1", running.port)) as server:
+    with dripping(HTTP_HEADERS_DRIP, upstream=("127.0.0.1", running.port)) as server:
         target = as_target(make_target(f"http://127.0.0.1:{server.port}", tmp_path, timeout=2))
         hang_every_slot(target, lambda: target.push(PushRequest(PUSHED)))
         wait_for(lambda: server.open_connections == 0, "every connection was closed")

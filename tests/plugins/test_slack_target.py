@@ -22,10 +22,9 @@ from lookup_plugins.slack_target import (
     slack_link,
 )
 
-from lookup_server.core.registry import Registry
 from lookup_server.plugin import BackendError, PushRequest, Secret, TargetSettings, Webhook
 from tests.plugins.emulators import Running, serve
-from tests.support.hanging import HTTP_BODY_DRIP, as_target, dripping, hang_every_slot, wait_for
+from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 HOOK_PATH = "/services/T000/B000/XXXXsecretXXXX"
 
@@ -36,11 +35,13 @@ class FakeSlack:
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     error: tuple[int, str] | None = None
+    #: The webhook's secret path; any other /services/ path is no_service.
+    hook_path: str = HOOK_PATH
 
     def app(self) -> Flask:
         app = Flask("slack")
 
-        @app.post(HOOK_PATH)
+        @app.post(self.hook_path)
         def hook() -> Response:
             if self.error is not None:
                 return Response(self.error[1], status=self.error[0], content_type="text/plain")
@@ -66,9 +67,11 @@ def slack() -> Iterator[tuple[FakeSlack, Running]]:
         yield state, running
 
 
-def make_target(base_url: str, path: str = HOOK_PATH, request_url: str = "") -> SlackTarget:
+def make_target(
+    base_url: str, path: str = HOOK_PATH, request_url: str = "", timeout: float = 5
+) -> SlackTarget:
     options = SlackTargetOptions(webhook_url=Secret(base_url + path), request_url=request_url)
-    return SlackTarget(options, TargetSettings(name="chat", backend="slack", timeout=5))
+    return SlackTarget(options, TargetSettings(name="chat", backend="slack", timeout=timeout))
 
 
 PUSHED = {
@@ -83,8 +86,38 @@ PUSHED = {
 }
 
 
-def test_it_is_a_valid_plugin_without_details() -> None:
-    assert Registry().targets.load("slack") is SlackTarget
+#: The contract's webhook: its secret is the URL's path, as in Slack's.
+CONTRACT_HOOK = f"/services/T000/B000/{CONTRACT_SECRET}"
+
+
+class TestSlackTargetContract(TargetContract):
+    """The shared target behaviour, against the Slack stand-in."""
+
+    backend_name = "slack"
+    # an incoming webhook can only post: check() would have to write to the channel
+    check_contacts_peer = False
+    invalid_options = (
+        (SlackTargetOptions(Secret(f"hooks.slack.com{CONTRACT_HOOK}")), {"webhook_url"}),
+        (
+            SlackTargetOptions(Secret(f"https://hooks.slack.com{CONTRACT_HOOK}"), "h"),
+            {"request_url"},
+        ),
+    )
+
+    @pytest.fixture
+    def contract_peer(self) -> Iterator[HttpPeer]:
+        with HttpPeer(FakeSlack(hook_path=CONTRACT_HOOK).app()) as peer:
+            yield peer
+
+    @pytest.fixture
+    def make_contract_target(self) -> MakeTarget:
+        def make(address: str, timeout: float) -> SlackTarget:
+            return make_target(address, CONTRACT_HOOK, timeout=timeout)
+
+        return make
+
+
+def test_it_offers_no_details() -> None:
     assert SlackTarget.capabilities() == {"push", "webhook"}
 
 
@@ -175,6 +208,18 @@ def test_slack_errors_are_explained_without_the_webhook_url(
     assert meaning in text and "secret" not in text and "T000" not in text
 
 
+def test_an_answer_that_is_not_slacks_is_not_quoted(slack: tuple[FakeSlack, Running]) -> None:
+    # a proxy's page may echo the request line, and the webhook's path is its secret
+    state, running = slack
+    state.error = (502, f"Cannot POST {HOOK_PATH}")
+    with pytest.raises(BackendError) as caught:
+        make_target(running.base_url).push(PushRequest(PUSHED))
+    assert str(caught.value) == (
+        "Slack refused the message (HTTP 502): Slack is having problems; "
+        "try again later (an answer that is not Slack's)"
+    )
+
+
 def test_a_wrong_webhook_path_is_no_service(slack: tuple[FakeSlack, Running]) -> None:
     _, running = slack
     with pytest.raises(BackendError, match="disabled, revoked or wrong"):
@@ -205,17 +250,3 @@ def test_validate() -> None:
         SlackTarget.validate(SlackTargetOptions(Secret("https://hooks.slack.com/x")), settings)
         == []
     )
-
-
-def test_a_dripping_slack_gets_its_threads_and_connections_back(
-    slack: tuple[FakeSlack, Running],
-) -> None:
-    state, running = slack
-    with dripping(HTTP_BODY_DRIP, upstream=("127.0.0.1", running.port)) as server:
-        chat = make_target(f"http://127.0.0.1:{server.port}")
-        target = as_target(SlackTarget(chat.options, TargetSettings("chat", "slack", timeout=2)))
-        hang_every_slot(target, lambda: target.push(PushRequest(PUSHED)))
-        wait_for(lambda: server.open_connections == 0, "every connection was closed")
-        server.dripping = False
-        assert target.push(PushRequest(PUSHED)).startswith("slack-12345-")  # not "busy"
-    assert len(state.messages) == 1
