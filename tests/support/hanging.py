@@ -195,7 +195,7 @@ def as_target(backend: TargetBackend[Any]) -> Target:
     return Target(TargetConfig(backend.target, type(backend), backend.options))
 
 
-def hang_every_slot(plugged: Plugged, call: Callable[[], object]) -> None:
+def hang_every_slot(plugged: Plugged[Any], call: Callable[[], object]) -> None:
     """Time out ``call`` in every slot of the source at once; wait until all come back.
 
     Coming back means: no call holds a slot, and the process has no more threads
