@@ -15,11 +15,18 @@ $(BIN)/lookup-server: setup.cfg pyproject.toml
 serve: $(BIN)/lookup-server
 	$(BIN)/lookup-server serve
 
-## Install and run the whole test suite, lint and type checks
-test: $(BIN)/lookup-server
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+## Install, lint and type check, then run the whole test suite
+test: lint typecheck
 	$(BIN)/pytest
+
+## Install and check the code and its formatting with ruff (no file is changed)
+lint: $(BIN)/lookup-server
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Install and type check lookup_server, plugins, tests and bench with mypy (pyproject.toml)
+typecheck: $(BIN)/lookup-server
+	$(BIN)/mypy
 
 ## A non-editable install into a fresh venv finds its schemas, demo and plugins
 check-install:

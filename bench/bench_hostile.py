@@ -105,7 +105,8 @@ def webhook_receiver() -> Receiver:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.server.delivered.add(json.loads(body)["bench_id"])  # type: ignore[attr-defined]
+            assert isinstance(self.server, Receiver)
+            self.server.delivered.add(json.loads(body)["bench_id"])
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -201,8 +202,9 @@ class SlowClients:
         while not self.stopping.wait(2.0):
             for key, _ in selector.select(0):  # the server closed it: open another
                 index = key.data
-                selector.unregister(key.fileobj)
-                key.fileobj.close()  # type: ignore[union-attr]
+                closed = socks[index][0]  # key.fileobj, typed as socket
+                selector.unregister(closed)
+                closed.close()
                 socks[index] = (self._connect(socks[index][1]), socks[index][1])
                 selector.register(socks[index][0], selectors.EVENT_READ, index)
                 self.reconnects += 1

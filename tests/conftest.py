@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from tests.support.backend_contract import PEOPLE
 CUSTOMER_HEADER = ["customer_id", "first_name", "last_name", "email", "phone", "title"]
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CSV = ROOT / "lookup_server" / "demo" / "customers.csv"
+
+#: The ``make_app`` fixture: a config mapping in, the app built from it out.
+MakeApp = Callable[[Mapping[str, Any]], Flask]
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
@@ -91,17 +94,17 @@ def people_csv(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[..., Flask]:
+def make_app(tmp_path: Path) -> MakeApp:
     """Build an app from a config mapping; relative paths resolve against tmp_path."""
 
-    def make(config: dict[str, Any]) -> Flask:
+    def make(config: Mapping[str, Any]) -> Flask:
         return create_app(config, base_dir=tmp_path)
 
     return make
 
 
 @pytest.fixture
-def app(make_app: Callable[..., Flask], people_csv: Path) -> Flask:
+def app(make_app: MakeApp, people_csv: Path) -> Flask:
     """An app with one CSV source ``people`` holding PEOPLE."""
     return make_app({"sources": {"people": {"backend": "csv", "path": str(people_csv)}}})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from lookup_server.plugin import Secret
 from tests.support.fake_backends import fake_registry
 
 
-def problems(raw: dict[str, object], tmp_path: Path, **kw: object) -> list[str]:
+def problems(
+    raw: Mapping[str, object], tmp_path: Path, environ: Mapping[str, str] | None = None
+) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config_from_mapping(raw, tmp_path, registry=fake_registry(), **kw)  # type: ignore[arg-type]
+        config_from_mapping(raw, tmp_path, environ=environ, registry=fake_registry())
     return [str(p) for p in info.value.problems]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +75,13 @@ class Database:
 
     @contextmanager
     def table(
-        self, name: str, definition: str, columns: list[str], rows: list[tuple[str, ...]]
+        self,
+        name: str,
+        definition: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[object, ...]],
     ) -> Iterator[str]:
-        """Create ``name``, fill it, yield, drop it."""
+        """Create ``name``, fill it with ``rows`` (one value per column), yield, drop it."""
         conn = self.connect()
         try:
             cursor = conn.cursor()

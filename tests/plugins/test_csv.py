@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,8 @@ def test_a_failed_helper_process_means_the_file_is_indexed_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     sharded(monkeypatch)
-    monkeypatch.setattr(csv_build.sys, "executable", "/bin/false")
+    # the helpers are started as ``sys.executable -m lookup_plugins.csv.build``
+    monkeypatch.setattr(sys, "executable", "/bin/false")
     b = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, TRICKY_ROWS))
     assert opened(b).shards == [] and opened(b).row_count == len(TRICKY_ROWS)
     assert "indexing p.csv on one core: a helper process failed" in caplog.text

@@ -428,7 +428,8 @@ def test_push_and_details_through_the_push_route(
     auth = {"Authorization": "Bearer push-key_0123456789abcdef"}
     answer = client.post("/push/hr", json=dict(pushed().data), headers=auth)
     assert answer.status_code == 200, answer.text
-    person_id = answer.json["id"]  # type: ignore[index]
+    assert answer.json is not None
+    person_id = answer.json["id"]
     assert person_id == emulator[0].people[-1].id
     details = client.get(f"/push/hr/{person_id}", headers=auth)
     assert details.status_code == 200

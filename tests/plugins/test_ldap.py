@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from lookup_plugins.ldap.backend import LdapBackend, LdapOptions
@@ -28,6 +28,7 @@ from lookup_server.plugin import (
     Customer,
     Option,
     OptionsQuery,
+    SearchTerm,
     Secret,
     SourceSettings,
     phone_digits,
@@ -51,7 +52,7 @@ from tests.support.backend_contract import PEOPLE, BackendContract
 from tests.support.hanging import as_source, dripping, hang_every_slot, wait_for
 from tests.support.requirements import need
 
-MakeBackend = Callable[..., Any]
+MakeBackend = Callable[..., LdapBackend]
 
 
 def _need_slapd() -> None:
@@ -92,16 +93,16 @@ def spare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Sla
 @pytest.fixture
 def make() -> Iterator[MakeBackend]:
     """Build LdapBackends like the config layer does; close them afterwards."""
-    built: list[Any] = []
+    built: list[LdapBackend] = []
 
     def make(
         url: str | list[str],
         base_dn: str = STAFF,
-        preset: str = "active_directory",
+        preset: Literal["active_directory", "openldap"] = "active_directory",
         fields: dict[str, str] | None = None,
         timeout: float = 5.0,
         **options: Any,
-    ) -> Any:
+    ) -> LdapBackend:
         urls = [url] if isinstance(url, str) else url
         opts = LdapOptions(
             url=urls,
@@ -581,9 +582,15 @@ def test_bad_attribute_specs_are_reported_with_their_key(make: MakeBackend) -> N
 
 def test_filters_escape_every_value(make: MakeBackend) -> None:
     backend = make("ldap://127.0.0.1:1")
-    assert backend._plan(ById("*)(uid=*")).clause == r"(sAMAccountName=\2a\29\28uid=\2a)"
-    assert backend._plan(ByName("a\\b", "(x")).clause == r"(sn=a\5cb*)(givenName=\28x*)"
-    assert backend._plan(ByPhone("5550102000")).clause == (  # the last 7 digits
+
+    def clause(term: SearchTerm) -> str:
+        plan = backend._plan(term)
+        assert plan is not None, f"{term!r} is searched for"
+        return plan.clause
+
+    assert clause(ById("*)(uid=*")) == r"(sAMAccountName=\2a\29\28uid=\2a)"
+    assert clause(ByName("a\\b", "(x")) == r"(sn=a\5cb*)(givenName=\28x*)"
+    assert clause(ByPhone("5550102000")) == (  # the last 7 digits
         "(|(telephoneNumber=*0*1*0*2*0*0*0*)(mobile=*0*1*0*2*0*0*0*))"
     )
 

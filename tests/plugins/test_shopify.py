@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,18 @@ def emulator() -> Iterator[tuple[ShopifyEmulator, str]]:
 
 
 def make_backend(
-    base_url: str, token: str = TOKEN, timeout: float = 5.0, **options: Any
+    base_url: str,
+    token: str = TOKEN,
+    timeout: float = 5.0,
+    options: Mapping[str, Any] | None = None,
 ) -> ShopifyBackend:
-    """A backend for the emulated shop."""
+    """A backend for the emulated shop; ``options`` replace or add ShopifyOptions keys."""
     opts = {
         "shop": SHOP,
         "access_token": Secret(token),
         "api_version": VERSION,
         "endpoint": base_url,
-        **options,
+        **(options or {}),
     }
     return ShopifyBackend(
         ShopifyOptions(**opts), SourceSettings("shop", "shopify", timeout=timeout)
@@ -407,7 +410,7 @@ def test_bad_settings_are_reported_by_key(
     emulator: tuple[ShopifyEmulator, str], options: dict[str, str], message: str
 ) -> None:
     with pytest.raises(BackendError, match=message):
-        make_backend(emulator[1], **options).prepare()
+        make_backend(emulator[1], options=options).prepare()
 
 
 def test_search_query_shapes() -> None:

@@ -12,19 +12,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from flask import Flask
 from werkzeug.serving import make_server
 
 from lookup_server.web.access_log import GunicornLogger, RedactingRequestHandler
 from lookup_server.web.auth import redact
-from tests.conftest import DEMO_CSV, ROOT, free_port
+from tests.conftest import DEMO_CSV, ROOT, MakeApp, free_port
 from tests.support.helpspot import double_encode, helpspot_error
 
 KEY = "s3cret-key_0123456789"
@@ -237,7 +236,7 @@ def test_giant_request_lines_are_logged_shortened(caplog: pytest.LogCaptureFixtu
 
 
 @pytest.fixture
-def development_server(make_app: Callable[..., Flask]) -> Iterator[tuple[str, int]]:
+def development_server(make_app: MakeApp) -> Iterator[tuple[str, int]]:
     """What ``lookup-server serve`` runs: werkzeug with our request handler, in a thread."""
     app = make_app(
         {

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lookup_server.plugin import ByEmail, ById
+from lookup_server.plugin import ByEmail, ById, SourceSettings
 from lookup_server.runtime.service import MAX_IN_FLIGHT
 from lookup_server.web.app import create_app
+from tests.conftest import MakeApp
 from tests.support.backend_contract import PEOPLE
-from tests.support.fake_backends import FakeBackend, fake_config
+from tests.support.fake_backends import FakeBackend, FakeOptions, fake_config
 from tests.support.helpspot import (
     address_book_params,
     assert_livelookup,
@@ -64,7 +66,7 @@ def test_address_book_is_not_escaped_twice(client: FlaskClient) -> None:
 
 
 def test_empty_custom_fields_are_left_out_so_rules_keep_what_staff_entered(
-    make_app: object, tmp_path: Path
+    make_app: MakeApp, tmp_path: Path
 ) -> None:
     from tests.conftest import write_csv
 
@@ -80,7 +82,7 @@ def test_empty_custom_fields_are_left_out_so_rules_keep_what_staff_entered(
         app = make_app(
             {
                 "sources": {
-                    "c": {  # type: ignore[operator]
+                    "c": {
                         "backend": "csv",
                         "path": "c.csv",
                         "clear_empty": clear,
@@ -119,11 +121,11 @@ def test_no_input_is_no_customers_never_the_whole_table(client: FlaskClient) -> 
     assert view.summary() == "No customers found"
 
 
-def test_columns_and_labels_and_html_fields(make_app: object, people_csv: Path) -> None:
+def test_columns_and_labels_and_html_fields(make_app: MakeApp, people_csv: Path) -> None:
     app = make_app(
         {
             "sources": {
-                "people": {  # type: ignore[operator]
+                "people": {
                     "backend": "csv",
                     "path": str(people_csv),
                     "columns": ["email", "title"],
@@ -158,10 +160,10 @@ def test_unknown_route_is_plain_text_not_html(client: FlaskClient) -> None:
     assert response.text.startswith("lookup-server error:")
 
 
-def test_huge_request_is_refused_cleanly(make_app: object, people_csv: Path) -> None:
+def test_huge_request_is_refused_cleanly(make_app: MakeApp, people_csv: Path) -> None:
     app = make_app(
         {
-            "server": {"max_body_bytes": 100_000},  # type: ignore[operator]
+            "server": {"max_body_bytes": 100_000},
             "sources": {"people": {"backend": "csv", "path": str(people_csv)}},
         }
     )
@@ -203,7 +205,7 @@ def test_healthz(client: FlaskClient) -> None:
 
 
 @pytest.fixture
-def fake_app(tmp_path: Path) -> Flask:
+def fake_app(tmp_path: Path) -> Iterator[Flask]:
     FakeBackend.calls.clear()
     FakeBackend.release.clear()
     config = fake_config(
@@ -355,10 +357,10 @@ def test_a_backend_that_cannot_be_built_fails_alone(
     config = fake_config({"ok": {"backend": "fake"}, "bad": {"backend": "fake"}}, tmp_path)
     real_init = FakeBackend.__init__
 
-    def picky(self: FakeBackend, options: object, source: object) -> None:
-        if getattr(source, "name", "") == "bad":
+    def picky(self: FakeBackend, options: FakeOptions, source: SourceSettings) -> None:
+        if source.name == "bad":
             raise RuntimeError("password=hunter2 in a constructor")
-        real_init(self, options, source)  # type: ignore[arg-type]
+        real_init(self, options, source)
 
     monkeypatch.setattr(FakeBackend, "__init__", picky)
     client = create_app(config).test_client()
@@ -413,7 +415,7 @@ def test_an_ajax_key_that_opens_more_is_a_config_problem(tmp_path: Path) -> None
 
 
 def test_the_address_book_never_gets_an_email_that_would_break_its_links(
-    make_app: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.conftest import write_csv
 
@@ -427,7 +429,7 @@ def test_the_address_book_never_gets_an_email_that_would_break_its_links(
             ["3", "Pct", "Obrien", "x%27y@evil.com"],
         ],
     )
-    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})  # type: ignore[operator]
+    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})
     with caplog.at_level(logging.WARNING):
         view = assert_livelookup(
             app.test_client()
@@ -445,7 +447,7 @@ def test_the_address_book_never_gets_an_email_that_would_break_its_links(
 
 
 def test_fields_named_like_custom_fields_get_their_own_label(
-    make_app: object, tmp_path: Path
+    make_app: MakeApp, tmp_path: Path
 ) -> None:
     from tests.conftest import write_csv
 
@@ -456,7 +458,7 @@ def test_fields_named_like_custom_fields_get_their_own_label(
         ["customer_id", "email", "CustomerType", "Custom3"],
         [["1", "a@example.com", "Reseller", "Gold"]],
     )
-    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})  # type: ignore[operator]
+    app = make_app({"sources": {"c": {"backend": "csv", "path": "c.csv"}}})
     view = assert_livelookup(
         app.test_client()
         .get("/livelookup/c", query_string=request_page_params(customer_id="1"))

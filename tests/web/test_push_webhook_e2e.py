@@ -33,7 +33,13 @@ from lookup_server.webhooks import Outbox
 from tests.conftest import CUSTOMER_HEADER, write_csv
 from tests.helpspot.test_bridge import run_bridge
 from tests.support.backend_contract import PEOPLE
-from tests.webhooks.conftest import AS_ROOT, corrupt_header, restore_header, under_a_file
+from tests.webhooks.conftest import (
+    AS_ROOT,
+    corrupt_header,
+    restore_header,
+    stored_entry,
+    under_a_file,
+)
 
 KEY = "push-and-webhook-key_0123456789"
 
@@ -283,7 +289,7 @@ def test_webhook_is_stored_before_the_answer_then_delivered(
     }
     assert payload["Custom1"] == ["a", "b"] and payload["fullname"] == "Zoë Núñez"
     assert headers["Idempotency-Key"] == stored.idempotency_key
-    wait_for(lambda: Outbox(running.outbox).get(stored.id).state == "delivered")  # type: ignore[union-attr]
+    wait_for(lambda: stored_entry(Outbox(running.outbox), stored.id).state == "delivered")
 
 
 def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
@@ -306,7 +312,7 @@ def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
         cli, ["outbox", "retry", str(webhook_id), "--config", str(running.config)]
     )
     assert retried.exit_code == 0, retried.output
-    wait_for(lambda: outbox.get(webhook_id).state == "delivered")  # type: ignore[union-attr]
+    wait_for(lambda: stored_entry(outbox, webhook_id).state == "delivered")
     keys = {headers["Idempotency-Key"] for headers, _ in receiver.received}
     assert len(receiver.received) == 2 and len(keys) == 1
 

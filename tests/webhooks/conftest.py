@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lookup_server.plugin import Webhook
-from lookup_server.webhooks import Outbox
+from lookup_server.webhooks import Outbox, OutboxEntry
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -36,6 +36,13 @@ def path(tmp_path: Path) -> Path:
 @pytest.fixture
 def outbox(path: Path) -> Outbox:
     return Outbox(path, rng=random.Random(1))
+
+
+def stored_entry(outbox: Outbox, entry_id: int) -> OutboxEntry:
+    """The outbox entry with this id, which the test knows is there."""
+    entry = outbox.get(entry_id)
+    assert entry is not None, f"webhook {entry_id} is not in the outbox"
+    return entry
 
 
 def under_a_file(tmp_path: Path) -> Path:

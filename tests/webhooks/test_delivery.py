@@ -9,8 +9,8 @@ import os
 import signal
 import threading
 import time
+from multiprocessing import synchronize
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +28,7 @@ from tests.webhooks.conftest import (
     Recorder,
     corrupt_header,
     restore_header,
+    stored_entry,
     wait_for,
 )
 
@@ -40,7 +41,7 @@ def test_run_once_delivers_and_records(outbox: Outbox) -> None:
     worker = DeliveryWorker(outbox, deliver, owner="w1")
     assert worker.run_once(now=T0)
     assert deliver.calls == [("crm", stored.webhook)]
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).state == "delivered"
     assert not worker.run_once(now=T0)
 
 
@@ -51,14 +52,14 @@ def test_run_once_keeps_the_key_across_retries_and_hides_unexpected_errors(outbo
     )
     worker = DeliveryWorker(outbox, deliver, owner="w1")
     assert worker.run_once(now=T0)
-    assert outbox.get(stored.id).last_error == "CRM answered HTTP 502"  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).last_error == "CRM answered HTTP 502"
     assert worker.run_once(now=T0 + BACKOFF_CAP)
     entry = outbox.get(stored.id)
     assert entry is not None and entry.state == "pending" and "hunter2" not in entry.last_error
     assert worker.run_once(now=T0 + 2 * BACKOFF_CAP)
     keys = {webhook.idempotency_key for _, webhook in deliver.calls}
     assert keys == {stored.idempotency_key} and len(deliver.calls) == 3
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).state == "delivered"
 
 
 def test_the_worker_thread_wakes_when_a_webhook_is_stored(outbox: Outbox) -> None:
@@ -72,7 +73,7 @@ def test_the_worker_thread_wakes_when_a_webhook_is_stored(outbox: Outbox) -> Non
     finally:
         worker.stop()
     assert deliver.calls == [("crm", stored.webhook)]
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).state == "delivered"
 
 
 def test_the_worker_picks_up_what_was_stored_before_it_started(outbox: Outbox) -> None:
@@ -110,8 +111,8 @@ def test_the_worker_survives_a_failing_delivery(outbox: Outbox) -> None:
         assert deliver.called.wait(HANG_GUARD)
     finally:
         worker.stop()
-    assert outbox.get(first.id).state == "pending"  # type: ignore[union-attr]
-    assert outbox.get(second.id).state == "delivered"  # type: ignore[union-attr]
+    assert stored_entry(outbox, first.id).state == "pending"
+    assert stored_entry(outbox, second.id).state == "delivered"
 
 
 # -- leases: kept while delivering, let go after a crash ----------------------------------------
@@ -179,7 +180,9 @@ def test_a_worker_that_lost_its_lease_stops_renewing_and_records_nothing(
     assert entry.lease_expires_at == T0 + 10 * LEASE_SECONDS + LEASE_SECONDS
 
 
-def _deliver_until_killed(path: str, owner: str | None, now: float | None, delivering: Any) -> None:
+def _deliver_until_killed(
+    path: str, owner: str | None, now: float | None, delivering: synchronize.Event
+) -> None:
     """Child process: claim the webhook and hang in its delivery until SIGKILL."""
 
     def hang(target: str, webhook: Webhook) -> None:
@@ -203,7 +206,7 @@ def _claimed_then_killed(path: Path, owner: str | None = None, now: float | None
         # alive, with a valid lease: nobody else may take it
         assert Outbox(path).claim("other", now=now or time.time()) is None
     finally:
-        os.kill(child.pid, signal.SIGKILL)
+        child.kill()  # SIGKILL
         child.join(HANG_GUARD)
     assert child.exitcode == -signal.SIGKILL
 

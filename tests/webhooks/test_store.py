@@ -22,7 +22,7 @@ from lookup_server.webhooks import (
     safe_error,
 )
 from lookup_server.webhooks import store as store_module
-from tests.webhooks.conftest import DAY, HANG_GUARD, PAYLOAD, T0, Fixed
+from tests.webhooks.conftest import DAY, HANG_GUARD, PAYLOAD, T0, Fixed, stored_entry
 
 # -- storing ---------------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ def test_an_expired_lease_is_taken_over(outbox: Outbox) -> None:
     # The first owner's late result is ignored; the new owner's counts.
     assert not outbox.mark_delivered(stored.id, owner="crashed", now=T0 + LEASE_SECONDS + 1)
     assert outbox.mark_delivered(stored.id, owner="w2", now=T0 + LEASE_SECONDS + 1)
-    assert outbox.get(stored.id).state == "delivered"  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).state == "delivered"
 
 
 def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
@@ -130,7 +130,7 @@ def test_renew_extends_only_the_owners_lease(outbox: Outbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     assert outbox.renew(stored.id, "w1", now=T0 + 15)
-    assert outbox.get(stored.id).lease_expires_at == T0 + 15 + LEASE_SECONDS  # type: ignore[union-attr]
+    assert stored_entry(outbox, stored.id).lease_expires_at == T0 + 15 + LEASE_SECONDS
     assert outbox.claim("w2", now=T0 + LEASE_SECONDS + 1) is None  # the old expiry is gone
     assert not outbox.renew(stored.id, "w2", now=T0 + 16)
     assert outbox.claim("w2", now=T0 + 15 + LEASE_SECONDS) is not None
@@ -193,7 +193,7 @@ def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
         claimed = outbox.claim("w1", now=now)
         assert claimed is not None and claimed.attempts == attempt
         outbox.mark_failed(stored.id, f"failure {attempt}", now=now)
-        now = outbox.get(stored.id).next_attempt_at + 1  # type: ignore[union-attr]
+        now = stored_entry(outbox, stored.id).next_attempt_at + 1
     assert outbox.claim("w1", now=now + 10**6) is None
     (failed,) = outbox.summaries(["failed"])
     assert failed.id == stored.id and failed.last_error == "failure 3"
@@ -204,7 +204,7 @@ def test_long_errors_are_shortened(outbox: Outbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_failed(stored.id, "x" * 5000, now=T0)
-    assert len(outbox.get(stored.id).last_error) == 500  # type: ignore[union-attr]
+    assert len(stored_entry(outbox, stored.id).last_error) == 500
 
 
 def test_safe_error_keeps_backend_messages_only() -> None:

@@ -10,7 +10,6 @@ with ``Retry-After``, as the API's README describes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from flask import Flask, Response, request
 from lxml import etree
@@ -157,8 +156,8 @@ class HighriseEmulator:
             str(self.next_id),
             el.findtext("first-name") or "",
             el.findtext("last-name") or "",
-            el.xpath("contact-data/email-addresses/email-address/address/text()"),
-            el.xpath("contact-data/phone-numbers/phone-number/number/text()"),
+            _texts(el, "contact-data/email-addresses/email-address/address"),
+            _texts(el, "contact-data/phone-numbers/phone-number/number"),
             title=el.findtext("title") or "",
             background=el.findtext("background") or "",
             company=el.findtext("company-name") or "",
@@ -169,7 +168,12 @@ class HighriseEmulator:
         return response
 
 
-def _person(p: HighrisePerson) -> Any:
+def _texts(el: etree._Element, path: str) -> list[str]:
+    """The text of every element at ``path`` that has any, in document order."""
+    return [found.text for found in el.iterfind(path) if found.text]
+
+
+def _person(p: HighrisePerson) -> etree._Element:
     person = etree.Element("person")
     rows: list[tuple[str, str, str | None]] = [
         ("id", p.id, "integer"),
@@ -203,6 +207,6 @@ def _person(p: HighrisePerson) -> Any:
     return person
 
 
-def _xml(root: Any, status: int = 200) -> Response:
+def _xml(root: etree._Element, status: int = 200) -> Response:
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return Response(body, status, content_type="application/xml; charset=utf-8")

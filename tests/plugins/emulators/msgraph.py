@@ -28,7 +28,7 @@ from urllib.parse import quote
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flask import Flask, Response, request
 
 from tests.plugins.emulators import Scripted
@@ -189,9 +189,7 @@ def make_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"

@@ -16,7 +16,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from flask import Flask, Response, request
 
@@ -76,6 +76,18 @@ class Term:
     value: str
     prefix: bool = False
     negated: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    """A parenthesised sub-query, ``NOT (...)`` or ``-(...)`` when negated."""
+
+    negated: bool
+    query: Query
+
+
+#: A parsed query: OR of AND-groups, each item a term or a parenthesised sub-query.
+Query: TypeAlias = "list[list[Term | Group]]"
 
 
 @dataclass
@@ -140,14 +152,14 @@ class _Lexer:
         return [("value", (word[:-1] if prefix else word, prefix))]
 
 
-def parse(query: str) -> list[Any]:
-    """Parse a search query into ["OR", [AND-groups of Term or nested lists]]."""
+def parse(query: str) -> Query:
+    """Parse a search query into OR-ed AND-groups of `Term` and nested `Group`."""
     tokens = _Lexer(query).tokens()
     pos = 0
 
-    def parse_query() -> list[Any]:
+    def parse_query() -> Query:
         nonlocal pos
-        groups: list[list[Any]] = [[]]
+        groups: Query = [[]]
         while pos < len(tokens) and tokens[pos][0] != ")":
             kind = tokens[pos][0]
             if kind == "OR":
@@ -159,7 +171,7 @@ def parse(query: str) -> list[Any]:
                 groups[-1].append(parse_term())
         return groups
 
-    def parse_term() -> Any:
+    def parse_term() -> Term | Group:
         nonlocal pos
         negated = False
         if tokens[pos][0] == "NOT":
@@ -168,7 +180,7 @@ def parse(query: str) -> list[Any]:
             pos += 1
             inner = parse_query()
             pos += 1
-            return ("group", negated, inner)
+            return Group(negated, inner)
         name = ""
         if pos < len(tokens) and tokens[pos][0] == "field":
             name = tokens[pos][1]
@@ -182,23 +194,23 @@ def parse(query: str) -> list[Any]:
     return parse_query()
 
 
-def flatten(groups: list[Any]) -> list[Term]:
+def flatten(groups: Query) -> list[Term]:
     """Every term of a parsed query, in order."""
     out: list[Term] = []
     for group in groups:
         for item in group:
-            out.extend(flatten(item[2]) if isinstance(item, tuple) else [item])
+            out.extend(flatten(item.query) if isinstance(item, Group) else [item])
     return out
 
 
-def matches(groups: list[Any], c: ShopifyCustomer) -> bool:
+def matches(groups: Query, c: ShopifyCustomer) -> bool:
     """Evaluate a parsed query against one customer."""
     return any(all(_item(item, c) for item in group) for group in groups if group)
 
 
-def _item(item: Any, c: ShopifyCustomer) -> bool:
-    if isinstance(item, tuple):
-        return matches(item[2], c) != item[1]
+def _item(item: Term | Group, c: ShopifyCustomer) -> bool:
+    if isinstance(item, Group):
+        return matches(item.query, c) != item.negated
     return _term(item, c) != item.negated
 
 
