@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -323,51 +323,68 @@ def _backend_class(path: str, table: Any, ctx: Context, group: Group[B]) -> type
 
 
 def _target(name: str, table: Any, ctx: Context, registry: Registry) -> TargetConfig | None:
-    path = f"targets.{name}"
-    backend_class = _backend_class(path, table, ctx, registry.targets)
-    if not isinstance(table, dict):
-        return None
-    settings = config_schema.build(
-        TargetSettings, {**table, "name": name}, path, ctx, also_known=frozenset(table)
+    return _plugged(
+        f"targets.{name}",
+        table,
+        ctx,
+        registry.targets,
+        TargetSettings,
+        TargetConfig,
+        _check_timeout,
     )
-    timeout = table.get("timeout", 1)
-    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
-        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
-    if backend_class is None:
-        return None
-    core_keys = frozenset(f.name for f in dataclasses.fields(TargetSettings))
-    options = config_schema.build(backend_class.Options, table, path, ctx, also_known=core_keys)
-    if settings is None or options is None:
-        return None
-    config = TargetConfig(settings, backend_class, options)
-    return config if _valid(backend_class.validate(options, settings), path, ctx) else None
-
-
-def _valid(problems: list[tuple[str, str]], path: str, ctx: Context) -> bool:
-    """Report a backend's own ``validate`` problems; True when there were none."""
-    for key, message in problems:
-        ctx.problem(f"{path}.{key}" if key else path, message)
-    return not problems
 
 
 def _source(name: str, table: Any, ctx: Context, registry: Registry) -> SourceConfig | None:
-    path = f"sources.{name}"
-    backend_class = _backend_class(path, table, ctx, registry.sources)
+    return _plugged(
+        f"sources.{name}",
+        table,
+        ctx,
+        registry.sources,
+        SourceSettings,
+        SourceConfig,
+        _check_source_values,
+    )
+
+
+P = TypeVar("P", SourceConfig, TargetConfig)
+
+
+def _plugged(
+    path: str,
+    table: Any,
+    ctx: Context,
+    group: Group[Any],
+    settings_class: type[Any],
+    config_class: type[P],
+    check_values: Callable[[Mapping[str, Any], str, Context], None],
+) -> P | None:
+    """One ``[sources.NAME]`` or ``[targets.NAME]`` table, every problem reported."""
+    backend_class = _backend_class(path, table, ctx, group)
     if not isinstance(table, dict):
         return None
     # unknown keys are reported once, by the backend's build below, which knows both sets
+    name = path.split(".", 1)[1]
     settings = config_schema.build(
-        SourceSettings, {**table, "name": name}, path, ctx, also_known=frozenset(table)
+        settings_class, {**table, "name": name}, path, ctx, also_known=frozenset(table)
     )
-    core_keys = frozenset(f.name for f in dataclasses.fields(SourceSettings))
-    _check_source_values(table, path, ctx)
+    check_values(table, path, ctx)
     if backend_class is None:
         return None
+    core_keys = frozenset(f.name for f in dataclasses.fields(settings_class))
     options = config_schema.build(backend_class.Options, table, path, ctx, also_known=core_keys)
     if settings is None or options is None:
         return None
-    config = SourceConfig(settings, backend_class, options)
-    return config if _valid(backend_class.validate(options, settings), path, ctx) else None
+    problems = backend_class.validate(options, settings)
+    for key, message in problems:
+        ctx.problem(f"{path}.{key}" if key else path, message)
+    return None if problems else config_class(settings, backend_class, options)
+
+
+def _check_timeout(table: Mapping[str, Any], path: str, ctx: Context) -> None:
+    """The timeout of a source or target (on the raw value, like every range check)."""
+    timeout = table.get("timeout", 1)
+    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
+        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
 
 
 def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:
@@ -376,11 +393,10 @@ def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> N
     They read the raw values, so that they are reported even when another key
     of the same source has the wrong type.
     """
-    max_results, timeout = table.get("max_results", 1), table.get("timeout", 1)
+    max_results = table.get("max_results", 1)
     if isinstance(max_results, int) and max_results < 1:
         ctx.problem(f"{path}.max_results", "must be at least 1")
-    if isinstance(timeout, int | float) and not 0 < timeout <= 300:
-        ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+    _check_timeout(table, path, ctx)
     for key in ("columns", "labels", "html_fields", "fields"):
         for element in table.get(key) or ():
             problem = element_name_problem(element) if isinstance(element, str) else None
