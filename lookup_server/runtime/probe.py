@@ -56,7 +56,7 @@ def _probe_one(path: str, config: SourceConfig | TargetConfig) -> Iterator[tuple
     label = f"{path} ({config.settings.backend}: {', '.join(sorted(capabilities))})"
     backend = create_backend(config)
     timeout = config.settings.timeout
-    findings = partial(_findings, backend, config.settings)
+    findings = partial(_findings, backend)
     try:
         if config.backend_class.waits_on_network:
             warnings = DeadlineRunner(config.settings.name, max_in_flight=1).run(findings, timeout)
@@ -75,14 +75,11 @@ def _probe_one(path: str, config: SourceConfig | TargetConfig) -> Iterator[tuple
         yield f"     warning: {warning}", True
 
 
-def _findings(backend: Backend[Any], settings: object) -> list[str]:
-    if (
-        isinstance(backend, SourceBackend)
-        and "ajax" in backend.capabilities()
-        and isinstance(settings, SourceSettings)
-    ):
-        return [*backend.check(), *ajax_warnings(backend, settings)]
-    return backend.check()
+def _findings(backend: Backend[Any]) -> list[str]:
+    warnings = backend.check()
+    if isinstance(backend, SourceBackend) and "ajax" in backend.capabilities():
+        warnings += ajax_warnings(backend, backend.source)
+    return warnings
 
 
 def ajax_warnings(backend: SourceBackend[Any], settings: SourceSettings) -> list[str]:
