@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from lookup_server.config import schema as config_schema
 from lookup_server.config.schema import Context, Problem, Secret
@@ -75,6 +75,33 @@ class ServerKeys:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     outbox_retention_days: float = 30.0
+    log_format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class ConsoleKeys:
+    """The ``[console]`` table as written."""
+
+    password: Secret | None = None
+    allowed_networks: tuple[str, ...] = ()
+    metrics_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The ``[console]`` table, validated: the operator console and ``/metrics``.
+
+    The console is off when the table is absent. Only the built-in demo may go
+    without a password, and then only loopback callers are let in, whatever
+    ``allowed_networks`` says.
+    """
+
+    enabled: bool = False
+    password: Secret | None = None
+    #: Who may reach the console (and ``/metrics`` with the console's credentials).
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    #: Who may scrape ``/metrics`` without credentials (a Prometheus server).
+    metrics_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,8 @@ class ServerSettings:
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     #: Endpoint kind (livelookup, ajax, push, webhook) -> its own key.
     endpoint_keys: Mapping[str, Secret] = field(default_factory=dict)
+    #: "json": one JSON line per HelpSpot call, and every other log line as JSON too.
+    log_format: str = "text"
 
     def key_for(self, kind: str) -> Secret | None:
         """The one key that opens calls of ``kind``: its own, else the shared key."""
@@ -137,6 +166,7 @@ class Config:
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     #: Request Push and webhook targets.
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 def demo_config_path() -> Path:
@@ -171,7 +201,12 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), [Problem("(file)", f"not valid TOML: {exc}")]) from None
     return config_from_mapping(
-        raw, file.resolve().parent, origin=str(file), environ=environ, registry=registry
+        raw,
+        file.resolve().parent,
+        origin=str(file),
+        environ=environ,
+        registry=registry,
+        builtin_demo=file.resolve() == demo_config_path().resolve(),
     )
 
 
@@ -181,14 +216,23 @@ def config_from_mapping(
     origin: str = "config",
     environ: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    builtin_demo: bool = False,
 ) -> Config:
-    """Validate an already-parsed configuration (what tests and load_config use)."""
+    """Validate an already-parsed configuration (what tests and load_config use).
+
+    ``builtin_demo`` is for the demo shipped in the package: the one
+    configuration whose console may go without a password.
+    """
     ctx = Context(base_dir, dict(os.environ if environ is None else environ))
     registry = registry or Registry()
     for key in raw:
-        if key not in ("server", "sources", "targets"):
-            ctx.problem(key, "unknown table (expected [server], [sources.NAME], [targets.NAME])")
+        if key not in ("server", "sources", "targets", "console"):
+            ctx.problem(
+                key,
+                "unknown table (expected [server], [console], [sources.NAME], [targets.NAME])",
+            )
     server = _server(_table(raw, "server", ctx), ctx)
+    console = _console(raw, ctx, builtin_demo)
     sources = {
         name: _source(name, table, ctx, registry)
         for name, table in _table(raw, "sources", ctx).items()
@@ -199,13 +243,14 @@ def config_from_mapping(
     }
     if ctx.problems:
         raise ConfigError(origin, ctx.problems)
-    assert server is not None
+    assert server is not None and console is not None
     return Config(
         origin,
         base_dir,
         server,
         {k: v for k, v in sources.items() if v is not None},
         {k: v for k, v in targets.items() if v is not None},
+        console,
     )
 
 
@@ -237,12 +282,7 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
                 "(generate one: python3 -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))')",
             )
-    networks = []
-    for i, cidr in enumerate(keys.allowed_ips):
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            ctx.problem(f"server.allowed_ips[{i}]", f"{cidr!r} is not an IP address or CIDR")
+    networks = _networks(keys.allowed_ips, "server.allowed_ips", ctx)
     if keys.max_body_bytes < 1024:
         ctx.problem("server.max_body_bytes", "must be at least 1024")
     if keys.max_request_line < MIN_MAX_REQUEST_LINE:
@@ -262,9 +302,47 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
         outbox_retention_days=keys.outbox_retention_days,
         max_request_line=keys.max_request_line,
         endpoint_keys=endpoint_keys,
+        log_format=keys.log_format,
     )
     _check_ajax_key(settings, ctx)
     return settings
+
+
+def _networks(cidrs: tuple[str, ...], path: str, ctx: Context) -> tuple[IPNetwork, ...]:
+    networks = []
+    for i, cidr in enumerate(cidrs):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            ctx.problem(f"{path}[{i}]", f"{cidr!r} is not an IP address or CIDR")
+    return tuple(networks)
+
+
+def _console(raw: Mapping[str, Any], ctx: Context, builtin_demo: bool) -> ConsoleSettings | None:
+    if "console" not in raw:
+        return ConsoleSettings()
+    keys = config_schema.build(ConsoleKeys, _table(raw, "console", ctx), "console", ctx)
+    if keys is None:
+        return None
+    if keys.password is None and not builtin_demo:
+        ctx.problem(
+            "console.password",
+            'required: { env = "LOOKUP_SERVER_CONSOLE_PASSWORD" } (only the built-in demo '
+            "may go without one); remove [console] to turn the console off",
+        )
+    elif keys.password is not None and len(keys.password.reveal()) < 12:
+        ctx.problem("console.password", "must be at least 12 characters")
+    if not keys.allowed_networks:
+        ctx.problem(
+            "console.allowed_networks",
+            'required: the networks the console may be reached from, e.g. ["127.0.0.1/32"]',
+        )
+    return ConsoleSettings(
+        True,
+        keys.password,
+        _networks(keys.allowed_networks, "console.allowed_networks", ctx),
+        _networks(keys.metrics_networks, "console.metrics_networks", ctx),
+    )
 
 
 def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:

@@ -30,6 +30,8 @@ class Answer:
     status: int
     body: bytes
     content_type: str
+    #: Customers or options in the answer (None for an error).
+    count: int | None = None
 
 
 def error_answer(error: ServiceError) -> Answer:
@@ -90,7 +92,8 @@ def livelookup_answer(
         (time.perf_counter() - started) * 1000,
     )
     reader = Audience.REQUEST_PAGE if command_line else audience(params)
-    return Answer(200, render_livelookup(customers, source.settings, reader), XML)
+    body = render_livelookup(customers, source.settings, reader)
+    return Answer(200, body, XML, len(customers))
 
 
 def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:
@@ -106,4 +109,4 @@ def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]
         log.warning("ajax %s: %s", source_name, exc.reason)
         return error_answer(exc)
     log.debug("ajax %s: %d option(s)", source_name, len(options))
-    return Answer(200, render_ajaxfield(options, source.settings.ascii), XML)
+    return Answer(200, render_ajaxfield(options, source.settings.ascii), XML, len(options))

@@ -35,6 +35,7 @@ from lookup_server.core.models import (
 from lookup_server.core.search import find_customers
 from lookup_server.core.sources import SourceBackend, SourceSettings
 from lookup_server.core.targets import TargetBackend, TargetSettings
+from lookup_server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,8 +195,12 @@ class DeadlineRunner:
 class ResultCache:
     """Results kept for ``ttl`` seconds, at most ``size`` of them (least recent out)."""
 
-    def __init__(self, ttl: float, size: int = 1024) -> None:
+    def __init__(
+        self, ttl: float, size: int = 1024, on_lookup: Callable[[bool], None] | None = None
+    ) -> None:
         self.ttl, self.size = ttl, size
+        #: Told of each lookup while caching is on: True for a hit.
+        self.on_lookup = on_lookup
         self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -209,9 +214,14 @@ class ResultCache:
         key, now = make_key(), time.monotonic()
         with self._lock:
             hit = self._items.get(key)
-            if hit is not None and hit[0] > now:
+            if hit is not None and hit[0] <= now:
+                hit = None
+            if hit is not None:
                 self._items.move_to_end(key)
-                return hit[1]  # type: ignore[no-any-return]
+        if self.on_lookup is not None:
+            self.on_lookup(hit is not None)
+        if hit is not None:
+            return hit[1]  # type: ignore[no-any-return]
         value = compute()
         with self._lock:
             self._items[key] = (now + self.ttl, value)
@@ -264,10 +274,12 @@ class Plugged(Generic[Settings]):
 class Source(Plugged[SourceSettings]):
     """One configured source: Live Lookup and AJAX options, with an optional cache."""
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: SourceConfig, telemetry: Telemetry | None = None) -> None:
         self.source: SourceBackend[Any] = _created(config, _UnusableSource)
         super().__init__(config.settings, self.source, config.backend_class.capabilities())
-        self._cache = ResultCache(self.settings.cache_ttl)
+        name = self.settings.name
+        report = None if telemetry is None else (lambda hit: telemetry.cache(name, hit))
+        self._cache = ResultCache(self.settings.cache_ttl, on_lookup=report)
 
     def lookup(self, query: LookupQuery) -> list[Customer]:
         """Customers for a Live Lookup, within the source's timeout."""
@@ -420,8 +432,8 @@ class Configured(Generic[P]):
 class Sources(Configured[Source]):
     """Every configured source."""
 
-    def __init__(self, config: Config) -> None:
-        made = {name: Source(c) for name, c in config.sources.items()}
+    def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
+        made = {name: Source(c, telemetry) for name, c in config.sources.items()}
         super().__init__(made, "source", UnknownSource)
 
 

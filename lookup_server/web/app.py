@@ -14,9 +14,11 @@ from werkzeug.serving import run_simple
 
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
+from lookup_server.telemetry import Fanout, Telemetry
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
+from lookup_server.web.calls import record_calls
 from lookup_server.webhooks.intake import Webhooks
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,12 @@ def create_app(
     app = Flask(__name__)
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    sources, targets = Sources(config), Targets(config)
+    telemetry = _telemetry(config)
+    sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()
     targets.prepare()
-    webhooks = Webhooks(config.server, targets)
-    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks)
+    webhooks = Webhooks(config.server, targets, telemetry)
+    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry)
     for closing in (sources.close, targets.close, webhooks.close):
         atexit.register(closing)
     # Pending webhooks are delivered with nothing but the server running; a process
@@ -59,9 +62,16 @@ def create_app(
     app.before_request(webhooks.ensure_worker)
     for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
         app.register_blueprint(blueprint)
+    record_calls(app, telemetry)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _telemetry(config: Config) -> Telemetry:
+    """Who hears of the work done: nobody, unless the configuration asks for it."""
+    consumers: list[Telemetry] = []
+    return Fanout(*consumers) if consumers else Telemetry()
 
 
 def run_development_server(app: Flask, host: str, port: int) -> None:

@@ -16,12 +16,14 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 
 from lookup_server.config.settings import ServerSettings
 from lookup_server.core.backend import BackendError
 from lookup_server.core.models import Webhook
 from lookup_server.runtime.service import ServiceError, Targets, UnknownTarget
+from lookup_server.telemetry import Telemetry
 from lookup_server.webhooks import DeliveryWorker, Outbox, OutboxEntry, OutboxError
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,12 @@ def find_request_id(head: bytes, complete: bool = False) -> str:
 class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
 
-    def __init__(self, server: ServerSettings, targets: Targets) -> None:
+    def __init__(
+        self, server: ServerSettings, targets: Targets, telemetry: Telemetry | None = None
+    ) -> None:
         self.server = server
         self.targets = targets
+        self.telemetry = telemetry or Telemetry()
         self.enabled = any("webhook" in t.capabilities for t in targets.items().values())
         # No file is touched here: a bad outbox must not stop the app from starting.
         self.outbox = Outbox(server.outbox, lazy=True, create_folder=True)
@@ -114,10 +119,15 @@ class Webhooks:
         self._worker.start()
 
     def _deliver(self, target: str, webhook: Webhook) -> None:
+        started = time.perf_counter()
+        delivered = False
         try:
             self.targets[target].deliver(webhook)
+            delivered = True
         except ServiceError as exc:
             raise BackendError(exc.reason) from None
+        finally:
+            self.telemetry.delivery(target, delivered, time.perf_counter() - started)
 
     def close(self) -> None:
         """Stop this process's delivery worker."""

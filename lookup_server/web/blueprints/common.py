@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from lookup_server.config.settings import Config
 from lookup_server.helpspot.answers import Answer, request_line_answer
 from lookup_server.helpspot.decode import KEY_PARAM, Body, InputError, parsed_body, shared_key
 from lookup_server.runtime.service import Sources, Targets
+from lookup_server.telemetry import Telemetry
 from lookup_server.web.auth import authorize, bearer_token
 from lookup_server.webhooks.intake import Webhooks
 
@@ -25,6 +26,7 @@ class AppState:
     sources: Sources
     targets: Targets
     webhooks: Webhooks
+    telemetry: Telemetry
 
 
 def state() -> AppState:
@@ -99,5 +101,6 @@ def raw_params() -> list[tuple[str, str]]:
 
 
 def respond(answer: Answer) -> Response:
-    """A Flask response for an Answer."""
+    """A Flask response for an Answer (its count goes to the call's record)."""
+    g.answer_count = answer.count
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

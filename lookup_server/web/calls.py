@@ -1,0 +1,75 @@
+"""A CallRecord for every call to a HelpSpot endpoint, handed to the app's Telemetry.
+
+Recorded around the views, so that every answer counts, refusals and errors
+included; the console and ``/metrics`` are not HelpSpot's calls and are not
+recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flask import Flask, Response, g, request
+
+from lookup_server.telemetry import CallRecord, Telemetry, outcome_for
+from lookup_server.web.access_log import shortened
+from lookup_server.web.auth import redact
+
+#: The blueprints that serve HelpSpot, and what their views are called in a record.
+_ENDPOINTS = {
+    "livelookup.livelookup": "livelookup",
+    "ajax.ajax": "ajax",
+    "push.push": "push",
+    "push.details": "details",
+    "webhook.webhook": "webhook",
+}
+#: A failed call's reason is read from the start of its answer.
+_DETAIL_BYTES = 2048
+_ERROR_PREFIX = "lookup-server error: "
+
+
+def record_calls(app: Flask, telemetry: Telemetry) -> None:
+    """Report every HelpSpot call ``app`` answers to ``telemetry``."""
+
+    @app.before_request
+    def started() -> None:
+        g.call_started = (time.time(), time.perf_counter())
+
+    @app.after_request
+    def answered(response: Response) -> Response:
+        endpoint = _ENDPOINTS.get(request.endpoint or "")
+        if endpoint is None or "call_started" not in g:
+            return response
+        at, started_counter = g.call_started
+        view_args = request.view_args or {}
+        status = response.status_code
+        count = g.get("answer_count")
+        telemetry.call(
+            CallRecord(
+                at=at,
+                endpoint=endpoint,
+                name=str(view_args.get("source") or view_args.get("target") or ""),
+                outcome=outcome_for(status, count),
+                status=status,
+                duration_ms=(time.perf_counter() - started_counter) * 1000,
+                count=count if status == 200 else None,
+                detail=_detail(response) if status >= 400 else "",
+                path=shortened(redact(request.full_path.rstrip("?"))),
+                remote_addr=request.remote_addr or "",
+            )
+        )
+        return response
+
+
+def _detail(response: Response) -> str:
+    """The reason an error answer gave: its plain text, or its JSON ``error``."""
+    if response.is_streamed:
+        return ""
+    head = response.get_data()[:_DETAIL_BYTES].decode("utf-8", "replace")
+    if response.mimetype == "application/json":
+        try:
+            return str(json.loads(head).get("error", ""))
+        except (ValueError, AttributeError):
+            return ""
+    return head.strip().removeprefix(_ERROR_PREFIX)
