@@ -14,7 +14,9 @@ loosely re-checks what came back with :func:`matches_literally`.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from lookup_server.core.models import (
     ByEmail,
@@ -92,12 +94,31 @@ def _usable(value: str) -> bool:
     return bool(value.strip()) and len(value) <= MAX_INPUT
 
 
+@dataclass(frozen=True)
+class TermTried:
+    """One strategy's search of a lookup, for whoever asked to see them (the console)."""
+
+    term: SearchTerm
+    found: int
+    seconds: float
+
+
 def find_customers(
-    backend: SourceBackend[object], query: LookupQuery, strategies: Sequence[str], limit: int
+    backend: SourceBackend[object],
+    query: LookupQuery,
+    strategies: Sequence[str],
+    limit: int,
+    trace: list[TermTried] | None = None,
 ) -> list[Customer]:
-    """Try each applicable strategy in order; stop at the first that finds someone."""
+    """Try each applicable strategy in order; stop at the first that finds someone.
+
+    With ``trace``, every search made is appended to it.
+    """
     for term in search_terms(query, strategies):
+        started = time.perf_counter()
         found = [c for c in backend.find(term, limit) if c.customer_id][:limit]
+        if trace is not None:
+            trace.append(TermTried(term, len(found), time.perf_counter() - started))
         if found:
             return found
     return []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from lookup_server.core.models import Audience
+from lookup_server.core.search import TermTried
 from lookup_server.helpspot.decode import audience, lookup_query, options_query
 from lookup_server.helpspot.render import render_ajaxfield, render_livelookup
 from lookup_server.runtime.service import BackendFailed, Busy, ServiceError, Sources, TimedOut
@@ -60,18 +61,23 @@ def request_line_answer(query: str, path_length: int, limit: int) -> Answer | No
 
 
 def livelookup_answer(
-    sources: Sources, source_name: str, params: Mapping[str, str], command_line: bool = False
+    sources: Sources,
+    source_name: str,
+    params: Mapping[str, str],
+    command_line: bool = False,
+    trace: list[TermTried] | None = None,
 ) -> Answer:
     """Answer one Live Lookup call whose parameters are already decoded.
 
     On the command line the caller cannot be told apart (HELPSPOT.md §2): the
     answer is made for the request page, which shows every value as HTML.
+    ``trace`` collects the searches made (see Source.lookup).
     """
     started = time.perf_counter()
     try:
         source = sources[source_name]
         try:
-            customers = source.lookup(lookup_query(params))
+            customers = source.lookup(lookup_query(params), trace)
         except (BackendFailed, TimedOut, Busy) as exc:
             if source.settings.on_error != "empty":
                 raise

@@ -6,7 +6,9 @@ is checked too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -14,7 +16,12 @@ from lookup_server.config.settings import Config, SourceConfig, TargetConfig
 from lookup_server.core.backend import Backend, BackendError
 from lookup_server.core.models import OptionsQuery
 from lookup_server.core.sources import SourceBackend, SourceSettings
-from lookup_server.runtime.service import DeadlineRunner, ServiceError, create_backend
+from lookup_server.runtime.service import (
+    DeadlineRunner,
+    Plugged,
+    ServiceError,
+    create_backend,
+)
 from lookup_server.webhooks import probe as probe_outbox
 
 
@@ -73,6 +80,33 @@ def _probe_one(path: str, config: SourceConfig | TargetConfig) -> Iterator[tuple
     yield f"ok   {label}", True
     for warning in warnings:
         yield f"     warning: {warning}", True
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a running source's or target's check() said, and when."""
+
+    ok: bool
+    at: float
+    #: Why it cannot serve, when not ok.
+    problem: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def check_live(item: Plugged[Any]) -> Health:
+    """Check a source or target of the running server (the console), within its timeout.
+
+    Unlike ``lookup-server check`` it uses the backend that serves HelpSpot,
+    so it sees that backend's connections and state.
+    """
+    at = time.time()
+    try:
+        warnings = item.check(_findings)
+    except ServiceError as exc:
+        return Health(False, at, exc.reason)
+    except BackendError as exc:
+        return Health(False, at, str(exc))
+    return Health(True, at, warnings=tuple(warnings))
 
 
 def _findings(backend: Backend[Any]) -> list[str]:

@@ -32,7 +32,7 @@ from lookup_server.core.models import (
     PushRequest,
     Webhook,
 )
-from lookup_server.core.search import find_customers
+from lookup_server.core.search import TermTried, find_customers
 from lookup_server.core.sources import SourceBackend, SourceSettings
 from lookup_server.core.targets import TargetBackend, TargetSettings
 from lookup_server.telemetry import Telemetry
@@ -250,6 +250,10 @@ class Plugged(Generic[Settings]):
         if capability not in self.capabilities:
             raise self.unknown(f"{self.kind} {self.settings.name!r} does not offer {what}")
 
+    def check(self, findings: Callable[[Backend[Any]], list[str]]) -> list[str]:
+        """What ``findings`` says of the backend, bounded like every call of this item."""
+        return self._call(lambda: findings(self.backend))
+
     def _call(self, call: Callable[[], T]) -> T:
         """``call()`` bounded by the timeout, its failures turned into ServiceErrors."""
         what = f"{self.kind} {self.settings.name!r}"
@@ -281,12 +285,20 @@ class Source(Plugged[SourceSettings]):
         report = None if telemetry is None else (lambda hit: telemetry.cache(name, hit))
         self._cache = ResultCache(self.settings.cache_ttl, on_lookup=report)
 
-    def lookup(self, query: LookupQuery) -> list[Customer]:
-        """Customers for a Live Lookup, within the source's timeout."""
+    def lookup(self, query: LookupQuery, trace: list[TermTried] | None = None) -> list[Customer]:
+        """Customers for a Live Lookup, within the source's timeout.
+
+        With ``trace`` (the console trying a lookup) the cache is passed by and
+        every search made is appended to it.
+        """
         self._require("livelookup", "Live Lookup")
         if query.is_empty():
             return []
         s = self.settings
+        if trace is not None:
+            return self._call(
+                lambda: find_customers(self.source, query, s.search, s.max_results, trace)
+            )
         return self._cache.get_or_compute(
             lambda: (
                 "lookup",

@@ -18,6 +18,10 @@ from typing import Any
 
 #: HelpSpot's calls, as CallRecord.endpoint names them.
 ENDPOINTS = ("livelookup", "ajax", "push", "details", "webhook")
+#: The endpoints that name a source; the others name a target.
+SOURCE_ENDPOINTS = frozenset({"livelookup", "ajax"})
+#: CallRecord.name when the URL named no configured source or target.
+UNKNOWN_NAME = "(unknown)"
 
 #: What became of a call, read from its HTTP status (and for a lookup its count).
 _OUTCOME_BY_STATUS = {

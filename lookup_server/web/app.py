@@ -15,10 +15,12 @@ from werkzeug.serving import run_simple
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
+from lookup_server.telemetry.activity import Activity
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
 from lookup_server.web.calls import record_calls
+from lookup_server.web.console import activity_file, install_console
 from lookup_server.webhooks.intake import Webhooks
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def create_app(
     app = Flask(__name__)
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    telemetry = _telemetry(config)
+    activity = Activity(activity_file(config.server.outbox)) if config.console.enabled else None
+    telemetry = _telemetry(config, activity)
     sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()
     targets.prepare()
@@ -62,15 +65,19 @@ def create_app(
     app.before_request(webhooks.ensure_worker)
     for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
         app.register_blueprint(blueprint)
+    if activity is not None:
+        install_console(app, config, activity)
+    else:
+        app.add_url_rule("/", "console_off", _console_off)
     record_calls(app, telemetry)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 
 
-def _telemetry(config: Config) -> Telemetry:
+def _telemetry(config: Config, activity: Activity | None) -> Telemetry:
     """Who hears of the work done: nobody, unless the configuration asks for it."""
-    consumers: list[Telemetry] = []
+    consumers: list[Telemetry] = [activity] if activity is not None else []
     return Fanout(*consumers) if consumers else Telemetry()
 
 
@@ -80,6 +87,14 @@ def run_development_server(app: Flask, host: str, port: int) -> None:
     Its request-line log goes through RedactingRequestHandler, so no key shows.
     """
     run_simple(host, port, app, threaded=True, request_handler=RedactingRequestHandler)
+
+
+def _console_off() -> Response:
+    return Response(
+        "lookup-server is running. Its console is off: add a [console] table to the "
+        'configuration to turn it on (README, "The console").\n',
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def _http_error(error: HTTPException) -> Response:

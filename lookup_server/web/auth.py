@@ -32,14 +32,8 @@ def authorize(
 ) -> None:
     """Raise Refused unless the caller's address and key are acceptable for a ``kind`` call."""
     if server.allowed_ips:
-        try:
-            address = ipaddress.ip_address(remote_addr or "")
-        except ValueError:
-            raise Refused("caller address not allowed") from None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
-            address = address.ipv4_mapped
-        if not any(address in network for network in server.allowed_ips):
+        address = caller_address(remote_addr)
+        if address is None or not any(address in network for network in server.allowed_ips):
             raise Refused("caller address not allowed")
     key = server.key_for(kind)
     if key is not None:
@@ -48,6 +42,20 @@ def authorize(
         # compare_digest takes the same time wherever the first difference is
         if not (given and hmac.compare_digest(given, expected)):
             raise Refused("missing or wrong shared key (ll_key)")
+
+
+def caller_address(
+    remote_addr: str | None,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The caller's IP address (IPv4 for an IPv4-mapped one), or None when it is not one."""
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
+        return address.ipv4_mapped
+    return address
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -12,9 +12,16 @@ import time
 
 from flask import Flask, Response, g, request
 
-from lookup_server.telemetry import CallRecord, Telemetry, outcome_for
+from lookup_server.telemetry import (
+    SOURCE_ENDPOINTS,
+    UNKNOWN_NAME,
+    CallRecord,
+    Telemetry,
+    outcome_for,
+)
 from lookup_server.web.access_log import shortened
 from lookup_server.web.auth import redact
+from lookup_server.web.blueprints.common import state
 
 #: The blueprints that serve HelpSpot, and what their views are called in a record.
 _ENDPOINTS = {
@@ -43,13 +50,14 @@ def record_calls(app: Flask, telemetry: Telemetry) -> None:
             return response
         at, started_counter = g.call_started
         view_args = request.view_args or {}
+        name = str(view_args.get("source") or view_args.get("target") or "")
         status = response.status_code
         count = g.get("answer_count")
         telemetry.call(
             CallRecord(
                 at=at,
                 endpoint=endpoint,
-                name=str(view_args.get("source") or view_args.get("target") or ""),
+                name=_configured(endpoint, name),
                 outcome=outcome_for(status, count),
                 status=status,
                 duration_ms=(time.perf_counter() - started_counter) * 1000,
@@ -60,6 +68,17 @@ def record_calls(app: Flask, telemetry: Telemetry) -> None:
             )
         )
         return response
+
+
+def _configured(endpoint: str, name: str) -> str:
+    """``name``, or UNKNOWN_NAME when no such source or target is configured.
+
+    Figures and metrics are kept per name, and a URL can name anything; the
+    record's path still shows what was asked for.
+    """
+    app_state = state()
+    configured = app_state.sources if endpoint in SOURCE_ENDPOINTS else app_state.targets
+    return name if name in configured.items() else UNKNOWN_NAME
 
 
 def _detail(response: Response) -> str:
