@@ -160,7 +160,7 @@ def test_a_login_only_goes_back_to_a_page_of_this_server(client: FlaskClient) ->
 def test_only_the_builtin_demo_may_go_without_a_password(tmp_path: Path) -> None:
     raw = console_config(tmp_path)
     del raw["console"]["password"]
-    with pytest.raises(ConfigError, match="console.password"):
+    with pytest.raises(ConfigError, match=r"console\.password"):
         config_from_mapping(raw, tmp_path)
     config = config_from_mapping(raw, tmp_path, builtin_demo=True)
     assert config.console.enabled and config.console.password is None
