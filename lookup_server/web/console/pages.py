@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -296,8 +297,9 @@ def program_path() -> str:
 
 
 def config_file() -> str:
-    """The configuration file the server runs on."""
-    return state().config.origin
+    """The configuration file the server runs on, quoted for a shell (a stand-in if none)."""
+    origin = state().config.origin
+    return shlex.quote(origin) if Path(origin).is_file() else "/etc/lookup-server/lookup.toml"
 
 
 @bp.route("/console/setup/bridge/<target>")
