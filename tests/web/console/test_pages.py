@@ -24,7 +24,8 @@ def post(client: FlaskClient, path: str, **form: str) -> bytes:
     token = csrf_of(client.get("/", environ_base=LOCAL).data)
     answer = client.post(path, data={"csrf_token": token, **form}, environ_base=LOCAL)
     assert answer.status_code in (200, 302), (answer.status_code, answer.data[:300])
-    return answer.data
+    body: bytes = answer.data
+    return body
 
 
 def assert_no_secret(body: bytes) -> None:
