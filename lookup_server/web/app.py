@@ -15,8 +15,9 @@ from werkzeug.serving import run_simple
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
+from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
-from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
+from lookup_server.web.blueprints import ajax, health, livelookup, metrics, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
 from lookup_server.web.calls import record_calls
 from lookup_server.webhooks.intake import Webhooks
@@ -38,21 +39,27 @@ def create_app(
         config = config_from_mapping(test_config, base_dir or Path.cwd(), origin="test config")
     else:
         config = load_config()
-    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...).
+    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...),
+    # nor the console's password.
     install_key_filter(
-        key.reveal()
-        for key in (config.server.shared_key, *config.server.endpoint_keys.values())
-        if key
+        secret.reveal()
+        for secret in (
+            config.server.shared_key,
+            *config.server.endpoint_keys.values(),
+            config.console.password,
+        )
+        if secret
     )
     app = Flask(__name__)
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    telemetry = _telemetry(config)
+    prometheus = PrometheusMetrics(config) if config.console.enabled else None
+    telemetry = _telemetry(config, prometheus)
     sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()
     targets.prepare()
     webhooks = Webhooks(config.server, targets, telemetry)
-    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry)
+    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry, prometheus)
     for closing in (sources.close, targets.close, webhooks.close):
         atexit.register(closing)
     # Pending webhooks are delivered with nothing but the server running; a process
@@ -60,7 +67,7 @@ def create_app(
     # first request.
     webhooks.ensure_worker()
     app.before_request(webhooks.ensure_worker)
-    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
+    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp, metrics.bp):
         app.register_blueprint(blueprint)
     record_calls(app, telemetry)
     app.register_error_handler(HTTPException, _http_error)
@@ -68,9 +75,14 @@ def create_app(
     return app
 
 
-def _telemetry(config: Config) -> Telemetry:
-    """Who hears of the work done: nobody, unless the configuration asks for it."""
+def _telemetry(config: Config, prometheus: PrometheusMetrics | None) -> Telemetry:
+    """Who hears of the work done: nobody, unless the configuration asks for it.
+
+    ``prometheus`` is built by the caller, since ``/metrics`` reads it too.
+    """
     consumers: list[Telemetry] = []
+    if prometheus is not None:
+        consumers.append(prometheus)
     return Fanout(*consumers) if consumers else Telemetry()
 
 

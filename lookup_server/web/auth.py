@@ -1,4 +1,4 @@
-"""Who may call us: the shared key and the allowed networks.
+"""Who may call us: the shared key and the allowed networks; who may read ``/metrics``.
 
 HelpSpot verifies no TLS certificate and sends no credentials of its own
 (HELPSPOT.md §1), so a shared key in the URL (``ll_key``, or the path form for
@@ -7,13 +7,17 @@ AJAX fields whose URL cannot carry a query string) is the real authentication.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import unquote
 
-from lookup_server.config.settings import ServerSettings
+from werkzeug.datastructures import Authorization
+
+from lookup_server.config.schema import Secret
+from lookup_server.config.settings import ConsoleSettings, IPNetwork, ServerSettings
 from lookup_server.runtime.service import Refused
 
 # Matched in the decoded text, so that every spelling is caught: ``ll%5Fkey=``,
@@ -26,21 +30,15 @@ _KEY_IN_PATH = re.compile(
 )
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 def authorize(
     server: ServerSettings, kind: str, remote_addr: str | None, presented: str | None
 ) -> None:
     """Raise Refused unless the caller's address and key are acceptable for a ``kind`` call."""
-    if server.allowed_ips:
-        try:
-            address = ipaddress.ip_address(remote_addr or "")
-        except ValueError:
-            raise Refused("caller address not allowed") from None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
-            address = address.ipv4_mapped
-        if not any(address in network for network in server.allowed_ips):
-            raise Refused("caller address not allowed")
+    if server.allowed_ips and not in_networks(caller_address(remote_addr), server.allowed_ips):
+        raise Refused("caller address not allowed")
     key = server.key_for(kind)
     if key is not None:
         expected = key.reveal().encode()
@@ -48,6 +46,69 @@ def authorize(
         # compare_digest takes the same time wherever the first difference is
         if not (given and hmac.compare_digest(given, expected)):
             raise Refused("missing or wrong shared key (ll_key)")
+
+
+def caller_address(remote_addr: str | None) -> IPAddress | None:
+    """The caller's address as networks are matched against it; None when it is no address."""
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
+        return address.ipv4_mapped
+    return address
+
+
+def in_networks(address: IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
+    """True when ``address`` (from caller_address) is in one of ``networks``."""
+    return address is not None and any(address in network for network in networks)
+
+
+class ConsoleAccess(enum.IntEnum):
+    """What becomes of a caller of ``/metrics`` (and of the console's pages): its HTTP status."""
+
+    ALLOWED = 200
+    #: From allowed_networks without the console password: asked for it.
+    NEEDS_PASSWORD = 401
+    #: From no network that may reach it: no credential would help.
+    FORBIDDEN = 403
+
+
+def metrics_access(
+    console: ConsoleSettings,
+    remote_addr: str | None,
+    authorization: str | None,
+    *,
+    session_authenticated: bool = False,
+) -> ConsoleAccess:
+    """Whether this caller may read ``/metrics``.
+
+    metrics_networks scrape without credentials; anyone else must come from
+    allowed_networks and give the console password (HTTP Basic with any user
+    name, or ``Authorization: Bearer``), or be ``session_authenticated``: logged
+    in to the console, as its own pages decide. The passwordless built-in demo
+    lets in loopback callers only.
+    """
+    address = caller_address(remote_addr)
+    if in_networks(address, console.metrics_networks):
+        return ConsoleAccess.ALLOWED
+    if address is None or not in_networks(address, console.allowed_networks):
+        return ConsoleAccess.FORBIDDEN
+    if console.password is None:
+        return ConsoleAccess.ALLOWED if address.is_loopback else ConsoleAccess.FORBIDDEN
+    if session_authenticated or _is_password(console.password, authorization):
+        return ConsoleAccess.ALLOWED
+    return ConsoleAccess.NEEDS_PASSWORD
+
+
+def _is_password(password: Secret, authorization: str | None) -> bool:
+    given = bearer_token(authorization)
+    if given is None:
+        basic = Authorization.from_header(authorization)
+        given = (basic.password if basic is not None and basic.type == "basic" else None) or ""
+    # compare_digest takes the same time wherever the first difference is
+    return bool(given) and hmac.compare_digest(given.encode(), password.reveal().encode())
 
 
 def bearer_token(authorization: str | None) -> str | None:
