@@ -15,6 +15,7 @@ from werkzeug.serving import run_simple
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
+from lookup_server.telemetry.json_log import JsonCallLog
 from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, metrics, push, webhook
@@ -83,6 +84,8 @@ def _telemetry(config: Config, prometheus: PrometheusMetrics | None) -> Telemetr
     consumers: list[Telemetry] = []
     if prometheus is not None:
         consumers.append(prometheus)
+    if config.server.log_format == "json":
+        consumers.append(JsonCallLog())
     return Fanout(*consumers) if consumers else Telemetry()
 
 
