@@ -157,8 +157,9 @@ def serve(config_path: str | None, host: str, port: int) -> None:
     from lookup_server.web.access_log import configure_logging
     from lookup_server.web.app import create_app, run_development_server
 
-    configure_logging()
-    run_development_server(create_app(_load(config_path)), host, port)
+    config = _load(config_path)
+    configure_logging(config.server.log_format)
+    run_development_server(create_app(config), host, port)
 
 
 @cli.command()

@@ -13,12 +13,23 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
+from lookup_server.telemetry.json_log import FIELDS as JSON_FIELDS
+from lookup_server.telemetry.json_log import JsonFormatter
 from lookup_server.web.auth import percent_decodings, printable, redact
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log to stderr with timestamps (gunicorn and the CLI capture stderr)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
+    """Log to stderr, as text with timestamps or as JSON lines (``[server] log_format``)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter_for(log_format))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    """How every log line of the server is written, for ``[server] log_format``."""
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 #: HelpSpot's URLs carry every custom field (and after a trigger's Webhook action the
@@ -48,13 +59,20 @@ class KeyFilter(logging.Filter):
         self.keys = tuple(sorted({k for k in keys if k}, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Let the record through, its message rewritten when it held a key."""
+        """Let the record through, its message (and a JSON line's fields) rid of keys."""
         if not self.keys:
             return True
         message = record.getMessage()
         hidden = self.hide(message)
         if hidden != message:
             record.msg, record.args = hidden, None
+        fields = getattr(record, JSON_FIELDS, None)
+        if isinstance(fields, dict):
+            setattr(
+                record,
+                JSON_FIELDS,
+                {k: self.hide(v) if isinstance(v, str) else v for k, v in fields.items()},
+            )
         return True
 
     def hide(self, text: str) -> str:
@@ -132,6 +150,23 @@ class RedactedAtoms(_SafeAtoms):  # type: ignore[misc]
 
 
 class GunicornLogger(_GunicornLogger):  # type: ignore[misc]
-    """gunicorn's logger with keys hidden from access-log lines (gunicorn.conf.py)."""
+    """gunicorn's logger with keys hidden from access-log lines (gunicorn.conf.py).
+
+    With ``[server] log_format = "json"`` its lines are JSON too, the master's
+    included (it never imports the app, so it reads the configuration here).
+    """
 
     atoms_wrapper_class = RedactedAtoms
+
+    def setup(self, cfg: Any) -> None:
+        """Set up as gunicorn does (at start and at every reload), then in our log format."""
+        super().setup(cfg)
+        from lookup_server.config.settings import ConfigError, load_config
+
+        try:
+            log_format = load_config().server.log_format
+        except ConfigError:  # the worker reports it when it loads the app
+            return
+        if log_format == "json":  # else gunicorn's own formats stay
+            for handler in (*self.error_log.handlers, *self.access_log.handlers):
+                handler.setFormatter(JsonFormatter())

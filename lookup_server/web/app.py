@@ -16,8 +16,10 @@ from lookup_server.config.settings import Config, config_from_mapping, load_conf
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
 from lookup_server.telemetry.activity import Activity
+from lookup_server.telemetry.json_log import JsonCallLog
+from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
-from lookup_server.web.blueprints import ajax, health, livelookup, push, webhook
+from lookup_server.web.blueprints import ajax, health, livelookup, metrics, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
 from lookup_server.web.calls import record_calls
 from lookup_server.web.console import activity_file, install_console
@@ -40,22 +42,28 @@ def create_app(
         config = config_from_mapping(test_config, base_dir or Path.cwd(), origin="test config")
     else:
         config = load_config()
-    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...).
+    # No log line of this process may show a key, whoever writes it (tornado, werkzeug...),
+    # nor the console's password.
     install_key_filter(
-        key.reveal()
-        for key in (config.server.shared_key, *config.server.endpoint_keys.values())
-        if key
+        secret.reveal()
+        for secret in (
+            config.server.shared_key,
+            *config.server.endpoint_keys.values(),
+            config.console.password,
+        )
+        if secret
     )
     app = Flask(__name__)
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     activity = Activity(activity_file(config.server.outbox)) if config.console.enabled else None
-    telemetry = _telemetry(config, activity)
+    prometheus = PrometheusMetrics(config) if config.console.enabled else None
+    telemetry = _telemetry(config, activity, prometheus)
     sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()
     targets.prepare()
     webhooks = Webhooks(config.server, targets, telemetry)
-    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry)
+    app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry, prometheus)
     for closing in (sources.close, targets.close, webhooks.close):
         atexit.register(closing)
     # Pending webhooks are delivered with nothing but the server running; a process
@@ -63,7 +71,7 @@ def create_app(
     # first request.
     webhooks.ensure_worker()
     app.before_request(webhooks.ensure_worker)
-    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp):
+    for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp, metrics.bp):
         app.register_blueprint(blueprint)
     if activity is not None:
         install_console(app, config, activity)
@@ -75,9 +83,17 @@ def create_app(
     return app
 
 
-def _telemetry(config: Config, activity: Activity | None) -> Telemetry:
-    """Who hears of the work done: nobody, unless the configuration asks for it."""
-    consumers: list[Telemetry] = [activity] if activity is not None else []
+def _telemetry(
+    config: Config, activity: Activity | None, prometheus: PrometheusMetrics | None
+) -> Telemetry:
+    """Who hears of the work done: nobody, unless the configuration asks for it.
+
+    ``activity`` and ``prometheus`` are built by the caller, since the console
+    and ``/metrics`` read them too.
+    """
+    consumers: list[Telemetry] = [c for c in (activity, prometheus) if c is not None]
+    if config.server.log_format == "json":
+        consumers.append(JsonCallLog())
     return Fanout(*consumers) if consumers else Telemetry()
 
 

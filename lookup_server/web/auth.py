@@ -1,4 +1,4 @@
-"""Who may call us: the shared key and the allowed networks.
+"""Who may call us: the shared key and the allowed networks; who may read ``/metrics``.
 
 HelpSpot verifies no TLS certificate and sends no credentials of its own
 (HELPSPOT.md §1), so a shared key in the URL (``ll_key``, or the path form for
@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import unquote
 
-from lookup_server.config.settings import ServerSettings
+from lookup_server.config.settings import IPNetwork, ServerSettings
 from lookup_server.runtime.service import Refused
 
 # Matched in the decoded text, so that every spelling is caught: ``ll%5Fkey=``,
@@ -26,15 +26,15 @@ _KEY_IN_PATH = re.compile(
 )
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 def authorize(
     server: ServerSettings, kind: str, remote_addr: str | None, presented: str | None
 ) -> None:
     """Raise Refused unless the caller's address and key are acceptable for a ``kind`` call."""
-    if server.allowed_ips:
-        address = caller_address(remote_addr)
-        if address is None or not any(address in network for network in server.allowed_ips):
-            raise Refused("caller address not allowed")
+    if server.allowed_ips and not in_networks(caller_address(remote_addr), server.allowed_ips):
+        raise Refused("caller address not allowed")
     key = server.key_for(kind)
     if key is not None:
         expected = key.reveal().encode()
@@ -44,10 +44,8 @@ def authorize(
             raise Refused("missing or wrong shared key (ll_key)")
 
 
-def caller_address(
-    remote_addr: str | None,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The caller's IP address (IPv4 for an IPv4-mapped one), or None when it is not one."""
+def caller_address(remote_addr: str | None) -> IPAddress | None:
+    """The caller's address as networks are matched against it; None when it is no address."""
     try:
         address = ipaddress.ip_address(remote_addr or "")
     except ValueError:
@@ -56,6 +54,11 @@ def caller_address(
         # how a server bound to [::] sees an IPv4 caller: ::ffff:10.1.2.3
         return address.ipv4_mapped
     return address
+
+
+def in_networks(address: IPAddress | None, networks: Iterable[IPNetwork]) -> bool:
+    """True when ``address`` (from caller_address) is in one of ``networks``."""
+    return address is not None and any(address in network for network in networks)
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -58,7 +58,11 @@ class Webhooks:
         self.server = server
         self.targets = targets
         self.telemetry = telemetry or Telemetry()
-        self.enabled = any("webhook" in t.capabilities for t in targets.items().values())
+        #: The targets that take webhooks.
+        self.target_names = tuple(
+            name for name, target in targets.items().items() if "webhook" in target.capabilities
+        )
+        self.enabled = bool(self.target_names)
         # No file is touched here: a bad outbox must not stop the app from starting.
         self.outbox = Outbox(server.outbox, lazy=True, create_folder=True)
         self._worker: DeliveryWorker | None = None

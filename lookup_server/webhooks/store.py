@@ -110,6 +110,16 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class OutboxCounts:
+    """How many webhooks each target has in each state, and the oldest one still to deliver."""
+
+    #: (state, target) -> webhooks; a pair with none is left out.
+    by_state_and_target: Mapping[tuple[State, str], int]
+    #: created_at of the oldest webhook pending or being delivered; None when there is none.
+    oldest_undelivered_at: float | None
+
+
+@dataclass(frozen=True)
 class Purged:
     """What a purge deleted; ``complete`` is False when it stopped at its row budget."""
 
@@ -345,6 +355,20 @@ class Outbox:
                 f"SELECT COUNT(*) FROM {table} WHERE {where} AND id <= ?", (*params, row["id"])
             ).fetchone()[0]
         return int(row["id"]), int(older)
+
+    def counts(self) -> OutboxCounts:
+        """Webhooks by state and target, and when the oldest undelivered one arrived."""
+        with self._db.reading() as conn:
+            # One read transaction: both answers describe the same moment.
+            conn.execute("BEGIN")
+            rows = conn.execute(
+                "SELECT state, target, COUNT(*) FROM webhooks GROUP BY state, target"
+            ).fetchall()
+            oldest = conn.execute(
+                "SELECT MIN(created_at) FROM webhooks WHERE state IN ('pending', 'delivering')"
+            ).fetchone()[0]
+            conn.execute("COMMIT")
+        return OutboxCounts({(row[0], row[1]): int(row[2]) for row in rows}, oldest)
 
     def _pages(
         self, table: str, columns: str, where: str, params: list[object], after_id: int

@@ -71,7 +71,9 @@ def serve(
     *gunicorn_args: str,
     tls: ssl.SSLContext | None = None,
     descriptors: int = 0,
+    tables: str = "",
 ) -> Iterator[Server]:
+    """gunicorn on the demo CSV, ``server_settings`` in ``[server]``, ``tables`` after it."""
     shutil.copy(DEMO_CSV, tmp_path / "customers.csv")
     outbox = tmp_path / "outbox.sqlite3"
     config = tmp_path / "lookup.toml"
@@ -79,6 +81,7 @@ def serve(
         f'[server]\nshared_key = "{KEY}"\noutbox = "{outbox}"\n{server_settings}\n'
         '[sources.demo]\nbackend = "csv"\npath = "customers.csv"\n'
         '[targets.hook]\nbackend = "http"\nurl = "http://127.0.0.1:9/unreachable"\n'
+        f"{tables}"
     )
     port, log = free_port(), tmp_path / "gunicorn.log"
     with open(log, "wb") as log_file:
@@ -125,7 +128,11 @@ def lookup_path(**params: str) -> str:
     return "/livelookup/demo?" + urlencode({"ll_key": KEY, **request_page_params(**params)})
 
 
-def test_the_configured_worker_is_lookup_servers() -> None:
+def test_the_configured_worker_is_lookup_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # named, so that reading the file makes no folder nor changes this process's environment
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert settings["worker_class"] == "lookup_server.web.worker.LookupWorker"
 

@@ -12,6 +12,7 @@ from lookup_server.helpspot.answers import Answer, request_line_answer
 from lookup_server.helpspot.decode import KEY_PARAM, Body, InputError, parsed_body, shared_key
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Telemetry
+from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.auth import authorize, bearer_token
 from lookup_server.webhooks.intake import Webhooks
 
@@ -27,6 +28,8 @@ class AppState:
     targets: Targets
     webhooks: Webhooks
     telemetry: Telemetry
+    #: What ``/metrics`` reads; None when there is no ``[console]``.
+    metrics: PrometheusMetrics | None = None
 
 
 def state() -> AppState:

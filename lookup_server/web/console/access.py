@@ -14,17 +14,19 @@ passwords offline.
 from __future__ import annotations
 
 import collections
+import enum
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
 import threading
 import time
 from pathlib import Path
 
-from lookup_server.config.settings import ConsoleSettings, IPNetwork
-from lookup_server.web.auth import caller_address
+from werkzeug.datastructures import Authorization
+
+from lookup_server.config.settings import ConsoleSettings
+from lookup_server.web.auth import bearer_token, caller_address, in_networks
 
 #: Failed logins from one address within WINDOW_SECONDS before it must wait...
 MAX_FAILURES_PER_ADDRESS = 5
@@ -43,26 +45,61 @@ def loopback_only(console: ConsoleSettings) -> bool:
 def address_allowed(console: ConsoleSettings, remote_addr: str | None) -> bool:
     """Whether a caller at ``remote_addr`` may reach the console at all."""
     address = caller_address(remote_addr)
-    if address is None:
-        return False
-    if loopback_only(console) and not address.is_loopback:
+    if address is None or (loopback_only(console) and not address.is_loopback):
         return False
     return in_networks(address, console.allowed_networks)
 
 
-def in_networks(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[IPNetwork, ...]
-) -> bool:
-    """Whether ``address`` is in any of ``networks``."""
-    return any(address in network for network in networks)
-
-
 def password_matches(console: ConsoleSettings, given: str) -> bool:
-    """Compare a typed password with the configured one in constant time."""
-    if console.password is None:
+    """Compare a password with the configured one in constant time (hashed: any length)."""
+    if console.password is None or not given:
         return False
     expected = hashlib.sha256(console.password.reveal().encode()).digest()
     return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), expected)
+
+
+class ConsoleAccess(enum.IntEnum):
+    """What becomes of a caller of ``/metrics``: its HTTP status."""
+
+    ALLOWED = 200
+    #: From allowed_networks without the console password: asked for it.
+    NEEDS_PASSWORD = 401
+    #: From no network that may reach it: no credential would help.
+    FORBIDDEN = 403
+
+
+def metrics_access(
+    console: ConsoleSettings,
+    remote_addr: str | None,
+    authorization: str | None,
+    *,
+    session_authenticated: bool = False,
+) -> ConsoleAccess:
+    """Whether this caller may read ``/metrics``.
+
+    metrics_networks scrape without credentials (a Prometheus server); anyone
+    else is let in as the console would let them in, by a login
+    (``session_authenticated``) or the console password as HTTP Basic (any
+    user name) or ``Authorization: Bearer``, which a scraper can send.
+    """
+    if in_networks(caller_address(remote_addr), console.metrics_networks):
+        return ConsoleAccess.ALLOWED
+    if not address_allowed(console, remote_addr):
+        return ConsoleAccess.FORBIDDEN
+    if loopback_only(console) or session_authenticated:
+        return ConsoleAccess.ALLOWED
+    if password_matches(console, presented_password(authorization)):
+        return ConsoleAccess.ALLOWED
+    return ConsoleAccess.NEEDS_PASSWORD
+
+
+def presented_password(authorization: str | None) -> str:
+    """The password of an ``Authorization`` header: a Bearer token or Basic's password."""
+    token = bearer_token(authorization)
+    if token is not None:
+        return token
+    basic = Authorization.from_header(authorization)
+    return (basic.password if basic is not None and basic.type == "basic" else None) or ""
 
 
 def password_fingerprint(console: ConsoleSettings, secret: bytes) -> str:

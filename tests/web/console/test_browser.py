@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -118,7 +122,10 @@ def wait_until(
     driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 15
 ) -> Any:
     """What ``condition`` returns once it is truthy (the page may still be loading)."""
-    return WebDriverWait(driver, timeout).until(condition)
+    # a page replaced while it is read leaves stale elements: read it again
+    return WebDriverWait(
+        driver, timeout, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    ).until(condition)
 
 
 def screenshot(driver: WebDriver, name: str, folder: Path) -> None:
@@ -249,7 +256,7 @@ def test_a_form_without_its_csrf_token_does_nothing(browser: WebDriver, base_url
         "document.querySelector('form.logout input[name=csrf_token]').value = 'forged'"
     )
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
-    assert "out of date" in wait_until(browser, lambda d: d.find_element(By.TAG_NAME, "body")).text
+    assert wait_until(browser, lambda d: "out of date" in d.find_element(By.TAG_NAME, "body").text)
     browser.get(base_url + "/")
     assert wait_until(browser, lambda d: d.find_element(By.ID, "source-people"))  # still logged in
 
