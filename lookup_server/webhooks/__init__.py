@@ -9,7 +9,8 @@ then hands it to the target, retrying with exponential backoff.
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks and refusals in it: store, claim under a
-  lease, record the outcome, list a page at a time, purge.
+  lease, record the outcome with its attempt, list a page at a time, count
+  for the console, retry, purge.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -31,6 +32,7 @@ from lookup_server.webhooks.store import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     STATES,
+    Attempt,
     Outbox,
     OutboxEntry,
     OutboxSummary,
@@ -45,6 +47,7 @@ __all__ = [
     "LEASE_SECONDS",
     "MAX_ATTEMPTS",
     "STATES",
+    "Attempt",
     "Deliver",
     "DeliveryWorker",
     "LeaseRenewal",
