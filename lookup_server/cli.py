@@ -21,7 +21,7 @@ import click
 if TYPE_CHECKING:
     from lookup_server.config.settings import Config
     from lookup_server.helpspot.answers import Answer
-    from lookup_server.webhooks import Outbox
+    from lookup_server.webhooks import Attempt, Outbox, OutboxEntry
 
 CONFIG_HELP = "TOML configuration (default: $LOOKUP_SERVER_CONFIG, else the built-in demo)."
 
@@ -304,11 +304,11 @@ def outbox() -> None:
 
 
 @contextmanager
-def _outbox(config_path: str | None) -> Iterator[Outbox]:
+def _outbox(config: Config) -> Iterator[Outbox]:
     """The configured outbox; any trouble with it ends the command with one clear line."""
     from lookup_server.webhooks import Outbox, OutboxError
 
-    path = _load(config_path).server.outbox
+    path = config.server.outbox
     if not path.exists():
         if not path.parent.is_dir():
             _fail(f"{path}: no outbox: {path.parent} is not a folder (check [server] outbox)")
@@ -340,7 +340,7 @@ def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) ->
     Read a page at a time: any size of outbox lists in constant memory.
     """
     webhook_states = [s for s in states if s != "refused"] if states else None
-    with _outbox(config_path) as box:
+    with _outbox(_load(config_path)) as box:
         if webhook_states is None or webhook_states:
             _list_webhooks(box, webhook_states, limit)
         if not states or "refused" in states:
@@ -387,14 +387,100 @@ def _older(count: int) -> str:
     return f", and {count} older not shown (--limit 0 lists all)" if count else ""
 
 
-@outbox.command("retry")
+@outbox.command("show")
 @click.argument("webhook_id", type=int)
+@click.option("--payload", is_flag=True, help="Print only the payload, as JSON.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
-def outbox_retry(webhook_id: int, config_path: str | None) -> None:
-    """Deliver a failed or waiting webhook again, now (the running server picks it up)."""
-    with _outbox(config_path) as box:
-        entry = box.retry(webhook_id)
-    click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
+def outbox_show(webhook_id: int, payload: bool, config_path: str | None) -> None:
+    """A webhook's state, times, keys and every recorded attempt (its payload's size only)."""
+    import json
+
+    from lookup_server.webhooks import OutboxError
+
+    with _outbox(_load(config_path)) as box:
+        entry = box.get(webhook_id)
+        if entry is None:
+            raise OutboxError(f"no webhook with id {webhook_id} in the outbox")
+        attempts = [] if payload else box.attempts(webhook_id)
+    if payload:
+        click.echo(json.dumps(entry.payload, ensure_ascii=False, indent=2))
+        return
+    for label, value in _described(entry):
+        click.echo(f"{label:<16} {value}")
+    click.echo(f"{len(attempts)} recorded attempt(s){':' if attempts else ''}")
+    for attempt in attempts:
+        click.echo(_attempt_line(attempt))
+
+
+def _described(entry: OutboxEntry) -> Iterator[tuple[str, str]]:
+    """The label and value of each line ``outbox show`` prints about a webhook itself."""
+    import json
+
+    from lookup_server.core.backend import showable_excerpt
+
+    yield "webhook", f"{entry.id} for target {entry.target!r}"
+    yield "state", entry.state
+    yield "created", _when(entry.created_at)
+    yield "updated", _when(entry.updated_at)
+    if entry.state == "pending":
+        yield "next attempt", _when(entry.next_attempt_at)
+    if entry.state == "delivering":
+        yield "lease", f"{entry.lease_owner} until {_when(entry.lease_expires_at)}"
+    yield "attempts", str(entry.attempts)
+    if entry.last_error:
+        yield "last error", entry.last_error
+    yield "idempotency key", entry.idempotency_key
+    request = entry.payload.get("xRequest")
+    if isinstance(request, str | int) and str(request):
+        yield "request", showable_excerpt(str(request), 40)
+    size = len(json.dumps(entry.payload, ensure_ascii=False).encode("utf-8"))
+    yield "payload", f"{size} bytes (--payload prints it)"
+
+
+def _attempt_line(attempt: Attempt) -> str:
+    """One attempt in ``outbox show``: number, time, outcome, and the peer's answer below."""
+    status = "-" if attempt.status is None else f"HTTP {attempt.status}"
+    outcome = "delivered" if attempt.delivered else f"failed: {attempt.error}"
+    line = (
+        f"  #{attempt.number:<3} {_when(attempt.started_at)}  {status:<8} "
+        f"{attempt.duration_ms:>7} ms  {outcome}"
+    )
+    if attempt.answer:
+        line += "\n        answer: " + attempt.answer.replace("\n", "\n                ")
+    return line
+
+
+@outbox.command("retry")
+@click.argument("webhook_id", type=int, required=False)
+@click.option("--failed", is_flag=True, help="Every failed webhook of --target, not one ID.")
+@click.option("--target", help="With --failed: the target whose failed webhooks to retry.")
+@click.option("--config", "config_path", help=CONFIG_HELP)
+def outbox_retry(
+    webhook_id: int | None, failed: bool, target: str | None, config_path: str | None
+) -> None:
+    """Deliver a failed or waiting webhook again, now (the running server picks it up).
+
+    With --failed --target NAME instead of an ID: every failed webhook of that
+    target, at once. Either way the attempts start over and the recorded ones
+    are kept.
+    """
+    if webhook_id is not None and not failed and target is None:
+        with _outbox(_load(config_path)) as box:
+            entry = box.retry(webhook_id)
+        click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
+    elif webhook_id is None and failed and target is not None:
+        _retry_failed(_load(config_path), target)
+    else:
+        raise click.UsageError("give a webhook ID, or --failed --target NAME")
+
+
+def _retry_failed(config: Config, target: str) -> None:
+    """Make every failed webhook of ``target``, a configured target, pending again."""
+    if target not in config.targets:
+        _fail(f"{config.origin}: no [targets.{target}] (its webhooks would only fail again)")
+    with _outbox(config) as box:
+        count = box.retry_failed(target)
+    click.echo(f"{count} failed webhook(s) for {target!r} pending again")
 
 
 @outbox.command("purge")
@@ -406,6 +492,6 @@ def outbox_purge(days: float, config_path: str | None) -> None:
     Pending webhooks are kept. The server does this by itself after [server]
     outbox_retention_days.
     """
-    with _outbox(config_path) as box:
+    with _outbox(_load(config_path)) as box:
         purged = box.purge(days)
     click.echo(f"purged {purged.webhooks} webhook(s) and {purged.refusals} refusal(s)")

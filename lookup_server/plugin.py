@@ -4,13 +4,20 @@ A source backend subclasses :class:`SourceBackend` and registers in the
 ``lookup_server.backends`` entry point group; a target backend subclasses
 :class:`TargetBackend` and registers in ``lookup_server.targets``. Both get the
 search terms and models below, raise :class:`BackendError` with a message for
-staff, and wrap each blocking step in :func:`abort_on_timeout`. The rest of
-``lookup_server`` is private and may change between releases; see
+staff (:class:`DeliveryFailed`, with the peer's status and answer, when a peer
+refused a webhook), and wrap each blocking step in :func:`abort_on_timeout`.
+The rest of ``lookup_server`` is private and may change between releases; see
 docs/plugins.md for a complete example.
 """
 
 from lookup_server.config.schema import Secret
-from lookup_server.core.backend import BackendError, BackendTimeout, NoOptions, NotFound
+from lookup_server.core.backend import (
+    BackendError,
+    BackendTimeout,
+    DeliveryFailed,
+    NoOptions,
+    NotFound,
+)
 from lookup_server.core.calls import abort_on_timeout, shut_down, timed_out
 from lookup_server.core.models import (
     INSERTABLE_FIELDS,
@@ -53,6 +60,7 @@ __all__ = [
     "ByPhone",
     "ConnectionPool",
     "Customer",
+    "DeliveryFailed",
     "NoOptions",
     "NotFound",
     "Option",

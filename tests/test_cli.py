@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from lookup_server.cli import cli, split_own_options
 from tests.conftest import write_csv
 from tests.support.helpspot import assert_livelookup, helpspot_error
-from tests.webhooks.conftest import under_a_file
+from tests.webhooks.conftest import stored_entry, under_a_file
 
 #: The installed console script, as an admin enters it in HelpSpot.
 LOOKUP_SERVER = [str(Path(sys.executable).with_name("lookup-server"))]
@@ -385,7 +385,14 @@ BAD_OUTBOXES = [
 @pytest.mark.parametrize("make", BAD_OUTBOXES)
 @pytest.mark.parametrize(
     "command",
-    [["list"], ["list", "--state", "failed"], ["retry", "1"], ["purge", "--older-than", "1"]],
+    [
+        ["list"],
+        ["list", "--state", "failed"],
+        ["show", "1"],
+        ["retry", "1"],
+        ["retry", "--failed", "--target", "hooks"],
+        ["purge", "--older-than", "1"],
+    ],
 )
 def test_every_outbox_command_gives_one_clear_line_on_a_bad_outbox(
     tmp_path: Path, make: Callable[[Path], Path], command: list[str]
@@ -440,3 +447,150 @@ def test_outbox_list_shows_the_newest_and_says_how_many_more(tmp_path: Path) -> 
     )
     assert " pending " not in refused.stdout and "request=unknown" in refused.stdout
     assert "request=12345" not in refused.stdout and "1 older not shown" in refused.stderr
+
+
+# -- outbox show, retry --failed, purge: what each attempt left -----------------------------------
+
+#: In the stored payload only: outbox show must not print a ticket's body.
+BODY_MARKER = "the-whole-ticket-thread"
+#: When _tried_webhook's webhook was stored: in the past, so that a purge finds it.
+TRIED = 1_700_000_000.0
+
+
+def _tried_webhook(path: Path) -> int:
+    """A webhook refused once (HTTP 503, with an answer) and then delivered."""
+    from lookup_server.webhooks import Outbox
+
+    outbox = Outbox(path)
+    entry = outbox.store("hooks", {"xRequest": "12345", "note": BODY_MARKER * 1000}, now=TRIED)
+    outbox.claim("w1", now=TRIED)
+    outbox.mark_failed(
+        entry.id,
+        "127.0.0.1 refused the webhook (HTTP 503)",
+        now=TRIED + 1,
+        started_at=TRIED,
+        duration_ms=1234,
+        status=503,
+        answer="maintenance\nback at noon",
+    )
+    outbox.claim("w1", now=TRIED + 3600)
+    outbox.mark_delivered(entry.id, now=TRIED + 3600, duration_ms=56)
+    return entry.id
+
+
+def test_outbox_show_prints_the_webhook_and_each_attempt_but_not_its_body(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from lookup_server.webhooks import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    webhook_id = _tried_webhook(path)
+    entry = Outbox(path).get(webhook_id)
+    assert entry is not None
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", "show", str(webhook_id), "--config", config])
+    assert result.exit_code == 0, result.output
+    assert BODY_MARKER not in result.output
+    lines = result.output.splitlines()
+    assert lines[:3] == [
+        f"webhook          {webhook_id} for target 'hooks'",
+        "state            delivered",
+        f"created          {_local(TRIED)}",
+    ]
+    assert f"idempotency key  {entry.idempotency_key}" in lines
+    assert "request          12345" in lines and "attempts         2" in lines
+    size = len(json.dumps(entry.payload, ensure_ascii=False).encode())
+    assert f"payload          {size} bytes (--payload prints it)" in lines
+    assert lines[-5:] == [
+        "2 recorded attempt(s):",
+        f"  #1   {_local(TRIED)}  HTTP 503    1234 ms  failed: "
+        "127.0.0.1 refused the webhook (HTTP 503)",
+        "        answer: maintenance",
+        "                back at noon",
+        f"  #2   {_local(TRIED + 3600)}  -             56 ms  delivered",
+    ]
+
+
+def _local(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def test_outbox_show_payload_prints_only_the_payload_as_json(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "outbox.sqlite3"
+    webhook_id = _tried_webhook(path)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(
+        cli, ["outbox", "show", str(webhook_id), "--payload", "--config", config]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"xRequest": "12345", "note": BODY_MARKER * 1000}
+
+
+def test_outbox_show_of_an_unknown_webhook_is_one_line(tmp_path: Path) -> None:
+    path = used_outbox(tmp_path)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", "show", "99", "--config", config])
+    assert result.exit_code == 2
+    assert result.stderr == "no webhook with id 99 in the outbox\n"
+
+
+def test_outbox_retry_failed_retries_every_failed_webhook_of_the_target(tmp_path: Path) -> None:
+    from lookup_server.webhooks import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path, max_attempts=1)
+    ids: dict[str, list[int]] = {}
+    for target in ("hooks", "hooks", "other"):
+        entry = outbox.store(target, {"xRequest": "1"})
+        outbox.claim("w1")
+        outbox.mark_failed(entry.id, "refused")
+        ids.setdefault(target, []).append(entry.id)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(
+        cli, ["outbox", "retry", "--failed", "--target", "hooks", "--config", config]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "2 failed webhook(s) for 'hooks' pending again\n"
+    states = [stored_entry(outbox, i).state for i in [*ids["hooks"], *ids["other"]]]
+    assert states == ["pending", "pending", "failed"]
+    assert [len(outbox.attempts(i)) for i in ids["hooks"]] == [1, 1]  # kept
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["retry"], "give a webhook ID, or --failed --target NAME"),
+        (["retry", "--failed"], "give a webhook ID, or --failed --target NAME"),
+        (["retry", "--target", "hooks"], "give a webhook ID, or --failed --target NAME"),
+        (["retry", "1", "--failed", "--target", "hooks"], "give a webhook ID, or --failed"),
+        (["retry", "--failed", "--target", "nope"], "no [targets.nope]"),
+    ],
+)
+def test_outbox_retry_says_what_it_needs(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    path = used_outbox(tmp_path)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", *arguments, "--config", config])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_outbox_purge_deletes_the_attempts_with_their_webhook(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.sqlite3"
+    _tried_webhook(path)
+    config = str(webhook_config(tmp_path, path))
+    result = CliRunner().invoke(cli, ["outbox", "purge", "--older-than", "0", "--config", config])
+    assert result.exit_code == 0 and "purged 1 webhook(s)" in result.output
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone() == (0,)
+    finally:
+        conn.close()

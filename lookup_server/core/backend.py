@@ -12,6 +12,7 @@ docs/plugins.md for a complete example.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -30,6 +31,34 @@ class BackendTimeout(BackendError):
 
 class NotFound(BackendError):
     """What was asked for does not exist there (an unknown push id, say)."""
+
+
+#: How much of a peer's answer a DeliveryFailed keeps: enough to see what it said.
+ANSWER_EXCERPT_CHARS = 1000
+#: Control characters but tab and newline (so CR LF becomes LF), and bidirectional
+#: overrides: they could rewrite a terminal, or hide text from whoever reads it.
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def showable_excerpt(text: str, limit: int = ANSWER_EXCERPT_CHARS) -> str:
+    """The start of ``text``, at most ``limit`` characters, without what a terminal acts on."""
+    # Only the start is kept, so only the start is cleaned (a peer may answer a whole page).
+    return _UNSHOWABLE.sub("", text[: limit * 2])[:limit]
+
+
+class DeliveryFailed(BackendError):
+    """The peer refused what was sent: its HTTP status (None: it gave none) and answer.
+
+    For a webhook, the outbox records both with the attempt, and ``lookup-server
+    outbox show`` prints them. Like the message, ``answer`` must never hold a
+    password, key or token: leave out whatever the peer may have echoed of the
+    request. It is cut to ANSWER_EXCERPT_CHARS, without control characters.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, answer: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.answer = showable_excerpt(answer)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
 from lookup_server.config.settings import Config, SourceConfig, TargetConfig
-from lookup_server.core.backend import Backend, BackendError, BackendTimeout, NotFound
+from lookup_server.core.backend import (
+    Backend,
+    BackendError,
+    BackendTimeout,
+    DeliveryFailed,
+    NotFound,
+)
 from lookup_server.core.calls import RunningCall
 from lookup_server.core.models import (
     Customer,
@@ -88,6 +94,15 @@ class BackendFailed(ServiceError):
     """The backend raised an error."""
 
     status = 502
+
+
+class DeliveryRefused(BackendFailed):
+    """The target's peer did not take a webhook: what it answered, for the outbox's record."""
+
+    def __init__(self, reason: str, peer_status: int | None, answer: str) -> None:
+        super().__init__(reason)
+        self.peer_status = peer_status
+        self.answer = answer
 
 
 class Busy(ServiceError):
@@ -266,6 +281,8 @@ class Plugged(Generic[Settings]):
             raise TimedOut(f"{what} timed out: {exc}") from None
         except NotFound as exc:
             raise Missing(f"{what}: {exc}") from None
+        except DeliveryFailed as exc:
+            raise DeliveryRefused(f"{what} failed: {exc}", exc.status, exc.answer) from None
         except BackendError as exc:
             raise BackendFailed(f"{what} failed: {exc}") from None
         except ServiceError:

@@ -156,6 +156,7 @@ class OutboxGauges:
         )
         try:
             counts = self.outbox.counts()
+            oldest = self.outbox.oldest_pending()
         except OutboxError:  # the delivery worker logs it; the scrape still answers
             up.add_metric([], 0)
             yield up
@@ -163,7 +164,7 @@ class OutboxGauges:
         up.add_metric([], 1)
         yield up
         stored = {(state, target): 0 for state in STATES for target in sorted(self.targets)}
-        for (state, target), count in counts.by_state_and_target.items():
+        for (target, state), count in counts.items():
             key = (state, _label(target, self.targets))
             stored[key] = stored.get(key, 0) + count
         webhooks = GaugeMetricFamily(
@@ -174,7 +175,6 @@ class OutboxGauges:
         for (state, target), count in stored.items():
             webhooks.add_metric([state, target], count)
         yield webhooks
-        oldest = counts.oldest_undelivered_at
         yield GaugeMetricFamily(
             "lookup_server_webhook_oldest_pending_age_seconds",
             "Age of the oldest webhook not yet delivered (pending or being delivered); "

@@ -9,7 +9,8 @@ then hands it to the target, retrying with exponential backoff.
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks and refusals in it: store, claim under a
-  lease, record the outcome, list a page at a time, purge.
+  lease, record the outcome with its attempt, list a page at a time, count
+  for the console, retry, purge.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -31,8 +32,8 @@ from lookup_server.webhooks.store import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     STATES,
+    Attempt,
     Outbox,
-    OutboxCounts,
     OutboxEntry,
     OutboxSummary,
     Purged,
@@ -46,11 +47,11 @@ __all__ = [
     "LEASE_SECONDS",
     "MAX_ATTEMPTS",
     "STATES",
+    "Attempt",
     "Deliver",
     "DeliveryWorker",
     "LeaseRenewal",
     "Outbox",
-    "OutboxCounts",
     "OutboxEntry",
     "OutboxError",
     "OutboxSummary",

@@ -22,6 +22,9 @@ from urllib.parse import quote
 #: How long a connection waits for another process's write to finish.
 BUSY_TIMEOUT_MS = 10_000
 
+#: Run at every first use: an outbox made by an older version gains what it lacks
+#: (only new tables and indexes so far, so IF NOT EXISTS is the whole upgrade).
+#: It is split at every semicolon: keep them out of the comments.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
     -- AUTOINCREMENT: an id is never reused after a purge, so `outbox retry ID`
@@ -54,6 +57,24 @@ CREATE TABLE IF NOT EXISTS refusals (
     request_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS refusals_by_time ON refusals (refused_at);
+-- Every try whose outcome was recorded, written with that outcome. A try cut
+-- short by a crash or a lost lease leaves none (the webhook's attempts counts it).
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    webhook_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,  -- 1, 2, ... for the webhook, on across retries
+    started_at REAL NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    delivered INTEGER NOT NULL CHECK (delivered IN (0, 1)),
+    status INTEGER,  -- the peer's HTTP status when it refused (NULL: none, or delivered)
+    answer TEXT NOT NULL DEFAULT '',  -- the start of the peer's answer, safe to show
+    error TEXT NOT NULL DEFAULT '',
+    UNIQUE (webhook_id, number)
+);
+-- What the console reads of a large outbox without reading the table (whose rows
+-- hold the payloads): counts by target and state, and the webhooks of a day by state.
+CREATE INDEX IF NOT EXISTS webhooks_by_target ON webhooks (target, state);
+CREATE INDEX IF NOT EXISTS webhooks_by_created ON webhooks (state, created_at);
 """
 
 #: What to do about each primary SQLite result code, for the admin reading the error.

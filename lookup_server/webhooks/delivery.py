@@ -1,5 +1,9 @@
 """Delivering stored webhooks: a thread per server process that claims, delivers, records.
 
+Each outcome is recorded with its attempt: when it started, how long it took,
+and, when the target raised :class:`~lookup_server.core.backend.DeliveryFailed`,
+the peer's status and the start of its answer.
+
 While a delivery runs, :class:`LeaseRenewal` keeps its lease alive, so the
 lease can be short and a process that dies mid-delivery delays its webhook by
 one lease at most. Now and then the same thread purges what the retention no
@@ -13,8 +17,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from lookup_server.core.backend import BackendError
+from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.models import Webhook
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.leases import new_owner
@@ -22,7 +27,8 @@ from lookup_server.webhooks.store import Outbox, OutboxEntry, Purged
 
 log = logging.getLogger(__name__)
 
-#: ``deliver(target_name, webhook)``: returns when delivered, raises when not.
+#: ``deliver(target_name, webhook)``: returns when delivered, raises when not (a
+#: DeliveryFailed with what the peer answered, when it refused).
 Deliver = Callable[[str, Webhook], None]
 
 #: Seconds between looks at the outbox when nothing woke the worker.
@@ -44,6 +50,15 @@ def safe_error(exc: BaseException) -> str:
         return str(exc) or type(exc).__name__
     # Other exceptions may quote URLs with keys or tokens; the log has the details.
     return f"{type(exc).__name__}: unexpected error (details in the server log)"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one delivery went: ``error`` is None when delivered."""
+
+    error: str | None = None
+    status: int | None = None
+    answer: str = ""
 
 
 class LeaseRenewal:
@@ -157,6 +172,7 @@ class DeliveryWorker:
         purge_every: float = PURGE_EVERY_SECONDS,
         renew_every: float | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
         self.deliver = deliver
@@ -166,6 +182,8 @@ class DeliveryWorker:
         self.purge_every = purge_every
         self.renew_every = renew_every or outbox.lease_seconds / RENEWALS_PER_LEASE
         self.clock = clock
+        #: Measures how long a delivery took (monotonic: the wall clock may jump).
+        self.timer = timer
         self._next_purge = 0.0
         self._state = _StateLog(f"webhook outbox {outbox.path}")
         self._wake = threading.Event()
@@ -190,22 +208,40 @@ class DeliveryWorker:
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim and deliver one due webhook; False when none was due."""
-        entry = self.outbox.claim(self.owner, self.clock() if now is None else now)
+        started = self.clock() if now is None else now
+        entry = self.outbox.claim(self.owner, started)
         if entry is None:
             return False
+        began = self.timer()
         with LeaseRenewal(self.outbox, entry, self.owner, every=self.renew_every, clock=self.clock):
-            error = self._deliver(entry)
+            outcome = self._deliver(entry)
+        duration_ms = round((self.timer() - began) * 1000)
         # Recorded only while we hold the lease (owner=): after a takeover the new
         # owner's outcome counts.
         finished = self.clock() if now is None else now
-        if error is None:
-            self.outbox.mark_delivered(entry.id, owner=self.owner, now=finished)
+        if outcome.error is None:
+            self.outbox.mark_delivered(
+                entry.id,
+                owner=self.owner,
+                now=finished,
+                started_at=started,
+                duration_ms=duration_ms,
+            )
         else:
-            self.outbox.mark_failed(entry.id, error, owner=self.owner, now=finished)
+            self.outbox.mark_failed(
+                entry.id,
+                outcome.error,
+                owner=self.owner,
+                now=finished,
+                started_at=started,
+                duration_ms=duration_ms,
+                status=outcome.status,
+                answer=outcome.answer,
+            )
         return True
 
-    def _deliver(self, entry: OutboxEntry) -> str | None:
-        """Hand the webhook to its target; the error to record, or None when delivered."""
+    def _deliver(self, entry: OutboxEntry) -> _Outcome:
+        """Hand the webhook to its target; how it went."""
         try:
             self.deliver(entry.target, entry.webhook)
         except Exception as exc:
@@ -219,8 +255,10 @@ class DeliveryWorker:
                     entry.attempts,
                     exc,
                 )
-            return safe_error(exc)
-        return None
+            if isinstance(exc, DeliveryFailed):
+                return _Outcome(safe_error(exc), exc.status, exc.answer)
+            return _Outcome(safe_error(exc))
+        return _Outcome()
 
     def purge_if_due(self, now: float | None = None) -> Purged | None:
         """Apply the retention if it is time to; what was purged, or None."""

@@ -20,9 +20,9 @@ import time
 from collections.abc import Mapping
 
 from lookup_server.config.settings import ServerSettings
-from lookup_server.core.backend import BackendError
+from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.models import Webhook
-from lookup_server.runtime.service import ServiceError, Targets, UnknownTarget
+from lookup_server.runtime.service import DeliveryRefused, ServiceError, Targets, UnknownTarget
 from lookup_server.telemetry import Telemetry
 from lookup_server.webhooks import DeliveryWorker, Outbox, OutboxEntry, OutboxError
 
@@ -128,6 +128,8 @@ class Webhooks:
         try:
             self.targets[target].deliver(webhook)
             delivered = True
+        except DeliveryRefused as exc:  # the peer's status and answer go with the attempt
+            raise DeliveryFailed(exc.reason, status=exc.peer_status, answer=exc.answer) from None
         except ServiceError as exc:
             raise BackendError(exc.reason) from None
         finally:

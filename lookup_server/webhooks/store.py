@@ -1,5 +1,9 @@
 """The stored webhooks: store, claim under a lease, record the outcome, list, purge.
 
+Each outcome is recorded with the try that led to it (an :class:`Attempt`), in
+the same transaction, for ``outbox show`` and the console; these also read
+counts by target and state, and by hour, through indexes of their own.
+
 Several gunicorn workers share one SQLite file. A worker *claims* a webhook
 with a lease (``BEGIN IMMEDIATE`` serialises claims across processes), so no
 two deliver the same one at once. The lease is short and renewed while the
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lookup_server.core.backend import ANSWER_EXCERPT_CHARS, showable_excerpt
 from lookup_server.core.models import Webhook
 from lookup_server.webhooks.database import Database, OutboxError
 from lookup_server.webhooks.leases import dead_owners
@@ -47,9 +52,29 @@ MAX_ERROR_CHARS = 500
 PAGE_ROWS = 500
 PURGE_BATCH_ROWS = 200
 
-#: The columns of OutboxSummary and Refusal, in the order of their fields.
+#: The columns of OutboxSummary, Refusal and Attempt, in the order of their fields.
 _SUMMARY = "id, target, created_at, updated_at, state, attempts, last_error"
 _REFUSAL = "id, refused_at, target, size_bytes, limit_bytes, request_id"
+_ATTEMPT = "webhook_id, number, started_at, duration_ms, delivered, status, answer, error"
+#: The console's reads: each one query through an index that holds all it needs
+#: (tests/webhooks/test_attempts.py checks the plans), never the payload rows.
+_COUNTS = "SELECT target, state, COUNT(*) FROM webhooks GROUP BY target, state"
+_BY_HOUR = (
+    "SELECT CAST(created_at / 3600 AS INTEGER) * 3600 AS hour, state, COUNT(*)"
+    " FROM webhooks"
+    # every state named: the index, by (state, created_at), is then read a range per state
+    " WHERE state IN ('pending', 'delivering', 'delivered', 'failed') AND created_at >= ?"
+    " GROUP BY hour, state ORDER BY hour, state"
+)
+_RETRY_FAILED = (
+    "UPDATE webhooks SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?"
+    " WHERE target = ? AND state = 'failed'"
+)
+_OLDEST_WAITING = (
+    "SELECT MIN(oldest) FROM ("
+    "SELECT MIN(created_at) AS oldest FROM webhooks WHERE state = 'pending'"
+    " UNION ALL SELECT MIN(created_at) FROM webhooks WHERE state = 'delivering')"
+)
 #: What the purge deletes, found through the indexes made for it (INDEXED BY: the
 #: planner, without statistics, would rather read every finished webhook).
 _OLD_WEBHOOKS = (
@@ -57,6 +82,12 @@ _OLD_WEBHOOKS = (
     " WHERE state IN ('delivered', 'failed') AND updated_at < ? LIMIT ?"
 )
 _OLD_REFUSALS = "SELECT id FROM refusals INDEXED BY refusals_by_time WHERE refused_at < ? LIMIT ?"
+#: What goes with each id found, in the purge's transaction: a webhook's attempts go with it.
+_WEBHOOK_ROWS = (
+    "DELETE FROM attempts WHERE webhook_id IN ({ids})",
+    "DELETE FROM webhooks WHERE id IN ({ids})",
+)
+_REFUSAL_ROWS = ("DELETE FROM refusals WHERE id IN ({ids})",)
 
 
 @dataclass(frozen=True)
@@ -110,13 +141,21 @@ class Refusal:
 
 
 @dataclass(frozen=True)
-class OutboxCounts:
-    """How many webhooks each target has in each state, and the oldest one still to deliver."""
+class Attempt:
+    """One try at delivering a webhook, recorded with its outcome."""
 
-    #: (state, target) -> webhooks; a pair with none is left out.
-    by_state_and_target: Mapping[tuple[State, str], int]
-    #: created_at of the oldest webhook pending or being delivered; None when there is none.
-    oldest_undelivered_at: float | None
+    webhook_id: int
+    #: 1, 2, ... for the webhook; a retry goes on counting (its attempts restart at 0).
+    number: int
+    started_at: float
+    duration_ms: int
+    delivered: bool
+    #: The HTTP status the peer refused it with; None when it gave none, and when
+    #: delivered (a target's deliver returns nothing: it took the webhook, that is all).
+    status: int | None
+    #: The start of the peer's answer, safe to show ("" when none).
+    answer: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -259,29 +298,56 @@ class Outbox:
             return cursor.rowcount == 1
 
     def mark_delivered(
-        self, entry_id: int, *, owner: str | None = None, now: float | None = None
+        self,
+        entry_id: int,
+        *,
+        owner: str | None = None,
+        now: float | None = None,
+        started_at: float | None = None,
+        duration_ms: int = 0,
     ) -> bool:
-        """Record a delivery; False when ``owner`` no longer holds the lease."""
+        """Record a delivery and its attempt; False when ``owner`` no longer holds the lease."""
         moment = time.time() if now is None else now
+        tried = _Tried(moment if started_at is None else started_at, duration_ms, True)
         return self._finish(
-            entry_id, owner, "state = 'delivered', last_error = '', updated_at = ?", (moment,)
+            entry_id,
+            owner,
+            "state = 'delivered', last_error = '', updated_at = ?",
+            (moment,),
+            tried,
         )
 
     def mark_failed(
-        self, entry_id: int, error: str, *, owner: str | None = None, now: float | None = None
+        self,
+        entry_id: int,
+        error: str,
+        *,
+        owner: str | None = None,
+        now: float | None = None,
+        started_at: float | None = None,
+        duration_ms: int = 0,
+        status: int | None = None,
+        answer: str = "",
     ) -> bool:
-        """Record a failed try: retry later with backoff, or give up after max_attempts."""
+        """Record a failed try and its attempt: retry later with backoff, or give up.
+
+        It gives up after max_attempts. ``status`` and ``answer`` are what the peer
+        said, if anything; False when ``owner`` no longer holds the lease.
+        """
         moment = time.time() if now is None else now
         entry = self.get(entry_id)
         if entry is None:
             return False
         message = error[:MAX_ERROR_CHARS]
+        began = moment if started_at is None else started_at
+        tried = _Tried(began, duration_ms, False, status, answer, message)
         if entry.attempts >= self.max_attempts:
             return self._finish(
                 entry_id,
                 owner,
                 "state = 'failed', last_error = ?, updated_at = ?",
                 (message, moment),
+                tried,
             )
         retry_at = moment + backoff_delay(entry.attempts, self._rng)
         return self._finish(
@@ -289,10 +355,16 @@ class Outbox:
             owner,
             "state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ?",
             (message, retry_at, moment),
+            tried,
         )
 
     def _finish(
-        self, entry_id: int, owner: str | None, assignments: str, values: tuple[Any, ...]
+        self,
+        entry_id: int,
+        owner: str | None,
+        assignments: str,
+        values: tuple[Any, ...],
+        tried: _Tried,
     ) -> bool:
         where = "id = ? AND state = 'delivering'"
         params: list[object] = [entry_id]
@@ -306,7 +378,10 @@ class Outbox:
                 f" WHERE {where}",
                 (*values, *params),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            tried.record(conn, entry_id)
+            return True
 
     # -- the admin side (lookup-server outbox ...) ---------------------------------
 
@@ -356,20 +431,6 @@ class Outbox:
             ).fetchone()[0]
         return int(row["id"]), int(older)
 
-    def counts(self) -> OutboxCounts:
-        """Webhooks by state and target, and when the oldest undelivered one arrived."""
-        with self._db.reading() as conn:
-            # One read transaction: both answers describe the same moment.
-            conn.execute("BEGIN")
-            rows = conn.execute(
-                "SELECT state, target, COUNT(*) FROM webhooks GROUP BY state, target"
-            ).fetchall()
-            oldest = conn.execute(
-                "SELECT MIN(created_at) FROM webhooks WHERE state IN ('pending', 'delivering')"
-            ).fetchone()[0]
-            conn.execute("COMMIT")
-        return OutboxCounts({(row[0], row[1]): int(row[2]) for row in rows}, oldest)
-
     def _pages(
         self, table: str, columns: str, where: str, params: list[object], after_id: int
     ) -> Iterator[sqlite3.Row]:
@@ -385,6 +446,52 @@ class Outbox:
             if len(rows) < PAGE_ROWS:
                 return
             after_id = rows[-1]["id"]
+
+    def attempts(self, webhook_id: int) -> list[Attempt]:
+        """The recorded tries at delivering this webhook, first first ([] for none)."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_ATTEMPT} FROM attempts WHERE webhook_id = ? ORDER BY number",
+                (webhook_id,),
+            ).fetchall()
+        return [_attempt(row) for row in rows]
+
+    def counts(self) -> dict[tuple[str, State], int]:
+        """How many webhooks each target has in each state (only those with any)."""
+        with self._db.reading() as conn:
+            return {(row[0], row[1]): row[2] for row in conn.execute(_COUNTS)}
+
+    def created_by_hour(self, since: float) -> dict[tuple[int, State], int]:
+        """Webhooks created from ``since`` on, counted by hour and state, oldest hour first.
+
+        An hour is its start in epoch seconds (whole UTC hours); only non-zero
+        counts are there, and the first hour counts only from ``since``.
+        """
+        with self._db.reading() as conn:
+            return {(row[0], row[1]): row[2] for row in conn.execute(_BY_HOUR, (since,))}
+
+    def oldest_pending(self) -> float | None:
+        """When the oldest webhook still to deliver (pending or being delivered) was stored.
+
+        None when there is none. A webhook being delivered still waits: its
+        delivery may fail, and a crashed worker leaves it so until taken over.
+        """
+        with self._db.reading() as conn:
+            oldest = conn.execute(_OLDEST_WAITING).fetchone()[0]
+        return None if oldest is None else float(oldest)
+
+    def retry_failed(self, target: str, now: float | None = None) -> int:
+        """Make every failed webhook of ``target`` due now, as retry does; how many.
+
+        One transaction: either all of them are pending again or none. Their
+        recorded attempts are kept.
+        """
+        moment = time.time() if now is None else now
+        with self._db.transaction() as conn:
+            count = conn.execute(_RETRY_FAILED, (moment, moment, target)).rowcount
+        if count:
+            self._notify()
+        return int(count)
 
     def retry(self, entry_id: int, now: float | None = None) -> OutboxEntry:
         """Make a failed (or waiting) webhook due now with a fresh set of attempts."""
@@ -408,35 +515,70 @@ class Outbox:
     def purge(
         self, older_than_days: float, now: float | None = None, *, max_rows: int | None = None
     ) -> Purged:
-        """Delete finished webhooks and refusals more than ``older_than_days`` old.
+        """Delete finished webhooks (with their attempts) and refusals older than that.
 
         Delivered and failed webhooks age from when they finished, refusals from
         when they were made. A small transaction at a time, at most ``max_rows``
-        in all.
+        webhooks and refusals in all.
         """
         if older_than_days < 0:
             raise OutboxError("--older-than must be zero or more days")
         cutoff = (time.time() if now is None else now) - older_than_days * 86400
-        webhooks = self._purge_rows("webhooks", _OLD_WEBHOOKS, cutoff, max_rows)
+        webhooks = self._purge_rows(_OLD_WEBHOOKS, _WEBHOOK_ROWS, cutoff, max_rows)
         left = None if max_rows is None else max_rows - webhooks
-        refusals = 0 if left == 0 else self._purge_rows("refusals", _OLD_REFUSALS, cutoff, left)
+        refusals = 0 if left == 0 else self._purge_rows(_OLD_REFUSALS, _REFUSAL_ROWS, cutoff, left)
         complete = max_rows is None or webhooks + refusals < max_rows
         return Purged(webhooks, refusals, complete)
 
-    def _purge_rows(self, table: str, select: str, cutoff: float, max_rows: int | None) -> int:
+    def _purge_rows(
+        self, select: str, deletes: tuple[str, ...], cutoff: float, max_rows: int | None
+    ) -> int:
+        """Delete what ``select`` finds a batch at a time, with each of ``deletes``."""
         removed = 0
         while max_rows is None or removed < max_rows:
             batch = (
                 PURGE_BATCH_ROWS if max_rows is None else min(PURGE_BATCH_ROWS, max_rows - removed)
             )
             with self._db.transaction() as conn:
-                count = conn.execute(
-                    f"DELETE FROM {table} WHERE id IN ({select})", (cutoff, batch)
-                ).rowcount
-            removed += count
-            if count < batch:
+                ids = [row[0] for row in conn.execute(select, (cutoff, batch))]
+                if ids:
+                    marks = ", ".join("?" * len(ids))
+                    for delete in deletes:
+                        conn.execute(delete.format(ids=marks), ids)
+            removed += len(ids)
+            if len(ids) < batch:
                 break
         return removed
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """A try as the worker saw it, to record with its outcome (see Attempt)."""
+
+    started_at: float
+    duration_ms: int
+    delivered: bool
+    status: int | None = None
+    answer: str = ""
+    error: str = ""
+
+    def record(self, conn: sqlite3.Connection, webhook_id: int) -> None:
+        """Insert it as the webhook's next attempt (in the caller's transaction)."""
+        conn.execute(
+            "INSERT INTO attempts (webhook_id, number, started_at, duration_ms, delivered,"
+            " status, answer, error) SELECT ?, COALESCE(MAX(number), 0) + 1, ?, ?, ?, ?, ?, ?"
+            " FROM attempts WHERE webhook_id = ?",
+            (
+                webhook_id,
+                self.started_at,
+                max(0, self.duration_ms),
+                int(self.delivered),
+                self.status,
+                showable_excerpt(self.answer, ANSWER_EXCERPT_CHARS),
+                self.error[:MAX_ERROR_CHARS],
+                webhook_id,
+            ),
+        )
 
 
 def _in_states(states: Collection[State] | None) -> tuple[str, list[object]]:
@@ -462,6 +604,19 @@ def _expire_dead_leases(conn: sqlite3.Connection, moment: float) -> None:
             " AND lease_owner = ?",
             (moment, owner),
         )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        webhook_id=row["webhook_id"],
+        number=row["number"],
+        started_at=row["started_at"],
+        duration_ms=row["duration_ms"],
+        delivered=bool(row["delivered"]),
+        status=row["status"],
+        answer=row["answer"],
+        error=row["error"],
+    )
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:

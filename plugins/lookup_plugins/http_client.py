@@ -18,7 +18,7 @@ import email.utils
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_WAIT = 1.0
 #: Statuses that mean "later": rate limits and brief outages.
 RETRY_STATUSES = frozenset({429, 503})
+#: How much of a refusal's body is read for its excerpt (DeliveryFailed keeps less).
+EXCERPT_BYTES = 8192
+#: Shorter texts are not hidden from an excerpt: they would blank out common words.
+MIN_HIDDEN_CHARS = 4
 
 
 class Deadline:
@@ -310,6 +314,35 @@ def _reason(exc: requests.ConnectionError) -> str:
         if hint in text:
             return hint
     return type(exc).__name__
+
+
+def answer_excerpt(response: requests.Response, hidden: Iterable[str] = ()) -> str:
+    """The start of an answer's body as text, each of ``hidden`` (keys, tokens) blanked out.
+
+    For a DeliveryFailed: peers' error pages may echo the request, its URL and
+    headers included.
+    """
+    secrets = _longest_first(hidden)
+    head = response.content[:EXCERPT_BYTES]
+    try:
+        text = head.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = head.decode("utf-8", errors="replace")
+    if len(response.content) > EXCERPT_BYTES and secrets:
+        text = text[: -len(secrets[0])]  # a secret cut at the edge would show its start
+    return blank_out(text, secrets)
+
+
+def blank_out(text: str, hidden: Iterable[str]) -> str:
+    """``text`` with each of ``hidden`` replaced by ``[hidden]`` (cut it afterwards, not before)."""
+    for secret in _longest_first(hidden):
+        text = text.replace(secret, "[hidden]")
+    return text
+
+
+def _longest_first(hidden: Iterable[str]) -> list[str]:
+    # longest first: a value that holds another is blanked out whole
+    return sorted({h for h in hidden if len(h) >= MIN_HIDDEN_CHARS}, key=len, reverse=True)
 
 
 def json_body(response: requests.Response, vendor: str) -> Any:

@@ -3,7 +3,9 @@
 ``push`` POSTs the pushed request as JSON to ``url``; the id is the
 ``id_field`` of the JSON answer. ``deliver`` POSTs a webhook's payload the same
 way with an ``Idempotency-Key`` header, so the receiver can drop the duplicates
-an at-least-once outbox may produce.
+an at-least-once outbox may produce. A refusal raises ``DeliveryFailed`` with
+the status and the start of the answer, where the secret, the header values
+and the URL past its host are blanked out (an error page may echo them).
 
 ``details`` must show "the stored push and the answer", and the other system
 offers no standard way to read a push back. So every push is recorded in a
@@ -19,17 +21,18 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import requests
 
 from lookup_server.plugin import (
     BackendError,
+    DeliveryFailed,
     NotFound,
     PushDetails,
     PushRequest,
@@ -40,7 +43,14 @@ from lookup_server.plugin import (
     state_dir,
 )
 
-from .http_client import AbortableSession, Deadline, dig, request_once
+from .http_client import (
+    AbortableSession,
+    Deadline,
+    answer_excerpt,
+    blank_out,
+    dig,
+    request_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +89,7 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         self.host = urlsplit(options.url).hostname or "the target"
         self.log = PushLog(options.store or default_store(target.name))
         self._session = AbortableSession()
+        self._hidden = hidden_texts(options)
 
     @classmethod
     def validate(cls, options: Any, target: TargetSettings) -> list[tuple[str, str]]:
@@ -144,7 +155,11 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         """POST the webhook's payload as JSON with its Idempotency-Key; raise unless 2xx."""
         response = self._post(webhook.payload, {"Idempotency-Key": webhook.idempotency_key})
         if not 200 <= response.status_code < 300:
-            raise BackendError(self._refusal("webhook", response))
+            raise DeliveryFailed(
+                self._refusal("webhook", response),
+                status=response.status_code,
+                answer=answer_excerpt(response, self._hidden),
+            )
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -168,7 +183,7 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         )
 
     def _refusal(self, what: str, response: requests.Response) -> str:
-        message = _remote_message(_json_or_none(response))
+        message = _remote_message(_json_or_none(response), self._hidden)
         said = f": {message}" if message else ""
         return f"{self.host} refused the {what} (HTTP {response.status_code}){said}"
 
@@ -180,13 +195,31 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
 
 
-def _remote_message(answer: Any) -> str:
-    """A short ``error`` or ``message`` text from a JSON answer ("" when none)."""
+def _remote_message(answer: Any, hidden: Iterable[str]) -> str:
+    """A short ``error`` or ``message`` text from a JSON answer ("" when none).
+
+    It may quote the request: ``hidden`` is blanked out of it.
+    """
     for key in ("error", "message", "detail"):
         value = answer.get(key) if isinstance(answer, dict) else None
         if isinstance(value, str) and value.strip():
-            return " ".join(value.split())[:MAX_REMOTE_MESSAGE]
+            return blank_out(" ".join(value.split()), hidden)[:MAX_REMOTE_MESSAGE]
     return ""
+
+
+def hidden_texts(options: HttpTargetOptions) -> list[str]:
+    """What no answer excerpt may show: the secret, header values, the URL past its host.
+
+    The URL's path is there too: webhook services often put their token in it.
+    Each as written and percent-encoded or decoded, as an error page may echo it.
+    """
+    parts = urlsplit(options.url)
+    texts = [options.url, f"{parts.path}?{parts.query}", parts.path, parts.query]
+    texts += [parts.password or "", *options.headers.values()]
+    texts += [value for _, value in parse_qsl(parts.query)]
+    if options.secret is not None:
+        texts.append(options.secret.reveal())
+    return [*texts, *(unquote(t) for t in texts), *(quote(t, safe="") for t in texts)]
 
 
 def customer_of(request: PushRequest) -> str:

@@ -7,7 +7,9 @@ are no details to show.
 
 Text from HelpSpot is escaped the way Slack asks (only ``&``, ``<`` and ``>``):
 a title holding ``<!channel>`` or ``<https://evil|click>`` stays plain text.
-The webhook URL is the secret: no error message ever contains it.
+The webhook URL is the secret: no error message ever contains it. A refusal
+raises ``DeliveryFailed`` with Slack's status and, as its answer, Slack's error
+code: any other answer comes from some other server and is never kept.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lookup_server.plugin import (
-    BackendError,
+    DeliveryFailed,
     PushRequest,
     Secret,
     TargetBackend,
@@ -202,4 +204,8 @@ class SlackTarget(TargetBackend[SlackTargetOptions]):
             meaning = "Slack is having problems; try again later"
         said = code or ("an answer that is not Slack's" if text else "no answer")
         detail = f"{meaning} ({said})" if meaning else said
-        raise BackendError(f"Slack refused the message (HTTP {response.status_code}): {detail}")
+        raise DeliveryFailed(
+            f"Slack refused the message (HTTP {response.status_code}): {detail}",
+            status=response.status_code,
+            answer=code,
+        )

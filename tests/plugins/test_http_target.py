@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask, Response, request
+from lookup_plugins.http_client import EXCERPT_BYTES, answer_excerpt
 from lookup_plugins.http_target import (
     HttpTarget,
     HttpTargetOptions,
@@ -19,9 +21,11 @@ from lookup_plugins.http_target import (
     default_store,
 )
 
+from lookup_server.core.backend import ANSWER_EXCERPT_CHARS
 from lookup_server.plugin import (
     BackendError,
     BackendTimeout,
+    DeliveryFailed,
     PushRequest,
     Secret,
     TargetSettings,
@@ -330,6 +334,76 @@ def test_deliver_raises_on_a_non_2xx_answer(
     state.scripted = (503, json.dumps({"message": "maintenance"}), "application/json")
     with pytest.raises(BackendError, match=r"refused the webhook \(HTTP 503\): maintenance"):
         make_target(running.base_url, tmp_path).deliver(Webhook(1, "k", {"a": "1"}))
+
+
+def test_a_refused_webhook_carries_the_status_and_the_start_of_the_answer(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
+    state, running = receiver
+    body = json.dumps({"message": "maintenance", "until": "noon", "pad": "x" * 5000})
+    state.scripted = (503, body, "application/json")
+    with pytest.raises(DeliveryFailed) as caught:
+        make_target(running.base_url, tmp_path).deliver(Webhook(1, "k", {"a": "1"}))
+    assert caught.value.status == 503
+    assert caught.value.answer == body[:ANSWER_EXCERPT_CHARS]
+
+
+def test_the_answer_never_shows_the_secret_the_headers_or_the_url_past_the_host(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
+    # what a debug page echoes of the request: its line, its headers, raw or encoded
+    state, running = receiver
+    echoed = [SECRET, "hdr key/0815", "hdr%20key%2F0815", "/items?token=q-token-77", "q-token-77"]
+    state.scripted = (
+        400,
+        "Cannot POST /items?token=q-token-77\n" + "\n".join(echoed),
+        "text/plain",
+    )
+    target = HttpTarget(
+        HttpTargetOptions(
+            url=f"{running.base_url}/items?token=q-token-77",
+            secret=Secret(SECRET),
+            headers={"X-Api-Key": "hdr key/0815"},
+            store=tmp_path / "pushes.sqlite3",
+        ),
+        TargetSettings(name="crm", backend="http"),
+    )
+    with pytest.raises(DeliveryFailed) as caught:
+        target.deliver(Webhook(1, "k", {"a": "1"}))
+    assert caught.value.answer == "Cannot POST [hidden]" + "\n[hidden]" * len(echoed)
+
+
+def test_the_peers_message_never_shows_the_secret(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
+    state, running = receiver
+    state.scripted = (401, json.dumps({"error": f"bad token Bearer {SECRET}"}), "application/json")
+    with pytest.raises(DeliveryFailed) as caught:
+        make_target(running.base_url, tmp_path, secret=Secret(SECRET)).deliver(
+            Webhook(1, "k", {"a": "1"})
+        )
+    assert (
+        str(caught.value) == "127.0.0.1 refused the webhook (HTTP 401): bad token Bearer [hidden]"
+    )
+
+
+def test_an_excerpt_cut_at_its_edge_never_shows_the_start_of_a_secret(
+    receiver: tuple[Receiver, Running],
+) -> None:
+    state, running = receiver
+    state.scripted = (500, "a" * (EXCERPT_BYTES - 6) + SECRET, "text/plain")
+    response = requests.post(f"{running.base_url}/items", timeout=5)
+    assert answer_excerpt(response, [SECRET]) == "a" * (EXCERPT_BYTES - len(SECRET))
+
+
+def test_an_answer_in_a_charset_python_does_not_know_is_read_as_utf8(
+    receiver: tuple[Receiver, Running], tmp_path: Path
+) -> None:
+    state, running = receiver
+    state.scripted = (500, "café closed", "text/plain; charset=x-no-such-charset")
+    with pytest.raises(DeliveryFailed) as caught:
+        make_target(running.base_url, tmp_path).deliver(Webhook(1, "k", {"a": "1"}))
+    assert caught.value.answer == "café closed"
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from lookup_plugins.slack_target import (
     slack_link,
 )
 
-from lookup_server.plugin import BackendError, PushRequest, Secret, TargetSettings, Webhook
+from lookup_server.plugin import (
+    BackendError,
+    DeliveryFailed,
+    PushRequest,
+    Secret,
+    TargetSettings,
+    Webhook,
+)
 from tests.plugins.emulators import Running, serve
 from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
@@ -218,6 +225,26 @@ def test_an_answer_that_is_not_slacks_is_not_quoted(slack: tuple[FakeSlack, Runn
         "Slack refused the message (HTTP 502): Slack is having problems; "
         "try again later (an answer that is not Slack's)"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "answer"),
+    [
+        (404, "no_service", "no_service"),
+        (410, "channel_is_archived", "channel_is_archived"),
+        # not Slack's: never kept, it may echo the webhook's secret path
+        (502, f"<html>Cannot POST {HOOK_PATH}</html>", ""),
+        (503, f"upstream {HOOK_PATH[1:]}", ""),
+    ],
+)
+def test_a_refused_webhook_carries_slacks_status_and_only_its_own_code(
+    slack: tuple[FakeSlack, Running], status: int, body: str, answer: str
+) -> None:
+    state, running = slack
+    state.error = (status, body)
+    with pytest.raises(DeliveryFailed) as caught:
+        make_target(running.base_url).deliver(Webhook(1, "k", {"xRequest": "1"}))
+    assert (caught.value.status, caught.value.answer) == (status, answer)
 
 
 def test_a_wrong_webhook_path_is_no_service(slack: tuple[FakeSlack, Running]) -> None:

@@ -35,10 +35,12 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from lookup_server.core.backend import ANSWER_EXCERPT_CHARS
 from lookup_server.core.registry import PluginError, Registry
 from lookup_server.plugin import (
     BackendError,
     BackendTimeout,
+    DeliveryFailed,
     NotFound,
     PushDetails,
     PushRequest,
@@ -75,7 +77,8 @@ RETURN_BOUND = ABORT_GRACE + 2.0
 #:   of the test);
 #: * ``reject``: it refuses the target's credentials (HTTP 403);
 #: * ``error``: it answers that it failed (HTTP 5xx), with an error page that echoes
-#:   the request line, as many servers' pages do (Express: ``Cannot POST /path``);
+#:   the request line, as many servers' pages do (Express: ``Cannot POST /path``),
+#:   and its headers, as debug pages do;
 #: * ``garbage``: it answers with something that is not its protocol (a proxy's
 #:   login page, binary junk) and says all is well (HTTP 200);
 #: * ``hang``: it accepts, starts an answer and never finishes it.
@@ -195,7 +198,14 @@ class HttpPeer:
         if self.failing in ("reject", "error"):
             status = "403 Forbidden" if self.failing == "reject" else "500 Internal Server Error"
             line = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '/')}"
-            return _plain(environ, start_response, status, f"Cannot {line}: {status}\n".encode())
+            page = f"Cannot {line}: {status}\n"
+            if self.failing == "error":
+                page += "".join(
+                    f"{name[5:].replace('_', '-').title()}: {value}\n"
+                    for name, value in sorted(environ.items())
+                    if name.startswith("HTTP_")
+                )
+            return _plain(environ, start_response, status, page.encode())
         if self.failing == "garbage":
             junk = b"\xff\xfe<html><body><h1>Sign in to the proxy</h1>\x00\x01<form"
             return _plain(environ, start_response, "200 OK", junk, "text/html")
@@ -690,6 +700,10 @@ def _assert_fit_for_staff(exc: BackendError) -> None:
     assert text.strip(), f"{type(exc).__name__} without a message"
     assert len(text) <= MAX_MESSAGE_CHARS, f"a message of {len(text)} characters: {text[:200]}"
     assert not _reveals(text) and not _reveals(repr(exc)), f"the message shows the secret: {text}"
+    if isinstance(exc, DeliveryFailed):  # recorded in the outbox, shown by outbox show
+        assert exc.status is None or 100 <= exc.status <= 599, exc.status
+        assert isinstance(exc.answer, str) and len(exc.answer) <= ANSWER_EXCERPT_CHARS
+        assert not _reveals(exc.answer), f"the peer's answer shows the secret: {exc.answer}"
 
 
 def _reveals(text: str) -> bool:

@@ -317,6 +317,36 @@ def test_failed_delivery_stays_visible_and_is_retried_with_the_same_key(
     assert len(receiver.received) == 2 and len(keys) == 1
 
 
+def test_each_attempt_is_recorded_with_the_peers_status_and_answer(
+    running: Running, receiver: Receiver
+) -> None:
+    receiver.status, receiver.answer = 503, {"message": "down for maintenance"}
+    before = time.time()
+    webhook_id = post_webhook(running, urlencode(HELPSPOT_WEBHOOK)).json()["id"]
+    outbox = Outbox(running.outbox)
+    wait_for(lambda: len(outbox.attempts(webhook_id)) == 1)
+    (refused,) = outbox.attempts(webhook_id)
+    assert (refused.number, refused.delivered, refused.status) == (1, False, 503)
+    assert refused.answer == json.dumps(receiver.answer)
+    assert refused.error == (
+        "target 'hooks' failed: 127.0.0.1 refused the webhook (HTTP 503): down for maintenance"
+    )
+    assert before <= refused.started_at <= time.time() and refused.duration_ms >= 0
+    receiver.status = 200
+    retried = CliRunner().invoke(
+        cli, ["outbox", "retry", str(webhook_id), "--config", str(running.config)]
+    )
+    assert retried.exit_code == 0, retried.output
+    wait_for(lambda: len(outbox.attempts(webhook_id)) == 2)
+    delivered = outbox.attempts(webhook_id)[1]
+    assert (delivered.number, delivered.delivered, delivered.status) == (2, True, None)
+    shown = CliRunner().invoke(
+        cli, ["outbox", "show", str(webhook_id), "--config", str(running.config)]
+    )
+    assert "HTTP 503" in shown.output and "down for maintenance" in shown.output
+    assert "request          12345" in shown.output and "<p>Hot</p>" not in shown.output
+
+
 def test_a_key_in_the_body_is_neither_stored_nor_forwarded(
     running: Running, receiver: Receiver
 ) -> None:

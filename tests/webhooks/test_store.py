@@ -17,7 +17,6 @@ from lookup_server.webhooks import (
     BACKOFF_CAP,
     LEASE_SECONDS,
     Outbox,
-    OutboxCounts,
     OutboxError,
     backoff_delay,
     safe_error,
@@ -253,27 +252,6 @@ def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
     assert outbox.newest(2, ["pending"]) == (ids[2], 2)  # ids[1], ids[2] are older
     assert outbox.newest(5) == (0, 0) and outbox.newest(9) == (0, 0)
     assert outbox.newest(1, ["failed"]) == (0, 0)
-
-
-def test_counts_by_state_and_target_and_the_oldest_undelivered(outbox: Outbox) -> None:
-    assert outbox.counts() == OutboxCounts({}, None)
-    done = outbox.store("crm", {"n": "done"}, now=T0)
-    outbox.store("crm", {"n": "waits"}, now=T0 + 20)
-    outbox.store("slack", {"n": "waits"}, now=T0 + 10)
-    assert outbox.claim("w1", now=T0 + 30) == stored_entry(outbox, done.id)
-    assert outbox.mark_delivered(done.id, now=T0 + 31)
-    counts = outbox.counts()
-    assert counts.by_state_and_target == {
-        ("delivered", "crm"): 1,
-        ("pending", "crm"): 1,
-        ("pending", "slack"): 1,
-    }
-    assert counts.oldest_undelivered_at == T0 + 10
-    # one being delivered is not delivered yet
-    claimed = outbox.claim("w1", now=T0 + 40)
-    assert claimed is not None and claimed.target == "slack"
-    assert outbox.counts().oldest_undelivered_at == T0 + 10
-    assert outbox.counts().by_state_and_target[("delivering", "slack")] == 1
 
 
 def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path) -> None:
