@@ -177,7 +177,7 @@ def guard() -> ResponseReturnValue | None:
         return plain("the console is not open to your address ([console] allowed_networks)", 403)
     if request.endpoint not in _OPEN_VIEWS and not logged_in():
         if request.method == "GET":
-            return redirect(url_for("console.login", next=_local_path(request.full_path)))
+            return redirect(url_for("console.login", next=local_path(request.full_path)))
         return plain("log in first", 403)
     if request.method == "POST" and not _csrf_holds():
         return plain("this form is out of date or did not come from the console: reload it", 400)
@@ -193,10 +193,12 @@ def _csrf_holds() -> bool:
     return isinstance(expected, str) and bool(sent) and hmac.compare_digest(sent, expected)
 
 
-def _local_path(path: str) -> str:
-    """A path on this server to go back to after a login, never an address elsewhere."""
+def local_path(path: str) -> str:
+    """``path`` when it is a path on this server, else "/": never an address elsewhere."""
     path = path.rstrip("?")
-    return path if path.startswith("/") and not path.startswith("//") else "/"
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
 
 
 @bp.after_request

@@ -23,6 +23,7 @@ from lookup_server.web.console.access import loopback_only, password_matches
 from lookup_server.web.console.blueprint import (
     bp,
     console_state,
+    local_path,
     logged_in,
     page,
     plain,
@@ -78,11 +79,7 @@ def login() -> Any:
 
 
 def _next_page() -> str:
-    wanted = request.values.get("next", "/")
-    parts = urlsplit(wanted)
-    if parts.scheme or parts.netloc or not wanted.startswith("/") or wanted.startswith("//"):
-        return "/"
-    return wanted
+    return local_path(request.values.get("next", "/"))
 
 
 @bp.route("/console/logout", methods=["POST"])

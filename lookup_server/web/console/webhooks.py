@@ -2,43 +2,75 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 
 from lookup_server.web.blueprints.common import state
-from lookup_server.web.console.blueprint import bp, page
+from lookup_server.web.console.blueprint import bp, local_path, page
+from lookup_server.web.console.charts import chart
 from lookup_server.webhooks import STATES, OutboxError
 
 #: Webhooks listed at most on one page.
 LISTED = 100
+#: The chart's span, in hours.
+CHART_HOURS = 24
 
 
 @bp.route("/console/webhooks")
-def webhooks() -> str:
-    """The newest webhooks, of one state and target if asked."""
-    wanted_state = request.args.get("state", "")
-    wanted_target = request.args.get("target", "")
+def webhooks() -> Any:
+    """Counts by state and target, a day's chart, and the newest webhooks (filterable)."""
+    wanted = {key: request.args.get(key, "") for key in ("state", "target")}
     box = state().webhooks.outbox
-    listed = []
-    error = None
     try:
-        states = [wanted_state] if wanted_state in STATES else None
+        counts = box.counts()
+        oldest = box.oldest_pending()
+        now = time.time()
+        first_hour = int(now // 3600) - CHART_HOURS + 1
+        by_hour = box.created_by_hour(first_hour * 3600.0)
+        states = [wanted["state"]] if wanted["state"] in STATES else None
         after, _ = box.newest(LISTED, states)
         listed = [
-            e
-            for e in box.summaries(states, after_id=after)
-            if not wanted_target or e.target == wanted_target
+            e for e in box.summaries(states, after_id=after) if wanted["target"] in ("", e.target)
         ]
     except OutboxError as exc:
-        error = str(exc)
+        return page("webhooks.html", error=str(exc), wanted=wanted, states=STATES, targets=[])
+    hours = range(first_hour, first_hour + CHART_HOURS)
+    series = [
+        (
+            sum(n for (hour, _), n in by_hour.items() if hour == h * 3600),
+            by_hour.get((h * 3600, "failed"), 0),
+        )
+        for h in hours
+    ]
+    targets = sorted({t for t, _ in counts} | set(state().webhooks.target_names))
     return page(
         "webhooks.html",
-        listed=list(reversed(listed)),
-        error=error,
+        error=None,
+        counts=counts,
+        targets=targets,
         states=STATES,
-        wanted={"state": wanted_state, "target": wanted_target},
-        targets=sorted(state().targets.items()),
+        oldest_age=None if oldest is None else now - oldest,
+        chart=chart(series, unit="hour"),
+        listed=list(reversed(listed)),
+        wanted=wanted,
+    )
+
+
+@bp.route("/console/webhooks/<int:webhook_id>")
+def webhook(webhook_id: int) -> str:
+    """One webhook: its state, and every attempt to deliver it."""
+    box = state().webhooks.outbox
+    entry = box.get(webhook_id)
+    if entry is None:
+        abort(404)
+    request_id = entry.payload.get("xRequest", "")
+    return page(
+        "webhook.html",
+        entry=entry,
+        request_id=request_id if isinstance(request_id, str) else "",
+        attempts=box.attempts(webhook_id),
     )
 
 
@@ -50,6 +82,25 @@ def retry(webhook_id: int) -> Any:
         flash(f"Webhook {entry.id} for {entry.target} is pending again.")
     except OutboxError as exc:
         flash(str(exc))
+    return redirect(
+        local_path(request.form.get("back", ""))
+        if "back" in request.form
+        else url_for("console.webhooks")
+    )
+
+
+@bp.route("/console/webhooks/retry-failed", methods=["POST"])
+def retry_failed() -> Any:
+    """Make every failed webhook of one target due now."""
+    target = request.form.get("target", "")
+    if target not in state().webhooks.target_names:
+        flash(f"No target named {target!r} takes webhooks.")
+    else:
+        try:
+            count = state().webhooks.outbox.retry_failed(target)
+            flash(f"{count} failed webhook(s) for {target} are pending again.")
+        except OutboxError as exc:
+            flash(str(exc))
     return redirect(url_for("console.webhooks"))
 
 

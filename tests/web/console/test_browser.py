@@ -275,9 +275,11 @@ def test_retry_a_failed_webhook_and_see_it_delivered(
     wait_until(browser, lambda d: d.find_element(By.ID, "source-people"))
 
     def state_shown(d: WebDriver) -> str:
+        """The webhook's state once its first attempt failed, else ""."""
         d.get(f"{base_url}/console/webhooks")
         row = d.find_element(By.ID, f"webhook-{webhook_id}")
-        return row.find_element(By.CLASS_NAME, "state").text if "500" in row.text else ""
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        return cells[3] if cells[4] == "1" else ""
 
     assert wait_until(browser, state_shown, timeout=30) == "pending"  # failed once, waiting
     screenshot(browser, "webhooks", tmp_path)
@@ -297,6 +299,13 @@ def test_retry_a_failed_webhook_and_see_it_delivered(
 
     assert wait_until(browser, delivered, timeout=30)
     assert [w.get("xRequest") for w in receiver.received] == ["12345"]
+    browser.find_element(By.CSS_SELECTOR, f"#webhook-{webhook_id} a").click()
+    attempts = wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "table.attempts"))
+    outcomes = [row.text for row in attempts.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert len(outcomes) == 2 and "failed" in outcomes[0] and "500" in outcomes[0]
+    assert "delivered" in outcomes[1]
+    screenshot(browser, "webhook", tmp_path)
+    no_console_errors(browser)
 
 
 def test_every_page_renders_under_its_policy(

@@ -1,0 +1,96 @@
+"""The console's webhook pages: counts, a day's chart, attempts, retry, purge."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from lookup_server.webhooks import Outbox
+from tests.web.console.conftest import LOCAL, csrf_of, log_in
+
+
+@pytest.fixture
+def admin(app: Flask, client: FlaskClient) -> FlaskClient:
+    # the app's own delivery worker stays out of the way: these webhooks are set up by hand
+    app.extensions["lookup_server"].webhooks.close()
+    log_in(client)
+    return client
+
+
+@pytest.fixture
+def box(app: Flask) -> Outbox:
+    """The app's outbox file, through an Outbox that gives up after one attempt."""
+    return Outbox(app.extensions["lookup_server"].config.server.outbox, max_attempts=1)
+
+
+def failed_webhook(box: Outbox) -> int:
+    entry = box.store("crm", {"xRequest": "12345", "sTitle": "Printer"})
+    claimed = box.claim("test-worker")
+    assert claimed is not None and claimed.id == entry.id
+    assert box.mark_failed(
+        entry.id, "HTTP 500 from the peer", owner="test-worker", status=500, answer="oops, down"
+    )
+    return entry.id
+
+
+def post(client: FlaskClient, path: str, **form: str) -> bytes:
+    token = csrf_of(client.get("/console/webhooks", environ_base=LOCAL).data)
+    answer = client.post(
+        path, data={"csrf_token": token, **form}, environ_base=LOCAL, follow_redirects=True
+    )
+    assert answer.status_code == 200, answer.data[:300]
+    body: bytes = answer.data
+    return body
+
+
+def test_the_page_counts_by_target_and_state_and_charts_the_day(
+    admin: FlaskClient, box: Outbox
+) -> None:
+    failed_webhook(box)
+    box.store("crm", {"xRequest": "2"})
+    page = admin.get("/console/webhooks", environ_base=LOCAL).data.decode()
+    row = page[page.index('id="counts-crm"') :].split("</tr>")[0]
+    cells = [cell.split(">")[-1] for cell in row.split("</a>")[:-1]]
+    assert cells == ["1", "0", "0", "1"]  # pending, delivering, delivered, failed
+    assert "Retry every failed one" in row
+    assert "2 in 24 hours" in page and "1 failed" in page
+    assert "The oldest webhook still to deliver arrived" in page
+
+
+def test_a_webhooks_page_shows_each_attempt(admin: FlaskClient, box: Outbox) -> None:
+    webhook_id = failed_webhook(box)
+    page = admin.get(f"/console/webhooks/{webhook_id}", environ_base=LOCAL).data.decode()
+    assert "12345" in page and "HTTP 500 from the peer" in page
+    assert "<td>500</td>" in page and "oops, down" in page
+    assert admin.get("/console/webhooks/999999", environ_base=LOCAL).status_code == 404
+
+
+def test_retry_every_failed_webhook_of_a_target(admin: FlaskClient, box: Outbox) -> None:
+    webhook_id = failed_webhook(box)
+    body = post(admin, "/console/webhooks/retry-failed", target="crm")
+    assert b"1 failed webhook(s) for crm are pending again" in body
+    entry = box.get(webhook_id)
+    assert entry is not None and entry.state == "pending"
+    assert b"No target named" in post(admin, "/console/webhooks/retry-failed", target="nope")
+
+
+def test_retry_one_goes_back_to_its_page_and_never_elsewhere(
+    admin: FlaskClient, box: Outbox
+) -> None:
+    webhook_id = failed_webhook(box)
+    token = csrf_of(admin.get("/console/webhooks", environ_base=LOCAL).data)
+    answer = admin.post(
+        f"/console/webhooks/{webhook_id}/retry",
+        data={"csrf_token": token, "back": "//evil.example/"},
+        environ_base=LOCAL,
+    )
+    assert answer.headers["Location"] == "/"
+    body = post(admin, "/console/webhooks/999999/retry")
+    assert b"no webhook with id 999999" in body
+
+
+def test_purge_says_what_it_did_and_what_it_needs(admin: FlaskClient, box: Outbox) -> None:
+    failed_webhook(box)
+    assert b"Give the age in days" in post(admin, "/console/webhooks/purge", days="soon")
+    assert b"Purged 1 webhook(s)" in post(admin, "/console/webhooks/purge", days="0")
