@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from lookup_server.config.settings import Config
-from lookup_server.telemetry import CallRecord, Telemetry
+from lookup_server.telemetry import UNKNOWN_NAME, CallRecord, Telemetry
 from lookup_server.webhooks import STATES, Outbox, OutboxError
 
 #: prometheus_client chose where its counts live when it was imported, from this
@@ -31,8 +31,6 @@ from lookup_server.webhooks import STATES, Outbox, OutboxError
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ
 #: What /metrics is served as: the text format generate_latest writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: The label value of every name that is no configured source or target.
-UNKNOWN = "(unknown)"
 
 #: A lookup from a cache or an index takes a millisecond or two, a backend's up to
 #: its timeout (5 s by default, at most a few tens).
@@ -41,16 +39,14 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: The outcomes that a backend (or our guard of it) caused, counted apart.
 BACKEND_FAILURES = frozenset({"backend_error", "timeout", "busy"})
-#: The endpoints whose URL names a target; the others name a source.
-_TARGET_ENDPOINTS = frozenset({"push", "details", "webhook"})
 
 
 class PrometheusMetrics(Telemetry):
     """Counts every call, cache use and delivery attempt; renders them for a scrape."""
 
-    def __init__(self, config: Config) -> None:
-        self.sources = frozenset(config.sources)
-        self.targets = frozenset(config.targets)
+    def __init__(self) -> None:
+        #: (endpoint, name, outcome) -> the call counter's and histogram's children.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # In multiprocess mode the counts live in files and a registry would export
         # them twice (prometheus_client's documentation): the metrics join none.
         self._registry = None if MULTIPROCESS else CollectorRegistry()
@@ -102,24 +98,33 @@ class PrometheusMetrics(Telemetry):
         )
 
     def call(self, record: CallRecord) -> None:
-        """Count the call, its time and, when a backend failed it, the failure."""
-        known = self.targets if record.endpoint in _TARGET_ENDPOINTS else self.sources
-        name = _label(record.name, known)
-        self._calls.labels(record.endpoint, name, record.outcome).inc()
-        self._call_seconds.labels(record.endpoint, name).observe(record.duration_ms / 1000)
+        """Count the call, its time and, when a backend failed it, the failure.
+
+        ``record.name`` is a configured name or UNKNOWN_NAME (web/calls.py folds
+        the rest), so the labels stay few whatever URLs are sent.
+        """
+        key = (record.endpoint, record.name, record.outcome)
+        children = self._children.get(key)
+        if children is None:
+            # labels() builds and checks a key each time: a few microseconds a lookup
+            children = self._children[key] = (
+                self._calls.labels(*key),
+                self._call_seconds.labels(record.endpoint, record.name),
+            )
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(record.duration_ms / 1000)
         if record.outcome in BACKEND_FAILURES:
-            self._backend_errors.labels(name, record.outcome).inc()
+            self._backend_errors.labels(record.name, record.outcome).inc()
 
     def cache(self, source: str, hit: bool) -> None:
         """Count a hit or a miss of ``source``'s cache."""
-        counter = self._cache_hits if hit else self._cache_misses
-        counter.labels(_label(source, self.sources)).inc()
+        (self._cache_hits if hit else self._cache_misses).labels(source).inc()
 
     def delivery(self, target: str, delivered: bool, seconds: float) -> None:
         """Count a delivery attempt and its time."""
-        name = _label(target, self.targets)
-        self._deliveries.labels(name, "delivered" if delivered else "failed").inc()
-        self._delivery_seconds.labels(name).observe(seconds)
+        self._deliveries.labels(target, "delivered" if delivered else "failed").inc()
+        self._delivery_seconds.labels(target).observe(seconds)
 
     def exposition(
         self, outbox: Outbox | None = None, webhook_targets: Iterable[str] = ()
@@ -195,5 +200,5 @@ class _Together:
 
 
 def _label(name: str, known: Collection[str]) -> str:
-    """``name`` when it is one of ``known``, else UNKNOWN: label values stay few."""
-    return name if name in known else UNKNOWN
+    """``name`` when it is one of ``known``, else UNKNOWN_NAME: label values stay few."""
+    return name if name in known else UNKNOWN_NAME

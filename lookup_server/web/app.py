@@ -57,7 +57,7 @@ def create_app(
     # Refused with 413 before anything is read, let alone stored.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     activity = Activity(activity_file(config.server.outbox)) if config.console.enabled else None
-    prometheus = PrometheusMetrics(config) if config.console.enabled else None
+    prometheus = PrometheusMetrics() if config.console.enabled else None
     telemetry = _telemetry(config, activity, prometheus)
     sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()

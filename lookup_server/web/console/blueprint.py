@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     redirect,
@@ -23,7 +24,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -84,9 +85,24 @@ class ConsoleSessions(SecureCookieSessionInterface):
     says so: a Secure cookie is never weaker, so the header may be believed.
     """
 
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """The console's session; HelpSpot's calls get none, so they pay nothing for it.
+
+        Flask opens a session for every request; reading and signing the cookie
+        would cost each lookup tens of microseconds for nothing.
+        """
+        if not _console_path(request.path):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure when this request arrived over HTTPS."""
         return request.is_secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+def _console_path(path: str) -> bool:
+    """Whether a request for ``path`` may use the session: the console's and /metrics."""
+    return path in ("/", "/metrics") or path.startswith("/console/")
 
 
 def configure_sessions(app: Flask, secret: bytes) -> None:
