@@ -96,6 +96,7 @@ ABOVE_CORE = (
     "lookup_server.helpspot",
     "lookup_server.webhooks",
     "lookup_server.runtime",
+    "lookup_server.telemetry",
     "lookup_server.cli",
     "lookup_server.__main__",
     "lookup_server.config.settings",
@@ -141,7 +142,15 @@ LIBRARIES = Rule(
     forbids=_library_misplaced,
     why="Flask and werkzeug belong in lookup_server/web/, lxml in lookup_server/helpspot/render.py",
 )
-RULES = (PLUGIN_API, CORE_AT_THE_BOTTOM, WEB_ON_TOP, LIBRARIES)
+#: What the work reported to telemetry is done in: a report never reaches back into it.
+REPORTERS = ("lookup_server.runtime", "lookup_server.helpspot", "lookup_server.cli")
+TELEMETRY_HEARS = Rule(
+    "telemetry-only-hears",
+    covers=lambda module: within(module, "lookup_server.telemetry"),
+    forbids=lambda _, name: any(within(name, reporter) for reporter in REPORTERS),
+    why="telemetry is told of the work (runtime, helpspot, cli report to it) and never calls it",
+)
+RULES = (PLUGIN_API, CORE_AT_THE_BOTTOM, WEB_ON_TOP, LIBRARIES, TELEMETRY_HEARS)
 
 
 def source_files() -> list[str]:
@@ -249,6 +258,24 @@ BREAKS = [
     (LIBRARIES, "lookup_server/web/x.py", "from lxml import etree", "lxml.etree"),
     (LIBRARIES, "lookup_server/helpspot/render.py", "from flask import Response", "flask.Response"),
     (LIBRARIES, "lookup_server/core/x.py", "import werkzeug.serving", "werkzeug.serving"),
+    (
+        TELEMETRY_HEARS,
+        "lookup_server/telemetry/x.py",
+        "from lookup_server.runtime.service import Sources",
+        "lookup_server.runtime.service.Sources",
+    ),
+    (
+        TELEMETRY_HEARS,
+        "lookup_server/telemetry/x.py",
+        "from ..helpspot import answers",
+        "lookup_server.helpspot.answers",
+    ),
+    (
+        CORE_AT_THE_BOTTOM,
+        "lookup_server/core/x.py",
+        "from lookup_server.telemetry import Telemetry",
+        "lookup_server.telemetry.Telemetry",
+    ),
 ]
 
 
@@ -290,6 +317,12 @@ KEEPS = [
     (LIBRARIES, "lookup_server/helpspot/render.py", "from lxml import etree"),
     (LIBRARIES, "lookup_server/web/x.py", "from flask import Flask\nfrom werkzeug import serving"),
     (LIBRARIES, "plugins/lookup_plugins/x.py", "from lxml import etree"),
+    (TELEMETRY_HEARS, "lookup_server/telemetry/x.py", "from lookup_server.webhooks import Outbox"),
+    (
+        TELEMETRY_HEARS,
+        "lookup_server/runtime/x.py",
+        "from lookup_server.telemetry import Telemetry",
+    ),
 ]
 
 
