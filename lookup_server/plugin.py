@@ -47,6 +47,15 @@ from lookup_server.core.search import (
 )
 from lookup_server.core.sources import SourceBackend, SourceSettings
 from lookup_server.core.targets import TargetBackend, TargetSettings
+from lookup_server.core.templates import (
+    Note,
+    TemplateProblem,
+    TextTemplate,
+    html_to_text,
+    request_context,
+    request_link,
+    template_problem,
+)
 
 __all__ = [
     "INSERTABLE_FIELDS",
@@ -63,6 +72,7 @@ __all__ = [
     "DeliveryFailed",
     "NoOptions",
     "NotFound",
+    "Note",
     "Option",
     "OptionsQuery",
     "PushDetails",
@@ -73,16 +83,22 @@ __all__ = [
     "SourceSettings",
     "TargetBackend",
     "TargetSettings",
+    "TemplateProblem",
+    "TextTemplate",
     "Webhook",
     "abort_on_timeout",
     "cache_dir",
     "element_name_problem",
+    "html_to_text",
     "is_insertable",
     "matches_literally",
     "phone_digits",
     "phone_matches",
+    "request_context",
+    "request_link",
     "shut_down",
     "state_dir",
+    "template_problem",
     "timed_out",
     "with_field_map",
 ]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from lookup_server.config import schema as config_schema
 from lookup_server.config.schema import Context, Problem, Secret
@@ -76,6 +77,7 @@ class ServerKeys:
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     outbox_retention_days: float = 30.0
     log_format: Literal["text", "json"] = "text"
+    helpspot_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class ServerSettings:
     endpoint_keys: Mapping[str, Secret] = field(default_factory=dict)
     #: "json": one JSON line per HelpSpot call, and every other log line as JSON too.
     log_format: str = "text"
+    #: HelpSpot's address as staff open it (https://helpdesk.example.com), for the
+    #: links back to a request that targets put into what they create.
+    helpspot_url: str = ""
 
     def key_for(self, kind: str) -> Secret | None:
         """The one key that opens calls of ``kind``: its own, else the shared key."""
@@ -233,12 +238,13 @@ def config_from_mapping(
             )
     server = _server(_table(raw, "server", ctx), ctx)
     console = _console(raw, ctx, builtin_demo)
+    helpspot_url = server.helpspot_url if server is not None else ""
     sources = {
         name: _source(name, table, ctx, registry)
         for name, table in _table(raw, "sources", ctx).items()
     }
     targets = {
-        name: _target(name, table, ctx, registry)
+        name: _target(name, table, ctx, registry, helpspot_url)
         for name, table in _table(raw, "targets", ctx).items()
     }
     if ctx.problems:
@@ -291,6 +297,11 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
             f"must be at least {MIN_MAX_REQUEST_LINE} "
             "(HelpSpot puts every custom field in the Live Lookup URL)",
         )
+    if keys.helpspot_url and not _is_web_address(keys.helpspot_url):
+        ctx.problem(
+            "server.helpspot_url",
+            "must be HelpSpot's address as staff open it, e.g. https://helpdesk.example.com",
+        )
     if not keys.outbox_retention_days >= 0:  # also NaN
         ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
     outbox = keys.outbox or default_outbox(ctx.base_dir)
@@ -303,9 +314,15 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
         max_request_line=keys.max_request_line,
         endpoint_keys=endpoint_keys,
         log_format=keys.log_format,
+        helpspot_url=keys.helpspot_url.rstrip("/"),
     )
     _check_ajax_key(settings, ctx)
     return settings
+
+
+def _is_web_address(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
 
 
 def _networks(cidrs: tuple[str, ...], path: str, ctx: Context) -> tuple[IPNetwork, ...]:
@@ -400,7 +417,9 @@ def _backend_class(path: str, table: Any, ctx: Context, group: Group[B]) -> type
         return None
 
 
-def _target(name: str, table: Any, ctx: Context, registry: Registry) -> TargetConfig | None:
+def _target(
+    name: str, table: Any, ctx: Context, registry: Registry, helpspot_url: str
+) -> TargetConfig | None:
     return _plugged(
         f"targets.{name}",
         table,
@@ -409,6 +428,7 @@ def _target(name: str, table: Any, ctx: Context, registry: Registry) -> TargetCo
         TargetSettings,
         TargetConfig,
         _check_timeout,
+        given={"helpspot_url": helpspot_url},
     )
 
 
@@ -435,15 +455,23 @@ def _plugged(
     settings_class: type[Any],
     config_class: type[P],
     check_values: Callable[[Mapping[str, Any], str, Context], None],
+    given: Mapping[str, Any] | None = None,
 ) -> P | None:
-    """One ``[sources.NAME]`` or ``[targets.NAME]`` table, every problem reported."""
+    """One ``[sources.NAME]`` or ``[targets.NAME]`` table, every problem reported.
+
+    ``given`` are settings that come from elsewhere in the configuration (the
+    server's helpspot_url), never from the table itself.
+    """
     backend_class = _backend_class(path, table, ctx, group)
     if not isinstance(table, dict):
         return None
     # unknown keys are reported once, by the backend's build below, which knows both sets
     name = path.split(".", 1)[1]
+    given = {"name": name, **(given or {})}
+    for key in given.keys() & table.keys():
+        ctx.problem(f"{path}.{key}", "unknown key (it is set elsewhere, not per table)")
     settings = config_schema.build(
-        settings_class, {**table, "name": name}, path, ctx, also_known=frozenset(table)
+        settings_class, {**table, **given}, path, ctx, also_known=frozenset(table)
     )
     check_values(table, path, ctx)
     if backend_class is None:

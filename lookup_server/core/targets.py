@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 
 from lookup_server.core.backend import Backend, offered
 from lookup_server.core.models import PushDetails, PushRequest, Webhook
+from lookup_server.core.templates import request_link
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class TargetSettings:
     name: str
     backend: str
     timeout: float = 10.0
+    #: HelpSpot's own address (``[server] helpspot_url``), for links back to a request.
+    helpspot_url: str = ""
+
+    def request_link(self, request_id: str) -> str:
+        """The request's page in HelpSpot, or "" when helpspot_url is not set."""
+        return request_link(self.helpspot_url, request_id)
 
 
 OptionsT = TypeVar("OptionsT")
