@@ -249,7 +249,7 @@ def _source_values(name: str, item: Plugged[Any], base: str, reveal: bool) -> li
         values.append(
             SetupValue(
                 "… or type cmdline (on HelpSpot's server), Path",
-                f"{program_path()} livelookup --config {config_file()} --source {name} --",
+                cmdline_path(name),
                 "needs no key; give the web server a UTF-8 locale",
             )
         )
@@ -287,16 +287,17 @@ def _target_values(name: str, item: Plugged[Any], base: str, reveal: bool) -> li
     return values
 
 
-def program_path() -> str:
-    """The lookup-server program beside this interpreter, for a cmdline source's Path."""
+def cmdline_path(source: str) -> str:
+    """What a cmdline Live Lookup source's Path is in HelpSpot (HELPSPOT.md §2).
+
+    The lookup-server program beside this interpreter, and the configuration
+    file the server runs on (a stand-in when it runs on none).
+    """
     beside = Path(sys.executable).with_name("lookup-server")
-    return str(beside) if beside.exists() else "lookup-server"
-
-
-def config_file() -> str:
-    """The configuration file the server runs on, quoted for a shell (a stand-in if none)."""
+    program = shlex.quote(str(beside)) if beside.exists() else "lookup-server"
     origin = state().config.origin
-    return shlex.quote(origin) if Path(origin).is_file() else "/etc/lookup-server/lookup.toml"
+    config = shlex.quote(origin) if Path(origin).is_file() else "/etc/lookup-server/lookup.toml"
+    return f"{program} livelookup --config {config} --source {shlex.quote(source)} --"
 
 
 @bp.route("/console/setup/bridge/<target>")

@@ -12,7 +12,7 @@ from lookup_server.helpspot import staff
 from lookup_server.helpspot.trial import MODES, Ticket, Trial, try_ajax, try_lookup
 from lookup_server.web.blueprints.common import state
 from lookup_server.web.console.blueprint import bp, page
-from lookup_server.web.console.pages import config_file, program_path
+from lookup_server.web.console.pages import cmdline_path
 
 #: Custom-field rows on the form.
 CUSTOM_ROWS = 3
@@ -61,8 +61,7 @@ def try_livelookup() -> str:
         problems.append("choose how HelpSpot calls")
     if problems:
         return page("try.html", form=request.form, problems=problems, **context)
-    command = f"{program_path()} livelookup --config {config_file()} --source {source} --"
-    trial = try_lookup(state().sources, source, mode, ticket, command)
+    trial = try_lookup(state().sources, source, mode, ticket, cmdline_path(source))
     return page("try.html", form=request.form, trial=trial, shown=_shown(trial), **context)
 
 
