@@ -98,11 +98,14 @@ def livelookup(ctx: click.Context) -> None:
     5.0.x positional (customer_id first_name last_name email phone ...).
     Prints the livelookup XML; exit status 0 also when nothing matched.
     """
+    import time
+
     from lookup_server.config.settings import ConfigError, load_config
     from lookup_server.helpspot.answers import TEXT, Answer, livelookup_answer
     from lookup_server.helpspot.decode import cli_params
     from lookup_server.runtime.service import Sources
 
+    started = time.time(), time.perf_counter()
     own, helpspot_args = split_own_options(ctx.args)
     if "source" not in own:
         _print_answer(Answer(2, b"lookup-server error: --source NAME is required\n", TEXT))
@@ -135,7 +138,40 @@ def livelookup(ctx: click.Context) -> None:
         answer = Answer(
             500, b"lookup-server error: internal error (details on standard error)\n", TEXT
         )
+    if config.console.enabled:
+        took_ms = (time.perf_counter() - started[1]) * 1000
+        _record_call(config, own["source"], helpspot_args, answer, started[0], took_ms)
     _print_answer(answer)
+
+
+def _record_call(
+    config: Config, source: str, args: list[str], answer: Answer, at: float, took_ms: float
+) -> None:
+    """Add a command-line lookup to the console's recent calls, as the server adds its own.
+
+    HelpSpot waits for the process to end, so this is on staff's time: one
+    small write without fsync, and any trouble with it is only logged.
+    """
+    import shlex
+
+    from lookup_server.telemetry import UNKNOWN_NAME, CallRecord, outcome_for, shortened
+    from lookup_server.telemetry.activity import Activity, activity_file
+
+    record = CallRecord(
+        at=at,
+        endpoint="livelookup",
+        name=source if source in config.sources else UNKNOWN_NAME,
+        outcome=outcome_for(answer.status, answer.count),
+        status=answer.status,
+        duration_ms=took_ms,
+        count=answer.count,
+        detail=answer.body.decode("utf-8", "replace").removeprefix("lookup-server error: ").strip()
+        if answer.status != 200
+        else "",
+        path=shortened("command line: " + " ".join(map(shlex.quote, args))),
+        remote_addr="command line",
+    )
+    Activity(activity_file(config.server.outbox)).store([record])
 
 
 def _print_answer(answer: Answer) -> NoReturn:

@@ -306,6 +306,38 @@ def test_livelookup_does_not_import_the_servers_libraries(config_file: Path, mod
     assert done.stderr.strip().endswith(b"NOT-IMPORTED"), done.stderr
 
 
+def test_a_command_line_lookup_shows_in_the_consoles_recent_calls(
+    tmp_path: Path, people_csv: Path
+) -> None:
+    from lookup_server.telemetry.activity import Activity, activity_file
+
+    outbox = tmp_path / "outbox.sqlite3"
+    config = tmp_path / "console.toml"
+    config.write_text(
+        f'[server]\noutbox = "{outbox}"\n\n'
+        '[console]\npassword = "a console password"\nallowed_networks = ["127.0.0.1/32"]\n\n'
+        f'[sources.people]\nbackend = "csv"\npath = "{people_csv.name}"\n'
+    )
+    found = helpspot_runs(configured_command(config, "--"), "--customer_id=1001", "--email")
+    assert b"<customer_id>1001</customer_id>" in found.stdout, found.stderr
+    again = helpspot_runs(configured_command(config, "--"), "--customer_id=1001").stdout
+    assert b"<customer_id>1001</customer_id>" in again
+    calls = Activity(activity_file(outbox)).recent()
+    assert [(c.endpoint, c.name, c.outcome, c.count) for c in calls] == [
+        ("livelookup", "people", "found", 1),
+        ("livelookup", "people", "found", 1),
+    ]
+    assert calls[1].path == "command line: --customer_id=1001 --email"
+    assert calls[0].remote_addr == "command line" and calls[0].duration_ms > 0
+
+
+def test_without_a_console_the_command_line_keeps_no_record(
+    config_file: Path, tmp_path: Path
+) -> None:
+    helpspot_runs(configured_command(config_file, "--"), "--customer_id=1001")
+    assert not list(tmp_path.glob("*.activity.sqlite3"))
+
+
 # -- lookup-server check and outbox: a bad outbox is one clear line, never a traceback ----------
 
 

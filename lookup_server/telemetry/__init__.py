@@ -23,6 +23,18 @@ SOURCE_ENDPOINTS = frozenset({"livelookup", "ajax"})
 #: CallRecord.name when the URL named no configured source or target.
 UNKNOWN_NAME = "(unknown)"
 
+#: HelpSpot's URLs carry every custom field (and after a trigger's Webhook action the
+#: whole thread): a log line shows this much of a field, then says how much is left.
+MAX_LOGGED_CHARS = 2048
+
+
+def shortened(text: str) -> str:
+    """``text`` cut to MAX_LOGGED_CHARS (after redaction: a key is never cut in half)."""
+    if len(text) <= MAX_LOGGED_CHARS:
+        return text
+    return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
+
+
 #: What became of a call, read from its HTTP status (and for a lookup its count).
 _OUTCOME_BY_STATUS = {
     202: "accepted",

@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS last_errors (
 _CALL_COLUMNS = "at, endpoint, name, outcome, status, duration_ms, count, detail, path, remote_addr"
 
 
+def activity_file(outbox: Path) -> Path:
+    """Where the console's figures are kept: beside the outbox, shared by every process."""
+    return outbox.with_name(f"{outbox.stem}.activity.sqlite3")
+
+
 def kind_of(endpoint: str) -> str:
     """``source`` for Live Lookup and AJAX calls, ``target`` for pushes and webhooks."""
     return "source" if endpoint in SOURCE_ENDPOINTS else "target"
@@ -122,6 +127,13 @@ class Activity(Telemetry):
         records = []
         while self._queue:
             records.append(self._queue.popleft())
+        self.store(records)
+
+    def store(self, records: Sequence[CallRecord]) -> None:
+        """Write ``records`` now, on this thread (the command line: no queue, no thread).
+
+        A failure is logged once until writing works again, never raised.
+        """
         if not records:
             return
         try:

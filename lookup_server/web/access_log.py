@@ -13,6 +13,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
+from lookup_server.telemetry import shortened
 from lookup_server.telemetry.json_log import FIELDS as JSON_FIELDS
 from lookup_server.telemetry.json_log import JsonFormatter
 from lookup_server.web.auth import percent_decodings, printable, redact
@@ -30,18 +31,6 @@ def formatter_for(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-#: HelpSpot's URLs carry every custom field (and after a trigger's Webhook action the
-#: whole thread): a log line shows this much of a field, then says how much is left.
-MAX_LOGGED_CHARS = 2048
-
-
-def shortened(text: str) -> str:
-    """``text`` cut to MAX_LOGGED_CHARS (after redaction: a key is never cut in half)."""
-    if len(text) <= MAX_LOGGED_CHARS:
-        return text
-    return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
 
 
 class KeyFilter(logging.Filter):

@@ -15,14 +15,14 @@ from werkzeug.serving import run_simple
 from lookup_server.config.settings import Config, config_from_mapping, load_config
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
-from lookup_server.telemetry.activity import Activity
+from lookup_server.telemetry.activity import Activity, activity_file
 from lookup_server.telemetry.json_log import JsonCallLog
 from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, metrics, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
 from lookup_server.web.calls import record_calls
-from lookup_server.web.console import activity_file, install_console
+from lookup_server.web.console import install_console
 from lookup_server.webhooks.intake import Webhooks
 
 log = logging.getLogger(__name__)

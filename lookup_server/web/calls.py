@@ -18,8 +18,8 @@ from lookup_server.telemetry import (
     CallRecord,
     Telemetry,
     outcome_for,
+    shortened,
 )
-from lookup_server.web.access_log import shortened
 from lookup_server.web.auth import redact
 from lookup_server.web.blueprints.common import state
 

@@ -12,8 +12,6 @@ a strict Content-Security-Policy. Off unless ``[console]`` is configured.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask
 
 from lookup_server.config.settings import Config
@@ -28,12 +26,7 @@ from lookup_server.web.console.blueprint import (
     logged_in,
 )
 
-__all__ = ["activity_file", "install_console", "logged_in"]
-
-
-def activity_file(outbox: Path) -> Path:
-    """Where the console's figures are kept: beside the outbox, shared by every worker."""
-    return outbox.with_name(f"{outbox.stem}.activity.sqlite3")
+__all__ = ["install_console", "logged_in"]
 
 
 def install_console(app: Flask, config: Config, activity: Activity) -> None:
