@@ -1,5 +1,8 @@
 """Write a survey's answer back into its HelpSpot request (``backend = "helpspot"``).
 
+(Any other webhook naming a request, ``xRequest``, gets its ``note`` template
+written the same way, once.)
+
 A target whose webhooks are write-back jobs (lookup_plugins.thermostat.sync
 hands them to the outbox), so they get the outbox's retries, attempts and
 visibility like any webhook. ``deliver`` puts the score into a custom field
@@ -23,6 +26,7 @@ and a private note with score and feedback into the request, through
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,7 @@ from lookup_server.plugin import (
     TargetSettings,
     TextTemplate,
     Webhook,
+    request_context,
     template_problem,
 )
 
@@ -50,10 +55,14 @@ FINAL_ERRORS = frozenset({103, 106})
 #: ... and the one that names where a merged request went.
 MERGED = 208
 DEFAULT_NOTE = (
+    '{% if kind == "thermostat-response" %}'
     "Survey answered: {{ score }}{% if score_class %} ({{ score_class }}){% endif %}"
     " in {{ survey_name }}, {{ answered_at }}\n"
     "{% if feedback %}Feedback: {{ feedback }}{% else %}No feedback given.{% endif %}"
+    "{% else %}{{ last_note or sTitle }}{% endif %}"
 )
+#: Control characters but tab and newline: no place in a note.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -98,15 +107,12 @@ class HelpSpotTarget(TargetBackend[HelpSpotTargetOptions]):
         return problems
 
     def deliver(self, webhook: Webhook) -> None:
-        """Write one job back, unless its mark shows it was written already."""
-        job = webhook.payload
+        """Write one job (or webhook) back, unless its mark shows it was written already."""
+        job = {**webhook.payload, "mark": marker(webhook)}
         request_id = str(job.get("xRequest", "")).strip()
-        if job.get("kind") != JOB_KIND or not request_id.isdigit():
-            raise DeliveryFailed(
-                "not a survey write-back job (this target takes the thermostat source's "
-                "jobs, not HelpSpot's webhooks)",
-                final=True,
-            )
+        if not request_id.isdigit():
+            log.warning("webhook %s names no request (xRequest): nothing to write", webhook.id)
+            return
         deadline = Deadline(self.target.timeout)
         try:
             self._write_back(request_id, job, deadline)
@@ -129,7 +135,7 @@ class HelpSpotTarget(TargetBackend[HelpSpotTargetOptions]):
             raise DeliveryFailed(str(exc), status=exc.status, answer=exc.answer) from first
 
     def _write_back(self, request_id: str, job: Mapping[str, Any], deadline: Deadline) -> None:
-        mark = marker(job)
+        mark = str(job["mark"])
         request = self.api.get(
             "private.request.get", {"xRequest": request_id, "fRawValues": "1"}, deadline
         )
@@ -142,7 +148,7 @@ class HelpSpotTarget(TargetBackend[HelpSpotTargetOptions]):
             return
         form = {
             "xRequest": request_id,
-            "tNote": f"{self.note.render(job)}\n\n{mark}",
+            "tNote": _CONTROL.sub("", f"{self.note.render(request_context(job))}\n\n{mark}"),
             "fNoteType": "0",
             "fNoteIsHTML": "0",
         }
@@ -172,9 +178,16 @@ class HelpSpotTarget(TargetBackend[HelpSpotTargetOptions]):
         self.api.close()
 
 
-def marker(job: Mapping[str, Any]) -> str:
-    """The mark a written note carries: found again, it means the job was written."""
-    return f"[thermostat-response-{job.get('response_id')}]"
+def marker(webhook: Webhook) -> str:
+    """The mark a written note carries: found again, it means the job was written.
+
+    A survey's job is marked by its response (two jobs of one response write
+    once), any other webhook by its idempotency key.
+    """
+    job = webhook.payload
+    if job.get("kind") == JOB_KIND and str(job.get("response_id", "")).isdigit():
+        return f"[thermostat-response-{job['response_id']}]"
+    return f"[lookup-server-webhook-{webhook.idempotency_key}]"
 
 
 def _notes(request: Mapping[str, Any]) -> list[str]:

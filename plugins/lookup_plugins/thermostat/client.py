@@ -171,7 +171,9 @@ class ThermostatApi:
         """Send the survey now (``mode`` "send") or add to its campaign list ("campaign")."""
         action = "sendnow" if mode == "send" else "email"
         path = f"/api/survey/{quote(survey_id, safe='')}/{action}"
-        return self.call("POST", path, deadline, data=dict(form), ok=(422,))
+        response = self.call("POST", path, deadline, data=dict(form), ok=(422,))
+        http_client.json_body(response, VENDOR)  # a proxy's page is no survey sent
+        return response
 
     def responses(self, survey_id: str, page: int, deadline: Deadline) -> ResponsePage:
         """Page ``page`` (from 1) of a survey's responses, newest first."""
