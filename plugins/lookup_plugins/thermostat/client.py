@@ -163,6 +163,12 @@ class ThermostatApi:
         response = self.call(
             "GET", "/api/ping", deadline, params={"survey": survey_id, "email": email}, ok=(400,)
         )
+        plain = response.headers.get("Content-Type", "").startswith("text/plain")
+        if response.status_code == 400 and not plain:
+            # "not eligible" is plain text; a JSON 400 is a request Thermostat refused
+            raise Refused(f"Thermostat refused the ping: {issues(response)}", 400, issues(response))
+        if response.status_code == 200:
+            http_client.json_body(response, VENDOR)  # a proxy's page says nothing of the person
         return response.status_code == 200, max_age(response)
 
     def send(

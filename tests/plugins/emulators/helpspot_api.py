@@ -158,13 +158,7 @@ class HelpSpotApiEmulator:
             self._log(found, "Request reopened")
         if form.get("tNote", "").strip():
             self._note(found, form)
-        for name, value in form.items():
-            if (
-                name.startswith("Custom")
-                and name[6:].isdigit()
-                and int(name[6:]) in self.custom_fields
-            ):
-                found.custom[name[6:]] = value
+        self._custom(found, form)
         if "xStatus" in form:
             found.xStatus = form["xStatus"]
         if "fOpen" in form:
@@ -172,6 +166,12 @@ class HelpSpotApiEmulator:
             if form["fOpen"] == "0":
                 self._log(found, "Request closed")
         return self._result({"xRequest": str(found.xRequest)})
+
+    def _custom(self, found: HelpSpotRequest, form: dict[str, str]) -> None:
+        for name, value in form.items():
+            number = name[6:]
+            if name.startswith("Custom") and number.isdigit() and int(number) in self.custom_fields:
+                found.custom[number] = value
 
     def _note(self, found: HelpSpotRequest, form: dict[str, str]) -> None:
         kind = form.get("fNoteType", "0")
