@@ -166,7 +166,8 @@ class ThermostatApi:
         plain = response.headers.get("Content-Type", "").startswith("text/plain")
         if response.status_code == 400 and not plain:
             # "not eligible" is plain text; a JSON 400 is a request Thermostat refused
-            raise Refused(f"Thermostat refused the ping: {issues(response)}", 400, issues(response))
+            said = issues(response, self._token)
+            raise Refused(f"Thermostat refused the ping: {said}", 400, said)
         if response.status_code == 200:
             http_client.json_body(response, VENDOR)  # a proxy's page says nothing of the person
         return response.status_code == 200, max_age(response)
@@ -215,7 +216,7 @@ class ThermostatApi:
                 self._session(), method, self.url + path, deadline, vendor=VENDOR, **kwargs
             )
             if response.status_code != 429:
-                _raise_for_status(response, ok)
+                _raise_for_status(response, ok, self._token)
                 return response
             wait = throttle_wait(response)
             with self._lock:
@@ -264,15 +265,16 @@ def max_age(response: requests.Response) -> float:
     return 0.0
 
 
-def issues(response: requests.Response) -> str:
-    """The issues of an error answer, as one line (its JSON list, or its text)."""
+def issues(response: requests.Response, token: str = "") -> str:
+    """The issues of an error answer as one line (its JSON list, or its text), token hidden."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:300]
+        return http_client.answer_excerpt(response, [token]).strip()[:300]
     found: list[str] = []
     _collect(body, found)
-    return "; ".join(found)[:300] if found else json.dumps(body)[:300]
+    text = "; ".join(found) if found else json.dumps(body)
+    return http_client.blank_out(text, [token])[:300]
 
 
 def _collect(value: object, found: list[str]) -> None:
@@ -286,8 +288,9 @@ def _collect(value: object, found: list[str]) -> None:
             _collect(item, found)
 
 
-def _raise_for_status(response: requests.Response, ok: tuple[int, ...]) -> None:
+def _raise_for_status(response: requests.Response, ok: tuple[int, ...], token: str) -> None:
     status = response.status_code
+    said = issues(response, token)
     if 200 <= status < 300 or status in ok:
         return
     if status == 401:
@@ -295,7 +298,7 @@ def _raise_for_status(response: requests.Response, ok: tuple[int, ...]) -> None:
             "Thermostat rejected the API token (HTTP 401); check token "
             "(Account > Integrations in Thermostat)",
             status,
-            issues(response),
+            said,
         )
     if status == 402:
         raise PlanLimitReached(
@@ -303,21 +306,19 @@ def _raise_for_status(response: requests.Response, ok: tuple[int, ...]) -> None:
             "until the plan is raised or the month ends"
         )
     if status == 403:
-        raise Refused("the Thermostat token may not do that (HTTP 403)", status, issues(response))
+        raise Refused("the Thermostat token may not do that (HTTP 403)", status, said)
     if status == 404:
-        raise Refused(
-            "Thermostat has no such survey (HTTP 404); check survey", status, issues(response)
-        )
+        raise Refused("Thermostat has no such survey (HTTP 404); check survey", status, said)
     if status >= 500:
         raise Refused(
             f"Thermostat is having problems (HTTP {status}); try again later",
             status,
-            issues(response),
+            said,
         )
     raise Refused(
-        f"Thermostat refused the request (HTTP {status}): {issues(response)}",
+        f"Thermostat refused the request (HTTP {status}): {said}",
         status,
-        issues(response),
+        said,
     )
 
 

@@ -140,9 +140,14 @@ class ThermostatTarget(TargetBackend[ThermostatTargetOptions]):
             )
 
     def push(self, request: PushRequest) -> str:
-        """Survey the pushed request at once; its entry in the send log is the id."""
+        """Survey the pushed request at once; its entry in the send log is the id.
+
+        A person who may not be surveyed now still gets an id: its details say
+        why nothing was sent (HelpSpot keeps the id, and staff may push again).
+        A request without an address is refused: there is nobody to survey.
+        """
         outcome = self._survey(request.data, self._deadline())
-        if not outcome.sent:
+        if outcome.send.outcome == sends.SKIPPED:
             raise BackendError(outcome.send.outcome + _detail(outcome.send.detail))
         return outcome.send.push_id
 
@@ -158,7 +163,9 @@ class ThermostatTarget(TargetBackend[ThermostatTargetOptions]):
         ]
         deadline = self._deadline()
         answer = self._answer(entry, deadline) if entry.outcome in (sends.SENT,) else None
-        if answer is None:
+        if entry.outcome not in (sends.SENT, sends.CAMPAIGN):
+            title = "No survey sent"
+        elif answer is None:
             title = "Survey sent, not answered yet"
         else:
             survey = self.api.survey(entry.survey, deadline)
