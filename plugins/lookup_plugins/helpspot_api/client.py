@@ -97,7 +97,7 @@ class HelpSpotApi:
         )
         if response.status_code == 200:
             return http_client.json_body(response, VENDOR)
-        raise refusal(response, method)
+        raise refusal(response, method, self._token)
 
     def _session(self) -> requests.Session:
         if self._http is None:
@@ -107,7 +107,7 @@ class HelpSpotApi:
         return self._http
 
 
-def refusal(response: requests.Response, method: str) -> HelpSpotRefused:
+def refusal(response: requests.Response, method: str, token: str) -> HelpSpotRefused:
     """The error an answer other than 200 means, with HelpSpot's own error ids."""
     status = response.status_code
     errors = parse_errors(response.content)
@@ -125,7 +125,8 @@ def refusal(response: requests.Response, method: str) -> HelpSpotRefused:
         message = f"HelpSpot is having problems (HTTP {status}); try again later"
     else:
         message = f"HelpSpot answered {method} with HTTP {status}; check url"
-    return HelpSpotRefused(message, status, errors, said or response.text[:300])
+    answer = said or http_client.answer_excerpt(response, [token])
+    return HelpSpotRefused(http_client.blank_out(message, [token]), status, errors, answer)
 
 
 def parse_errors(body: bytes) -> list[ApiError]:
