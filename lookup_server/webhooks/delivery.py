@@ -261,9 +261,7 @@ class DeliveryWorker:
                     exc,
                 )
             if isinstance(exc, DeliveryFailed):
-                return _Outcome(
-                    safe_error(exc), exc.status, exc.answer, exc.final, exc.retry_after
-                )
+                return _Outcome(safe_error(exc), exc.status, exc.answer, exc.final, exc.retry_after)
             return _Outcome(safe_error(exc))
         return _Outcome()
 
