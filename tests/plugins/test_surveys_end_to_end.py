@@ -7,12 +7,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from lookup_plugins.thermostat.source import ThermostatSource
 from lookup_plugins.thermostat.sync import WriteBack
 
+from lookup_server.config.settings import config_from_mapping
 from lookup_server.web.app import create_app
 from lookup_server.web.blueprints.common import EXTENSION, AppState
-from tests.plugins.emulators import serve
+from tests.plugins.emulators import DOCS, documented_tables, serve
 from tests.plugins.emulators.helpspot_api import HelpSpotApiEmulator
 from tests.plugins.test_thermostat import SURVEY, TOKEN, account
 from tests.support.helpspot import assert_livelookup, request_page_params
@@ -109,3 +111,13 @@ def test_a_trigger_sends_a_survey_and_its_answer_comes_back_once(tmp_path: Path)
         state.webhooks.close()
         source.close()
     assert len(helpspot.notes(12400)) == 1
+
+
+def test_the_documented_configuration_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("THERMOSTAT_TOKEN", "HELPSPOT_API_TOKEN"):
+        monkeypatch.setenv(name, "a-token-of-the-docs-0123")
+    tables = documented_tables(DOCS / "thermostat.md")
+    config = config_from_mapping(tables, tmp_path, origin="docs/backends/thermostat.md")
+    assert set(config.targets) == {"survey", "helpspot"} and set(config.sources) == {"surveys"}
