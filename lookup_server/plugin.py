@@ -6,6 +6,8 @@ A source backend subclasses :class:`SourceBackend` and registers in the
 search terms and models below, raise :class:`BackendError` with a message for
 staff (:class:`DeliveryFailed`, with the peer's status and answer, when a peer
 refused a webhook), and wrap each blocking step in :func:`abort_on_timeout`.
+A source with background work (a sync) gets a :data:`WebhookSubmitter` in
+``start_background``, its one way to hand work to a target through the outbox.
 The rest of ``lookup_server`` is private and may change between releases; see
 docs/plugins.md for a complete example.
 """
@@ -45,7 +47,7 @@ from lookup_server.core.search import (
     phone_matches,
     with_field_map,
 )
-from lookup_server.core.sources import SourceBackend, SourceSettings
+from lookup_server.core.sources import SourceBackend, SourceSettings, WebhookSubmitter
 from lookup_server.core.targets import TargetBackend, TargetSettings
 from lookup_server.core.templates import (
     Note,
@@ -86,6 +88,7 @@ __all__ = [
     "TemplateProblem",
     "TextTemplate",
     "Webhook",
+    "WebhookSubmitter",
     "abort_on_timeout",
     "cache_dir",
     "element_name_problem",

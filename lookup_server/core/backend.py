@@ -53,12 +53,27 @@ class DeliveryFailed(BackendError):
     outbox show`` prints them. Like the message, ``answer`` must never hold a
     password, key or token: leave out whatever the peer may have echoed of the
     request. It is cut to ANSWER_EXCERPT_CHARS, without control characters.
+
+    What the peer said about trying again goes with it: ``final`` when a retry
+    cannot succeed (a plan's limit, a request that no longer exists), so the
+    webhook fails at once; ``retry_after`` (seconds) when it asked to wait at
+    least that long (a rate limit's reset), so the next try is no sooner.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, answer: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        answer: str = "",
+        final: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.answer = showable_excerpt(answer)
+        self.final = final
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,10 @@ def validate_backend_class(name: str, cls: Any, base: type[Backend[Any]]) -> Non
         raise PluginError(f"{where}: must be a subclass of lookup_server.plugin.{base.__name__}")
     if not dataclasses.is_dataclass(cls.Options):
         raise PluginError(f"{where}: Options must be a dataclass describing its config keys")
-    for method in (*base.CAPABILITY_METHODS.values(), "prepare", "check", "close", "validate"):
+    lifecycle = ("prepare", "check", "close", "validate", "start_background")
+    for method in (*base.CAPABILITY_METHODS.values(), *lifecycle):
+        if not hasattr(base, method):
+            continue  # start_background: sources only
         mine, theirs = getattr(cls, method), getattr(base, method)
         if mine is theirs:
             continue

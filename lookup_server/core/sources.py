@@ -11,7 +11,7 @@ Which term to try first is decided by :mod:`lookup_server.core.search`, not here
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -19,6 +19,13 @@ from lookup_server.core.backend import Backend, offered
 from lookup_server.core.models import Customer, Option, OptionsQuery, SearchTerm
 
 Strategy = Literal["customer_id", "email", "phone", "name"]
+
+#: ``submit(target, payload)``: store ``payload`` in the outbox as a webhook for the
+#: target named ``target``, as if HelpSpot had sent it; the outbox then delivers it
+#: through that target's ``deliver`` with retries, and it is on disk when this
+#: returns (the webhook's id). Raises BackendError when that target takes no
+#: webhooks or the outbox is unusable. See :meth:`SourceBackend.start_background`.
+WebhookSubmitter = Callable[[str, Mapping[str, object]], int]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,16 @@ class SourceBackend(Backend[OptionsT]):
     def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
         """Return at most ``limit`` drop-down options for an AJAX selection field."""
         raise NotImplementedError
+
+    def start_background(self, submit: WebhookSubmitter) -> None:
+        """Start the source's own background work in this server process (a sync thread).
+
+        Called by the server only (never by the command line or ``check``), once
+        per process after ``prepare`` (again in each gunicorn worker after a
+        fork), with ``submit`` to hand work to a target through the durable
+        outbox. Return at once; run the work on a daemon thread of your own,
+        stopped by ``close``.
+        """
 
     @classmethod
     def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ source are stuck new calls fail at once instead of piling up threads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from lookup_server.core.models import (
     Webhook,
 )
 from lookup_server.core.search import TermTried, find_customers
-from lookup_server.core.sources import SourceBackend, SourceSettings
+from lookup_server.core.sources import SourceBackend, SourceSettings, WebhookSubmitter
 from lookup_server.core.targets import TargetBackend, TargetSettings
 from lookup_server.telemetry import Telemetry
 
@@ -99,10 +100,19 @@ class BackendFailed(ServiceError):
 class DeliveryRefused(BackendFailed):
     """The target's peer did not take a webhook: what it answered, for the outbox's record."""
 
-    def __init__(self, reason: str, peer_status: int | None, answer: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        peer_status: int | None,
+        answer: str,
+        final: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(reason)
         self.peer_status = peer_status
         self.answer = answer
+        self.final = final
+        self.retry_after = retry_after
 
 
 class Busy(ServiceError):
@@ -282,7 +292,9 @@ class Plugged(Generic[Settings]):
         except NotFound as exc:
             raise Missing(f"{what}: {exc}") from None
         except DeliveryFailed as exc:
-            raise DeliveryRefused(f"{what} failed: {exc}", exc.status, exc.answer) from None
+            raise DeliveryRefused(
+                f"{what} failed: {exc}", exc.status, exc.answer, exc.final, exc.retry_after
+            ) from None
         except BackendError as exc:
             raise BackendFailed(f"{what} failed: {exc}") from None
         except ServiceError:
@@ -464,6 +476,28 @@ class Sources(Configured[Source]):
     def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
         made = {name: Source(c, telemetry) for name, c in config.sources.items()}
         super().__init__(made, "source", UnknownSource)
+        self._background_pid = 0
+        self._background_lock = threading.Lock()
+
+    def start_background(self, submit: WebhookSubmitter) -> None:
+        """Start every source's background work in this process (again, after a fork).
+
+        Only the server calls this: the command line and ``check`` never start
+        a source's background work. A failure is logged; that source still answers.
+        """
+        if self._background_pid == os.getpid():
+            return  # every request asks: no lock on the way
+        with self._background_lock:
+            if self._background_pid == os.getpid():
+                return
+            self._background_pid = os.getpid()
+        for name, item in self._items.items():
+            try:
+                item.source.start_background(submit)
+            except BackendError as exc:
+                log.error("source %r: its background work cannot start: %s", name, exc)
+            except Exception:
+                log.exception("source %r: its background work cannot start", name)
 
 
 class Targets(Configured[Target]):

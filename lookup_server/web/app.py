@@ -71,6 +71,10 @@ def create_app(
     # first request.
     webhooks.ensure_worker()
     app.before_request(webhooks.ensure_worker)
+    # Sources' own background work (a sync) runs in the server only, never on the
+    # command line; like the delivery worker, again in each forked worker.
+    sources.start_background(webhooks.submit)
+    app.before_request(lambda: sources.start_background(webhooks.submit))
     for blueprint in (livelookup.bp, ajax.bp, push.bp, webhook.bp, health.bp, metrics.bp):
         app.register_blueprint(blueprint)
     if activity is not None:

@@ -59,6 +59,9 @@ class _Outcome:
     error: str | None = None
     status: int | None = None
     answer: str = ""
+    #: The peer said a retry cannot succeed / to wait at least this long.
+    final: bool = False
+    retry_after: float | None = None
 
 
 class LeaseRenewal:
@@ -237,6 +240,8 @@ class DeliveryWorker:
                 duration_ms=duration_ms,
                 status=outcome.status,
                 answer=outcome.answer,
+                final=outcome.final,
+                retry_after=outcome.retry_after,
             )
         return True
 
@@ -256,7 +261,7 @@ class DeliveryWorker:
                     exc,
                 )
             if isinstance(exc, DeliveryFailed):
-                return _Outcome(safe_error(exc), exc.status, exc.answer)
+                return _Outcome(safe_error(exc), exc.status, exc.answer, exc.final, exc.retry_after)
             return _Outcome(safe_error(exc))
         return _Outcome()
 

@@ -81,6 +81,19 @@ class Webhooks:
         self.ensure_worker()
         return entry
 
+    def submit(self, target: str, payload: Mapping[str, object]) -> int:
+        """A source's hand-off (``WebhookSubmitter``): store ``payload`` for ``target``.
+
+        The same path as a webhook from HelpSpot, with the core's errors as
+        BackendError, the one error a plugin knows.
+        """
+        try:
+            return self.accept(target, payload).id
+        except ServiceError as exc:
+            raise BackendError(exc.reason) from None
+        except OutboxError as exc:
+            raise BackendError(f"the webhook outbox is unusable: {exc}") from None
+
     def _require(self, target: str) -> None:
         if "webhook" not in self.targets[target].capabilities:
             raise UnknownTarget(f"target {target!r} does not accept webhooks")
@@ -129,7 +142,13 @@ class Webhooks:
             self.targets[target].deliver(webhook)
             delivered = True
         except DeliveryRefused as exc:  # the peer's status and answer go with the attempt
-            raise DeliveryFailed(exc.reason, status=exc.peer_status, answer=exc.answer) from None
+            raise DeliveryFailed(
+                exc.reason,
+                status=exc.peer_status,
+                answer=exc.answer,
+                final=exc.final,
+                retry_after=exc.retry_after,
+            ) from None
         except ServiceError as exc:
             raise BackendError(exc.reason) from None
         finally:

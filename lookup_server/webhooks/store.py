@@ -328,10 +328,14 @@ class Outbox:
         duration_ms: int = 0,
         status: int | None = None,
         answer: str = "",
+        final: bool = False,
+        retry_after: float | None = None,
     ) -> bool:
         """Record a failed try and its attempt: retry later with backoff, or give up.
 
-        It gives up after max_attempts. ``status`` and ``answer`` are what the peer
+        It gives up after max_attempts, or at once when ``final`` (the peer said
+        a retry cannot succeed). ``retry_after`` puts the next try no sooner than
+        that many seconds from now. ``status`` and ``answer`` are what the peer
         said, if anything; False when ``owner`` no longer holds the lease.
         """
         moment = time.time() if now is None else now
@@ -341,7 +345,7 @@ class Outbox:
         message = error[:MAX_ERROR_CHARS]
         began = moment if started_at is None else started_at
         tried = _Tried(began, duration_ms, False, status, answer, message)
-        if entry.attempts >= self.max_attempts:
+        if final or entry.attempts >= self.max_attempts:
             return self._finish(
                 entry_id,
                 owner,
@@ -349,7 +353,8 @@ class Outbox:
                 (message, moment),
                 tried,
             )
-        retry_at = moment + backoff_delay(entry.attempts, self._rng)
+        delay = backoff_delay(entry.attempts, self._rng)
+        retry_at = moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))
         return self._finish(
             entry_id,
             owner,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookup_server.plugin import BackendError, Option, OptionsQuery, cache_dir, element_name_problem
+
+from ..index_files import exclusive_lock as _exclusive
+from ..index_files import file_identity
+from ..index_files import read_only_uri as _read_only
 
 if TYPE_CHECKING:
     from .build import Shape
@@ -60,12 +63,6 @@ class IndexLayout:
         return json.dumps(
             [FORMAT, self.delimiter, dict(self.key_columns), dict(self.fields)], sort_keys=True
         )
-
-
-def file_identity(path: Path) -> str:
-    """Changes whenever the file is rewritten or replaced."""
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 class IndexReplaced(Exception):
@@ -198,18 +195,6 @@ class CsvIndex:
         return conn
 
 
-def _read_only(path: Path) -> str:
-    """The URI that opens an index file for reading, without locks.
-
-    Index files are written under a temporary name and never change once in
-    place: a rebuild or merge replaces them with new files (os.replace), and
-    readers keep the ones they opened. So SQLite may treat them as immutable
-    and skip the file locks and change checks of every query: seven system
-    calls a lookup.
-    """
-    return f"{path.as_uri()}?mode=ro&immutable=1"
-
-
 def open_fresh_index(layout: IndexLayout) -> CsvIndex:
     """The index of the CSV as it is now, building it first when missing or stale."""
     if not layout.csv_path.is_file():
@@ -251,19 +236,6 @@ def _meta(target: Path) -> dict[str, str] | None:
             return dict(conn.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.Error:
         return None
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    # the server's only: anyone who could open it could hold the lock and stall rebuilds
-    with os.fdopen(
-        os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a"
-    ) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(layout: IndexLayout, target: Path) -> None:
