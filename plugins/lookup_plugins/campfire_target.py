@@ -51,7 +51,13 @@ from lookup_server.plugin import (
 )
 
 from .chat_message import message_problems, missing_link_warnings, render_message
-from .http_client import AbortableSession, Deadline, json_body, request_once
+from .http_client import (
+    AbortableSession,
+    Deadline,
+    json_body,
+    request_once,
+    unencrypted_host,
+)
 
 VENDOR = "Campfire"
 #: A room is no place for a whole e-mail thread; past this the message is cut.
@@ -254,8 +260,8 @@ class CampfireTarget(TargetBackend[CampfireTargetOptions]):
             return "Campfire found the message empty; check the message template"
         if status == 429:
             return (
-                "Campfire refuses to take posts from this server's address, which a Campfire "
-                "admin banned, or a proxy is rate-limiting; try again later"
+                "this server's address may be banned by a Campfire admin (Campfire answers "
+                "429 to a banned address), or a proxy is rate-limiting; try again later"
             )
         if status >= 500:
             return "Campfire is having problems; try again later"
@@ -269,10 +275,10 @@ class CampfireTarget(TargetBackend[CampfireTargetOptions]):
 
     def _setup_warnings(self) -> list[str]:
         warnings = missing_link_warnings(self._message, bool(self.target.helpspot_url))
-        parts = urlsplit(self.options.url)
-        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        host = unencrypted_host(self.options.url)
+        if host:
             warnings.append(
-                f"url: the bot key travels to {parts.hostname} unencrypted (http://), "
+                f"url: the bot key travels to {host} unencrypted (http://), "
                 "in every message's address"
             )
         return warnings

@@ -338,7 +338,7 @@ def test_an_older_campfire_answers_200_for_a_room_the_bot_is_not_in(
         (403, {}, "refused the bot; check bot_key"),
         (413, {}, "too large"),
         (422, {}, "found the message empty"),
-        (429, {}, "which a Campfire admin banned, or a proxy is rate-limiting"),
+        (429, {}, "address may be banned by a Campfire admin"),
         (500, {}, "having problems"),
         (503, {"Retry-After": "30"}, "having problems"),
         (301, {"Location": f"https://chat.example.com/rooms/1/{BOT_KEY}/messages"}, "redirects"),
