@@ -20,7 +20,7 @@ shape by shape:
   {base}/session/new`` (``Authentication#request_authentication``; the test
   "create can't be abused to post messages as any user").
 * A room the bot is not a member of: ``404``, no body (``set_room``, since
-  April 2026). Before that Campfire answered ``200`` with a page, "This room was
+  2026). Before that Campfire answered ``200`` with a page, "This room was
   deleted." (``MessagesController#create``, ``messages/room_not_found``):
   ``legacy=True``.
 * A ``POST`` from an address an admin banned: ``429``, no body
