@@ -4,8 +4,18 @@ A target option such as ``title = "{{ sTitle }} ({{ customer }})"`` is a
 Jinja2 template, run in Jinja's sandbox (no attribute of Python's internals
 is reachable, whatever an admin writes) with autoescaping off: the result is
 plain text, which each target then encodes the way its API wants (JSON
-strings, Slack's escaping, XML). What a template may use is
-:func:`request_context`: the same names for a Request Push and a webhook.
+strings, XML). What a template may use is :func:`request_context`: the same
+names for a Request Push and a webhook.
+
+A target whose text is itself markup (Slack's ``<url|label>``, Campfire's
+HTML) gives :class:`TextTemplate` its ``escape``: every value a ``{{ ... }}``
+prints passes through it, the template's own text does not. So an admin's
+template may hold markup while HelpSpot's text never becomes any. Escaping
+what is printed, rather than the context's values beforehand, keeps filters
+and tests working on the text itself (``truncate`` never cuts an ``&amp;``,
+``sTitle == "R&D"`` holds), and ``striptags``, which decodes entities, has
+its result escaped again, so neither ``{{ x | striptags }}`` nor a
+``{% filter striptags %}`` block can turn escaped text back into markup.
 
 Notes arrive from HelpSpot as HTML; :func:`html_to_text` makes readable text
 of them with inscriptis (lists, paragraphs and line breaks kept, scripts and
@@ -14,12 +24,14 @@ styles dropped), never with regular expressions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from inscriptis import get_text
-from jinja2 import TemplateError, Undefined
+from jinja2 import TemplateError, Undefined, meta
+from jinja2.filters import do_striptags
 from jinja2.sandbox import SandboxedEnvironment
 
 #: The request page of request N in HelpSpot, under [server] helpspot_url.
@@ -27,11 +39,41 @@ REQUEST_PAGE = "{base}/admin.php?pg=request&reqid={request}"
 #: A note longer than this is cut, with a mark: an issue is no place for a whole thread.
 MAX_NOTE_CHARS = 20_000
 
-_ENVIRONMENT = SandboxedEnvironment(
-    autoescape=False,
-    undefined=Undefined,  # a name HelpSpot did not send is empty, not an error
-    keep_trailing_newline=False,
-)
+#: Escapes text for a target's markup (Slack's three characters, HTML, ...).
+Escape = Callable[[str], str]
+
+
+class Escaped(str):
+    """Text already escaped for the target: printed as it is, not escaped twice."""
+
+
+@cache
+def _environment(escape: Escape | None) -> SandboxedEnvironment:
+    """The sandbox templates compile in; with ``escape``, one that escapes what it prints."""
+    environment = SandboxedEnvironment(
+        autoescape=False,
+        undefined=Undefined,  # a name HelpSpot did not send is empty, not an error
+        keep_trailing_newline=False,
+        finalize=None if escape is None else _printing(escape),
+    )
+    if escape is not None:
+        environment.filters["striptags"] = _striptags(escape)
+    return environment
+
+
+def _printing(escape: Escape) -> Callable[[object], str]:
+    def finalize(value: object) -> str:
+        return value if isinstance(value, Escaped) else escape(str(value))
+
+    return finalize
+
+
+def _striptags(escape: Escape) -> Callable[[object], Escaped]:
+    # Jinja's striptags decodes entities: "&lt;b&gt;" would come out as "<b>"
+    def striptags(value: object) -> Escaped:
+        return Escaped(escape(str(do_striptags(str(value)))))
+
+    return striptags
 
 
 class TemplateProblem(ValueError):
@@ -49,11 +91,17 @@ class Note:
 
 
 class TextTemplate:
-    """A compiled template; :meth:`render` gives plain text."""
+    """A compiled template; :meth:`render` gives its text.
 
-    def __init__(self, source: str) -> None:
+    With ``escape``, every value the template prints is escaped by it (see above).
+    """
+
+    def __init__(self, source: str, escape: Escape | None = None) -> None:
+        environment = _environment(escape)
         try:
-            self._template = _ENVIRONMENT.from_string(source)
+            self._template = environment.from_string(source)
+            #: The names of the context it uses (``request_url``, ``sTitle``, ...).
+            self.names = frozenset(meta.find_undeclared_variables(environment.parse(source)))
         except TemplateError as exc:
             line = getattr(exc, "lineno", None)
             where = f" (line {line})" if line else ""
@@ -66,6 +114,8 @@ class TextTemplate:
             return self._template.render(dict(context)).strip()
         except TemplateError as exc:
             raise TemplateProblem(f"the template failed: {exc}") from None
+        except Exception as exc:  # an admin's {{ 1 / 0 }}, {{ sTitle + 1 }}: still the template's
+            raise TemplateProblem(f"the template failed: {type(exc).__name__}: {exc}") from None
 
 
 def template_problem(source: str) -> str | None:

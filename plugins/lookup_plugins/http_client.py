@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -49,6 +50,8 @@ RETRY_STATUSES = frozenset({429, 503})
 EXCERPT_BYTES = 8192
 #: Shorter texts are not hidden from an excerpt: they would blank out common words.
 MIN_HIDDEN_CHARS = 4
+#: Plain http:// to these never leaves the machine.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Deadline:
@@ -214,6 +217,14 @@ class AbortableSession(requests.Session):
             response.close()
             raise requests.Timeout("aborted: the source's timeout passed")
         return response
+
+
+def unencrypted_host(url: str) -> str | None:
+    """The host ``url`` reaches without TLS (``http://`` off this machine), else None."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        return parts.hostname
+    return None
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float:

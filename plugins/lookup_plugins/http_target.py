@@ -50,6 +50,7 @@ from .http_client import (
     blank_out,
     dig,
     request_once,
+    unencrypted_host,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
     def check(self) -> list[str]:
         """Warn about an unencrypted address; fail when the push record cannot be opened."""
         self.log.count()
-        parts = urlsplit(self.options.url)
-        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        if unencrypted_host(self.options.url):
             return [f"url: pushes and webhooks go to {self.host} unencrypted (http://)"]
         return []
 

@@ -5,8 +5,18 @@ becomes a message posted to a Slack incoming webhook. Slack answers only
 ``ok``, so a push's id is made up here (``slack-REQUEST-TIMESTAMP``) and there
 are no details to show.
 
-Text from HelpSpot is escaped the way Slack asks (only ``&``, ``<`` and ``>``):
-a title holding ``<!channel>`` or ``<https://evil|click>`` stays plain text.
+The message comes from the ``message`` template (README, "Templates"; its
+default is :data:`DEFAULT_MESSAGE`). Slack's markup is ``*bold*``,
+``<url|label>``, ``<!channel>`` and ``>`` quotes; every value the template
+prints is escaped the way Slack asks (only ``&``, ``<`` and ``>``), its own
+text is not. So an admin's template may hold markup, while a title holding
+``<!channel>`` or ``<https://evil|click>`` stays plain text.
+
+The link back to the request is ``[server] helpspot_url``'s, or the older
+``request_url`` option's when a configuration still has it: a target's own
+setting wins over the server-wide one, so adding helpspot_url for another
+target never changes the links this one posts (``check`` says so).
+
 The webhook URL is the secret: no error message ever contains it. A refusal
 raises ``DeliveryFailed`` with Slack's status and, as its answer, Slack's error
 code: any other answer comes from some other server and is never kept.
@@ -20,7 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from lookup_server.plugin import (
     DeliveryFailed,
@@ -28,14 +38,14 @@ from lookup_server.plugin import (
     Secret,
     TargetBackend,
     TargetSettings,
+    TextTemplate,
     Webhook,
 )
 
+from .chat_message import message_problems, missing_link_warnings, render_message
 from .http_client import AbortableSession, Deadline, request_once
 
 VENDOR = "Slack"
-#: Longer texts are cut: a request's note can be a whole e-mail.
-MAX_FIELD_CHARS = 500
 #: Slack truncates messages past 40,000 characters; stay far below.
 MAX_MESSAGE_CHARS = 3000
 #: Slack's documented error answers for incoming webhooks, and what to do.
@@ -55,6 +65,24 @@ SLACK_ERRORS = {
 #: (a proxy, a load balancer), whose error page may echo the request line: the
 #: webhook URL, the secret. It is never quoted.
 SLACK_CODE = re.compile(r"[a-z][a-z0-9_]{0,59}")
+#: The message as it was before it became a template: the request as a link, its
+#: title and customer; for a push who pushed it and the comment, quoted; for a
+#: webhook (which carries sStatus, a push does not) its status, who acted, and the
+#: newest note, quoted. Comments and notes are cut at 500 characters.
+DEFAULT_MESSAGE = """\
+*HelpSpot request {% if request_url %}<{{ request_url }}|#{{ request_id }}>\
+{% else %}#{{ request_id or "?" }}{% endif %} \
+{% if sStatus %}changed{% else %}was pushed{% endif %}*
+{% if sTitle %}Title: {{ sTitle }}
+{% endif %}{% if customer %}Customer: {{ customer }}\
+{% if sEmail and sEmail != customer %} &lt;{{ sEmail }}&gt;{% endif %}
+{% endif %}{% if staff %}Pushed by: {{ staff }}
+{% endif %}{% if sStatus %}Status: {{ sStatus }}{% if sCategory %}, {{ sCategory }}{% endif %}
+{% endif %}{% if acting_person %}By: {{ acting_person }}
+{% endif %}{% for line in (staff_comment | truncate(500)).splitlines() %}>{{ line }}
+{% endfor %}{% if note_content %}{{ (note_type or "note") | capitalize }}:
+{% for line in (last_note | truncate(500)).splitlines() %}>{{ line }}
+{% endfor %}{% endif %}"""
 
 
 @dataclass(frozen=True)
@@ -63,8 +91,11 @@ class SlackTargetOptions:
 
     #: The incoming webhook's address (https://hooks.slack.com/services/...): a secret.
     webhook_url: Secret
-    #: A request's address in HelpSpot, ``{request}`` replaced by its number.
+    #: Older: a request's address in HelpSpot, ``{request}`` replaced by its number.
+    #: When set, it wins over ``[server] helpspot_url``, which is the way now.
     request_url: str = ""
+    #: The message, a template whose printed values are escaped for Slack.
+    message: str = DEFAULT_MESSAGE
 
 
 def slack_escape(text: str) -> str:
@@ -72,19 +103,9 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_link(url: str, label: str) -> str:
-    """A Slack link ``<url|label>``; both parts escaped so neither can end it early."""
-    return f"<{slack_escape(url).replace('|', '%7C')}|{slack_escape(label)}>"
-
-
-def _short(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+def _short(text: str, limit: int) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _text(data: Mapping[str, object], key: str) -> str:
-    value = data.get(key)
-    return "" if value is None or isinstance(value, dict | list) else str(value)
 
 
 class SlackTarget(TargetBackend[SlackTargetOptions]):
@@ -95,10 +116,11 @@ class SlackTarget(TargetBackend[SlackTargetOptions]):
     def __init__(self, options: SlackTargetOptions, target: TargetSettings) -> None:
         super().__init__(options, target)
         self._session = AbortableSession()
+        self._message = TextTemplate(options.message, escape=slack_escape)
 
     @classmethod
     def validate(cls, options: Any, target: TargetSettings) -> list[tuple[str, str]]:
-        """The webhook URL must be an absolute http(s) address; request_url needs ``{request}``."""
+        """An http(s) webhook_url, ``{request}`` in request_url, a message that compiles."""
         problems = []
         parts = urlsplit(options.webhook_url.reveal())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -112,7 +134,19 @@ class SlackTarget(TargetBackend[SlackTargetOptions]):
             problems.append(
                 ("request_url", "must contain {request}, where the request number goes")
             )
-        return problems
+        return problems + message_problems(options.message)
+
+    def check(self) -> list[str]:
+        """Warn about links: none where the message wants one, or request_url overriding."""
+        warnings = missing_link_warnings(
+            self._message, bool(self.options.request_url or self.target.helpspot_url)
+        )
+        if self.options.request_url and self.target.helpspot_url:
+            warnings.append(
+                "request_url: the links posted use this older option, not [server] "
+                "helpspot_url; remove request_url to use helpspot_url"
+            )
+        return warnings
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -120,65 +154,22 @@ class SlackTarget(TargetBackend[SlackTargetOptions]):
 
     def push(self, request: PushRequest) -> str:
         """Post the pushed request as a message; the id is made up (Slack returns none)."""
-        self._post(self.push_message(request.data))
+        self._post(self.message_for(request.data))
         return f"slack-{request.request_id or 'request'}-{int(time.time())}"
 
     def deliver(self, webhook: Webhook) -> None:
-        """Post a summary of the webhook as a message."""
-        self._post(self.webhook_message(webhook.payload))
+        """Post the webhook as a message."""
+        self._post(self.message_for(webhook.payload))
 
-    # -- messages --------------------------------------------------------------------
+    def message_for(self, data: Mapping[str, object]) -> str:
+        """The Slack text for a pushed request or a webhook's payload."""
+        return _short(render_message(self._message, data, self.request_url), MAX_MESSAGE_CHARS)
 
-    def push_message(self, data: Mapping[str, object]) -> str:
-        """The Slack text announcing a pushed request."""
-        lines = [f"*HelpSpot request {self._request_ref(data)} was pushed*"]
-        lines += self._request_lines(data)
-        staff = " ".join(
-            p for p in (_text(data, "acting_person_fname"), _text(data, "acting_person_lname")) if p
-        )
-        if staff:
-            lines.append(f"Pushed by: {slack_escape(_short(staff))}")
-        comment = _text(data, "staff_comment").strip()
-        if comment:
-            lines += [f">{slack_escape(line)}" for line in _short(comment).splitlines()]
-        return _short("\n".join(lines), MAX_MESSAGE_CHARS)
-
-    def webhook_message(self, payload: Mapping[str, object]) -> str:
-        """The Slack text summarising a HelpSpot webhook."""
-        lines = [f"*HelpSpot request {self._request_ref(payload)} changed*"]
-        lines += self._request_lines(payload)
-        state = ", ".join(p for p in (_text(payload, "sStatus"), _text(payload, "sCategory")) if p)
-        if state:
-            lines.append(f"Status: {slack_escape(_short(state))}")
-        by = _text(payload, "acting_person")
-        if by:
-            lines.append(f"By: {slack_escape(_short(by))}")
-        note = _text(payload, "note_content").strip()
-        if note:
-            kind = _text(payload, "note_type") or "note"
-            lines.append(f"{slack_escape(_short(kind, 40)).capitalize()}:")
-            lines += [f">{slack_escape(line)}" for line in _short(note).splitlines()]
-        return _short("\n".join(lines), MAX_MESSAGE_CHARS)
-
-    def _request_ref(self, data: Mapping[str, object]) -> str:
-        number = _short(_text(data, "xRequest"), 40) or "?"
-        if self.options.request_url and number != "?":
-            return slack_link(self.options.request_url.replace("{request}", number), f"#{number}")
-        return f"#{slack_escape(number)}"
-
-    def _request_lines(self, data: Mapping[str, object]) -> list[str]:
-        lines = []
-        title = _text(data, "sTitle")
-        if title:
-            lines.append(f"Title: {slack_escape(_short(title))}")
-        name = _text(data, "fullname") or " ".join(
-            p for p in (_text(data, "sFirstName"), _text(data, "sLastName")) if p
-        )
-        email = _text(data, "sEmail")
-        customer = " ".join(p for p in (name, f"<{email}>" if email else "") if p)
-        if customer:
-            lines.append(f"Customer: {slack_escape(_short(customer))}")
-        return lines
+    def request_url(self, request_id: str) -> str:
+        """The request's page: the older request_url option when set, else helpspot_url's."""
+        if self.options.request_url and request_id:
+            return self.options.request_url.replace("{request}", quote(request_id, safe=""))
+        return self.target.request_link(request_id)
 
     # -- HTTP ------------------------------------------------------------------------
 

@@ -67,7 +67,14 @@ def test_the_built_in_backends_are_registered_in_their_groups() -> None:
         "shopify",
         "thermostat",
     ]
-    assert installed.targets.names() == ["helpspot", "highrise", "http", "slack", "thermostat"]
+    assert installed.targets.names() == [
+        "campfire",
+        "helpspot",
+        "highrise",
+        "http",
+        "slack",
+        "thermostat",
+    ]
     # the same name may be a source and a target: they are different classes
     source: type = installed.sources.load("highrise")
     assert source is not installed.targets.load("highrise")

@@ -80,6 +80,12 @@ def test_a_bad_template_says_where() -> None:
     assert template_problem("{{ sTitle }}") is None
 
 
+@pytest.mark.parametrize("source", ["{{ 1 / 0 }}", "{{ sTitle + 1 }}", "{{ range(10**9) }}"])
+def test_any_failure_while_rendering_is_a_template_problem(source: str) -> None:
+    with pytest.raises(TemplateProblem, match=r"^the template failed: "):
+        TextTemplate(source).render({"sTitle": "t", "notes": []})
+
+
 def test_the_sandbox_keeps_python_out_of_reach() -> None:
     with pytest.raises(TemplateProblem):
         TextTemplate("{{ ''.__class__.__mro__[1].__subclasses__() }}").render({})
@@ -122,3 +128,52 @@ def test_helpspot_url_reaches_every_target(tmp_path: Path) -> None:
             },
             tmp_path,
         )
+
+
+def _brackets(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def test_with_escape_what_is_printed_is_escaped_and_the_template_is_not() -> None:
+    template = TextTemplate("<b>{{ sTitle }}</b> {{ missing }}{{ n }}", escape=_brackets)
+    assert (
+        template.render({"sTitle": "<i>R&D</i>", "n": 7}) == "<b>&lt;i&gt;R&amp;D&lt;/i&gt;</b> 7"
+    )
+
+
+def test_with_escape_filters_and_tests_see_the_text_itself() -> None:
+    # escaping the context's values beforehand would cut "&amp;" and fail the test
+    template = TextTemplate(
+        "{{ sTitle | truncate(5, true, '', 0) }}|{{ sTitle | length }}|{{ sTitle == 'R&D <x>' }}",
+        escape=_brackets,
+    )
+    assert template.render({"sTitle": "R&D <x>"}) == "R&amp;D &lt;|7|True"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # the value's tags are stripped, then what it said is escaped, "&lt;" included
+        ("{{ sTitle | striptags }}", "&lt;b&gt; x"),
+        # the block holds the escaped value: striptags finds no tag in it, decodes it,
+        # and it is escaped again, as it was; only the template's own tags go
+        (
+            "{% filter striptags %}<u>{{ sTitle }}</u>{% endfilter %}",
+            "&amp;lt;b&amp;gt; &lt;i&gt;x&lt;/i&gt;",
+        ),
+    ],
+)
+def test_with_escape_striptags_cannot_decode_text_back_into_markup(
+    source: str, expected: str
+) -> None:
+    # Jinja's striptags decodes entities: it would turn escaped text into markup
+    rendered = TextTemplate(source, escape=_brackets).render({"sTitle": "&lt;b&gt; <i>x</i>"})
+    assert rendered == expected
+    assert TextTemplate(source).render({"sTitle": "&lt;b&gt;"}) == "<b>"  # without: plain text
+
+
+def test_a_template_says_which_names_it_uses() -> None:
+    template = TextTemplate(
+        "{% for n in notes %}{{ n.text }}{% endfor %}{{ request_url or sTitle }}"
+    )
+    assert template.names == {"notes", "request_url", "sTitle"}

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask, Response, request
 from lookup_plugins.slack_target import (
+    DEFAULT_MESSAGE,
     SlackTarget,
     SlackTargetOptions,
     slack_escape,
-    slack_link,
 )
 
 from lookup_server.plugin import (
@@ -30,7 +30,7 @@ from lookup_server.plugin import (
     TargetSettings,
     Webhook,
 )
-from tests.plugins.emulators import Running, serve
+from tests.plugins.emulators import Running, readme_target_tables, serve
 from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 HOOK_PATH = "/services/T000/B000/XXXXsecretXXXX"
@@ -74,11 +74,20 @@ def slack() -> Iterator[tuple[FakeSlack, Running]]:
         yield state, running
 
 
+HELPSPOT = "https://help.example.com"
+
+
 def make_target(
-    base_url: str, path: str = HOOK_PATH, request_url: str = "", timeout: float = 5
+    base_url: str,
+    path: str = HOOK_PATH,
+    request_url: str = "",
+    timeout: float = 5,
+    message: str = DEFAULT_MESSAGE,
+    helpspot_url: str = "",
 ) -> SlackTarget:
-    options = SlackTargetOptions(webhook_url=Secret(base_url + path), request_url=request_url)
-    return SlackTarget(options, TargetSettings(name="chat", backend="slack", timeout=timeout))
+    options = SlackTargetOptions(Secret(base_url + path), request_url, message)
+    settings = TargetSettings("chat", "slack", timeout=timeout, helpspot_url=helpspot_url)
+    return SlackTarget(options, settings)
 
 
 PUSHED = {
@@ -109,6 +118,10 @@ class TestSlackTargetContract(TargetContract):
             SlackTargetOptions(Secret(f"https://hooks.slack.com{CONTRACT_HOOK}"), "h"),
             {"request_url"},
         ),
+        (
+            SlackTargetOptions(Secret(f"https://hooks.slack.com{CONTRACT_HOOK}"), "", "{% if %}"),
+            {"message"},
+        ),
     )
 
     @pytest.fixture
@@ -130,9 +143,6 @@ def test_it_offers_no_details() -> None:
 
 def test_escape_follows_slack() -> None:
     assert slack_escape("a & b <c> \"d\" 'e'") == "a &amp; b &lt;c&gt; \"d\" 'e'"
-    assert slack_link("https://h/?a=1&b=<x>|y", "#1 <b>") == (
-        "<https://h/?a=1&amp;b=&lt;x&gt;%7Cy|#1 &lt;b&gt;>"
-    )
 
 
 def test_push_posts_an_escaped_message_and_makes_up_an_id(slack: tuple[FakeSlack, Running]) -> None:
@@ -177,8 +187,16 @@ def test_deliver_posts_a_summary_of_the_webhook(slack: tuple[FakeSlack, Running]
         "fullname": "Bob Jones",
         "acting_person": "Ada Lovelace",
         "note_type": "public",
-        "note_content": "<p>We refunded you & more</p>",
-        "request_history": {"item": {"1": {"tNote": "x"}}},
+        "note_content": "<p>We refunded you &amp; more</p>",
+        "request_history": {
+            "item": {
+                "1": {"tNote": "<p>Hi</p>", "fNoteIsHTML": "1"},
+                "2": {
+                    "tNote": "<p>We refunded you &amp; more</p><p><b>Bye</b></p>",
+                    "fNoteIsHTML": "1",
+                },
+            }
+        },
     }
     make_target(running.base_url).deliver(Webhook(1, "key", payload))
     assert state.messages[0]["text"].splitlines() == [
@@ -188,8 +206,80 @@ def test_deliver_posts_a_summary_of_the_webhook(slack: tuple[FakeSlack, Running]
         "Status: Active, Billing",
         "By: Ada Lovelace",
         "Public:",
-        ">&lt;p&gt;We refunded you &amp; more&lt;/p&gt;",
+        ">We refunded you &amp; more",  # the newest note as text, no longer its HTML
+        ">",
+        ">Bye",
     ]
+
+
+def test_the_link_comes_from_helpspot_url(slack: tuple[FakeSlack, Running]) -> None:
+    state, running = slack
+    make_target(running.base_url, helpspot_url=HELPSPOT).push(PushRequest({"xRequest": "7"}))
+    assert state.messages[0]["text"] == (
+        "*HelpSpot request <https://help.example.com/admin.php?pg=request&amp;reqid=7|#7>"
+        " was pushed*"
+    )
+
+
+def test_the_older_request_url_wins_over_helpspot_url(slack: tuple[FakeSlack, Running]) -> None:
+    # a target's own setting: adding helpspot_url for another target changes nothing here
+    state, running = slack
+    target = make_target(
+        running.base_url,
+        request_url="https://portal.example.com/r/{request}",
+        helpspot_url=HELPSPOT,
+    )
+    target.push(PushRequest({"xRequest": "7 8"}))
+    assert state.messages[0]["text"].startswith(
+        "*HelpSpot request <https://portal.example.com/r/7%208|#7 8>"
+    )
+    assert target.check() == [
+        "request_url: the links posted use this older option, not [server] helpspot_url; "
+        "remove request_url to use helpspot_url"
+    ]
+    assert make_target(running.base_url, helpspot_url=HELPSPOT).check() == []
+
+
+def test_check_says_when_the_message_wants_a_link_nothing_gives() -> None:
+    assert make_target("http://127.0.0.1:9").check() == [
+        "message: the messages carry no link to the request; set [server] helpspot_url "
+        "(HelpSpot's address, e.g. https://helpdesk.example.com)"
+    ]
+    assert make_target("http://127.0.0.1:9", message="{{ sTitle }}").check() == []
+
+
+def test_an_admins_template_keeps_its_markup_and_helpspots_text_none(
+    slack: tuple[FakeSlack, Running],
+) -> None:
+    state, running = slack
+    message = (
+        "*{{ sTitle | truncate(21, true, leeway=0) }}* <{{ request_url }}|open> <!here>\n"
+        "{{ sTitle | striptags }}\n{% filter striptags %}{{ customer }}{% endfilter %}"
+    )
+    target = make_target(running.base_url, message=message, helpspot_url=HELPSPOT)
+    target.push(PushRequest(PUSHED))
+    assert state.messages[0]["text"].splitlines() == [
+        "*Printer &lt;!channel&gt;...* "
+        "<https://help.example.com/admin.php?pg=request&amp;reqid=12345|open> <!here>",
+        "Printer &amp;",  # striptags took <!channel> for a tag; what is left is escaped
+        "Zoë Núñez",
+    ]
+
+
+def test_the_documented_default_is_the_default() -> None:
+    (documented,) = [
+        table["message"]
+        for table in readme_target_tables()
+        if table.get("backend") == "slack" and "message" in table
+    ]
+    assert documented == DEFAULT_MESSAGE
+
+
+def test_a_template_that_fails_or_says_nothing_is_a_clear_error() -> None:
+    with pytest.raises(BackendError, match=r"^message: the template failed: .*; fix the"):
+        make_target("http://127.0.0.1:9", message="{{ 1 / 0 }}").push(PushRequest(PUSHED))
+    with pytest.raises(BackendError, match=r"^message: the template gave an empty message"):
+        make_target("http://127.0.0.1:9", message="{{ Custom9 }}").push(PushRequest(PUSHED))
 
 
 @pytest.mark.parametrize(
@@ -264,8 +354,10 @@ def test_an_unreachable_slack_is_a_clear_error_without_the_url() -> None:
 
 def test_validate() -> None:
     settings = TargetSettings(name="chat", backend="slack")
-    problems = SlackTarget.validate(SlackTargetOptions(Secret("hooks.slack.com/x"), "h"), settings)
-    assert [key for key, _ in problems] == ["webhook_url", "request_url"]
+    problems = SlackTarget.validate(
+        SlackTargetOptions(Secret("hooks.slack.com/x"), "h", "{{ sTitle"), settings
+    )
+    assert [key for key, _ in problems] == ["webhook_url", "request_url", "message"]
     assert "hooks.slack.com/x" not in str(problems)  # the secret is not repeated
     assert (
         SlackTarget.validate(

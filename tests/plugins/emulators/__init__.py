@@ -73,3 +73,15 @@ def documented_tables(doc: Path) -> dict[str, Any]:
 
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "backends"
+README = DOCS.parents[1] / "README.md"
+
+
+def readme_target_tables() -> list[dict[str, Any]]:
+    """Every ``[targets.NAME]`` table of the README's TOML examples, as an admin would paste it."""
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    return [
+        table
+        for block in blocks
+        for table in tomllib.loads(block).get("targets", {}).values()
+        if isinstance(table, dict)
+    ]
