@@ -59,7 +59,7 @@ def registry(*cases: tuple[str, str, str]) -> Registry:
 def test_the_built_in_backends_are_registered_in_their_groups() -> None:
     installed = Registry()
     assert installed.sources.names() == ["csv", "highrise", "ldap", "msgraph", "odbc", "shopify"]
-    assert installed.targets.names() == ["fogbugz", "highrise", "http", "slack"]
+    assert installed.targets.names() == ["activecollab", "fogbugz", "highrise", "http", "slack"]
     # the same name may be a source and a target: they are different classes
     source: type = installed.sources.load("highrise")
     assert source is not installed.targets.load("highrise")
