@@ -24,10 +24,12 @@ from lookup_server.plugin import (
     TargetSettings,
     Webhook,
 )
+from lookup_server.webhooks import Outbox
 from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import readme_tables, serve
 from tests.plugins.emulators.activecollab import ActiveCollabEmulator
-from tests.plugins.php_bridge import push_through_the_bridge
+from tests.plugins.target_server import post_webhook, push_through_the_bridge, serving
+from tests.support.hanging import wait_for
 from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 TOKEN = "1-activecollab-token-0c9d5e2f7b"
@@ -420,3 +422,29 @@ def test_push_and_details_round_trip_through_the_php_bridge(
     assert '<strong>ActiveCollab task 501: Printer &lt;on&gt; "fire"</strong>' in details
     assert "<td>open</td>" in details and f'href="{url}/projects/7/tasks/501"' in details
     assert TOKEN not in details
+
+
+def test_a_helpspot_webhook_becomes_one_task_through_the_outbox(
+    account: tuple[ActiveCollabEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = account
+    table = {"backend": "activecollab", "url": url, "token": TOKEN, "project_id": 7}
+    fields = [
+        ("xRequest", "12345"),
+        ("sTitle", "Printer & <fire>"),
+        ("fullname", "Zoë Núñez"),
+        ("request_history[item][678][tNote]", "First <b>note</b>"),
+        ("request_history[item][678][fNoteIsHTML]", "1"),
+    ]
+    with serving(tmp_path, "tasks", table) as running:
+        webhook_id = post_webhook(running, "tasks", fields)
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        wait_for(lambda: _state(outbox, webhook_id) == "delivered", "the webhook was delivered")
+    (task,) = emulator.tasks.values()
+    assert (task.project_id, task.name) == (7, "Printer & <fire>")
+    assert task.body == "<p>Customer: Zoë Núñez<br>HelpSpot request #12345</p><p>First note</p>"
+
+
+def _state(outbox: Outbox, webhook_id: int) -> str:
+    entry = outbox.get(webhook_id)
+    return "" if entry is None else entry.state

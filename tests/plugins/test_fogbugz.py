@@ -20,10 +20,12 @@ from lookup_server.plugin import (
     TargetSettings,
     Webhook,
 )
+from lookup_server.webhooks import Outbox
 from tests.conftest import assert_not_revealed
 from tests.plugins.emulators import readme_tables, serve
 from tests.plugins.emulators.fogbugz import FogBugzEmulator
-from tests.plugins.php_bridge import push_through_the_bridge
+from tests.plugins.target_server import post_webhook, push_through_the_bridge, serving
+from tests.support.hanging import wait_for
 from tests.support.target_contract import CONTRACT_SECRET, HttpPeer, MakeTarget, TargetContract
 
 TOKEN = "fogbugz-token-7a1c0e55b2d94f38"
@@ -512,3 +514,34 @@ def test_push_and_details_round_trip_through_the_php_bridge(
     )
     assert "<td>Active</td>" in details and f'href="{url}/default.asp?1001"' in details
     assert TOKEN not in details
+
+
+def test_a_helpspot_webhook_becomes_one_case_through_the_outbox(
+    site: tuple[FogBugzEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = site
+    table = {"backend": "fogbugz", "url": url, "token": TOKEN}
+    fields = [
+        ("xRequest", "12345"),
+        ("sTitle", "Printer & <fire>"),
+        ("sEmail", "zoe@example.com"),
+        ("fullname", "Zoë Núñez"),
+        ("note_content", "<p>Hot</p>"),
+        ("request_history[item][678][tNote]", "<p>First <b>note</b></p>"),
+        ("request_history[item][678][fNoteIsHTML]", "1"),
+        ("request_history[item][678][fInitial]", "1"),
+    ]
+    with serving(tmp_path, "bugs", table) as running:
+        webhook_id = post_webhook(running, "bugs", fields)
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        wait_for(lambda: _state(outbox, webhook_id) == "delivered", "the webhook was delivered")
+    (case,) = emulator.cases.values()
+    assert case.fields["sTitle"] == "Printer & <fire>"
+    assert case.fields["sEvent"] == (
+        "Customer: Zoë Núñez <zoe@example.com>\nHelpSpot request #12345\n\nFirst note"
+    )
+
+
+def _state(outbox: Outbox, webhook_id: int) -> str:
+    entry = outbox.get(webhook_id)
+    return "" if entry is None else entry.state
