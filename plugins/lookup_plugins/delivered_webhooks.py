@@ -16,6 +16,9 @@ One window remains, and no record on this side can close it: the tracker has
 created the item, but its answer never reaches us (the connection drops, the
 target's timeout passes) or the process dies before the record is written.
 The delivery then counts as failed, is retried, and creates a second item.
+A record that cannot be opened fails the delivery before anything is made
+(a retry could not be recognised); one that cannot be written after the item
+was made is logged, and the delivery counts as done.
 """
 
 from __future__ import annotations

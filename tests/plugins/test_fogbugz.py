@@ -292,8 +292,8 @@ def test_a_refused_webhook_is_retried_and_then_made(
     assert len(emulator.cases) == 1
 
 
-def test_an_unwritable_record_still_delivers(
-    site: tuple[FogBugzEmulator, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_an_unopenable_record_makes_nothing(
+    site: tuple[FogBugzEmulator, str], tmp_path: Path
 ) -> None:
     emulator, url = site
     blocker = tmp_path / "file"
@@ -305,6 +305,21 @@ def test_an_unwritable_record_still_delivers(
     assert emulator.cases == {}  # nothing made when no redelivery could be recognised
     with pytest.raises(BackendError, match=r"set the target's store"):
         target.check()
+
+
+def test_a_case_made_but_not_recorded_counts_as_delivered(
+    site: tuple[FogBugzEmulator, str],
+    target: FogBugzTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def full_disk(key: str, created: str) -> None:
+        raise BackendError("cannot write the record (OperationalError)")
+
+    monkeypatch.setattr(target.record, "remember", full_disk)
+    target.deliver(Webhook(3, "key-1", WEBHOOK))  # failing now would make the case twice
+    assert len(site[0].cases) == 1
+    assert "webhook 3 made case 1001, which was not recorded" in caplog.text
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -509,9 +524,7 @@ def test_push_and_details_round_trip_through_the_php_bridge(
     case = emulator.cases["1001"].fields
     assert case["sTitle"] == 'Printer <on> "fire"' and "It is on fire" in case["sEvent"]
     details = result["details"]
-    assert "FogBugz case 1001: Printer &lt;on&gt; &quot;fire&quot;" in details or (
-        'FogBugz case 1001: Printer &lt;on&gt; "fire"' in details
-    )
+    assert '<strong>FogBugz case 1001: Printer &lt;on&gt; "fire"</strong>' in details
     assert "<td>Active</td>" in details and f'href="{url}/default.asp?1001"' in details
     assert TOKEN not in details
 
