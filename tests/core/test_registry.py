@@ -68,7 +68,9 @@ def test_the_built_in_backends_are_registered_in_their_groups() -> None:
         "thermostat",
     ]
     assert installed.targets.names() == [
+        "activecollab",
         "campfire",
+        "fogbugz",
         "helpspot",
         "highrise",
         "http",

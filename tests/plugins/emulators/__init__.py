@@ -85,3 +85,19 @@ def readme_target_tables() -> list[dict[str, Any]]:
         for table in tomllib.loads(block).get("targets", {}).values()
         if isinstance(table, dict)
     ]
+
+
+def readme_tables(heading: str) -> dict[str, Any]:
+    """The TOML examples of one ``### heading`` section of the README, merged."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n### {heading}\n")
+    end = min(
+        (i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i > 0),
+        default=len(text),
+    )
+    blocks = re.findall(r"```toml\n(.*?)```", text[start:end], re.S)
+    merged: dict[str, Any] = {}
+    for block in blocks:
+        for table, entries in tomllib.loads(block).items():
+            merged.setdefault(table, {}).update(entries)
+    return merged
