@@ -23,12 +23,13 @@ was made is logged, and the delivery counts as done.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 from lookup_server.plugin import BackendError, state_dir
+
+from .record_files import open_record
 
 #: An id longer than this is no id a tracker gave out; HelpSpot keeps 255 too.
 MAX_ID_CHARS = 255
@@ -47,24 +48,12 @@ class DeliveredWebhooks:
         self.path = path
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            # a folder of its own is the server's only: others could swap the file
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                # SQLite would create it 0644; readable by the server only (WAL files follow)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(self.path, timeout=10)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS delivered (idempotency_key TEXT PRIMARY KEY,"
-                " created_id TEXT NOT NULL, delivered_at REAL NOT NULL)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise BackendError(
-                f"cannot open the record of delivered webhooks {self.path} "
-                f"({type(exc).__name__}); set the target's store to a writable file"
-            ) from None
-        return conn
+        return open_record(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS delivered (idempotency_key TEXT PRIMARY KEY,"
+            " created_id TEXT NOT NULL, delivered_at REAL NOT NULL)",
+            "the record of delivered webhooks",
+        )
 
     def created_for(self, key: str) -> str | None:
         """The id created for the webhook with this idempotency key, or None."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -52,6 +51,7 @@ from .http_client import (
     request_once,
     unencrypted_host,
 )
+from .record_files import open_record
 
 log = logging.getLogger(__name__)
 
@@ -270,26 +270,13 @@ class PushLog:
         self.path = path
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            # a folder of its own is the server's only: others could swap the file
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                # SQLite would create it 0644, and it holds customers' names and
-                # addresses: readable by the server only (its WAL files follow)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(self.path, timeout=10)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
-                " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
-                " status INTEGER, answer TEXT)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise BackendError(
-                f"cannot open the push record {self.path} ({type(exc).__name__}); set the "
-                "target's store to a writable file"
-            ) from None
-        return conn
+        return open_record(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
+            " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
+            " status INTEGER, answer TEXT)",
+            "the push record",
+        )
 
     def record(self, push_id: str, request: PushRequest, status: int, answer: str) -> None:
         """Remember one push (the latest wins when the target reuses an id)."""

@@ -9,14 +9,13 @@ addresses), by default in the user's state folder.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from lookup_server.plugin import BackendError
+from ..record_files import open_record
 
 #: What happened to one request.
 SENT = "sent"
@@ -79,16 +78,9 @@ class SendLog:
         return None if row is None else Send(*row)
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(self.path, timeout=10)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS sends (id INTEGER PRIMARY KEY, at REAL,"
-                " request_id TEXT, email TEXT, survey TEXT, outcome TEXT, detail TEXT)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise BackendError(f"cannot use the send log {self.path}: {exc}") from None
-        return conn
+        return open_record(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS sends (id INTEGER PRIMARY KEY, at REAL,"
+            " request_id TEXT, email TEXT, survey TEXT, outcome TEXT, detail TEXT)",
+            "the send log",
+        )
