@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -40,7 +39,6 @@ from lookup_server.plugin import (
     TargetBackend,
     TargetSettings,
     Webhook,
-    state_dir,
 )
 
 from .http_client import (
@@ -51,6 +49,7 @@ from .http_client import (
     dig,
     request_once,
 )
+from .state_store import open_store, store_path
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,12 @@ MAX_ID_CHARS = 255
 MAX_ANSWER_CHARS = 4000
 #: Enough of an error message from the other system for staff to act on.
 MAX_REMOTE_MESSAGE = 200
+#: One row per push: what HelpSpot sent and what the other system answered.
+PUSHES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
+    " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
+    " status INTEGER, answer TEXT)"
+)
 
 
 @dataclass(frozen=True)
@@ -232,9 +237,8 @@ def customer_of(request: PushRequest) -> str:
 
 
 def default_store(target: str) -> Path:
-    """``push-TARGET.sqlite3`` in the user's state folder (see :func:`state_dir`)."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
-    return state_dir() / f"push-{safe}.sqlite3"
+    """``push-TARGET.sqlite3`` in the user's state folder (see :func:`store_path`)."""
+    return store_path("push", target)
 
 
 @dataclass(frozen=True)
@@ -270,26 +274,7 @@ class PushLog:
         self.path = path
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            # a folder of its own is the server's only: others could swap the file
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                # SQLite would create it 0644, and it holds customers' names and
-                # addresses: readable by the server only (its WAL files follow)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(self.path, timeout=10)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
-                " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
-                " status INTEGER, answer TEXT)"
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise BackendError(
-                f"cannot open the push record {self.path} ({type(exc).__name__}); set the "
-                "target's store to a writable file"
-            ) from None
-        return conn
+        return open_store(self.path, PUSHES_SCHEMA, "the push record")
 
     def record(self, push_id: str, request: PushRequest, status: int, answer: str) -> None:
         """Remember one push (the latest wins when the target reuses an id)."""
