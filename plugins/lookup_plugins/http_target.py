@@ -39,7 +39,6 @@ from lookup_server.plugin import (
     TargetBackend,
     TargetSettings,
     Webhook,
-    state_dir,
 )
 
 from .http_client import (
@@ -51,7 +50,7 @@ from .http_client import (
     request_once,
     unencrypted_host,
 )
-from .record_files import open_record
+from .state_store import open_store, store_path
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,12 @@ MAX_ID_CHARS = 255
 MAX_ANSWER_CHARS = 4000
 #: Enough of an error message from the other system for staff to act on.
 MAX_REMOTE_MESSAGE = 200
+#: One row per push: what HelpSpot sent and what the other system answered.
+PUSHES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
+    " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
+    " status INTEGER, answer TEXT)"
+)
 
 
 @dataclass(frozen=True)
@@ -232,9 +237,8 @@ def customer_of(request: PushRequest) -> str:
 
 
 def default_store(target: str) -> Path:
-    """``push-TARGET.sqlite3`` in the user's state folder (see :func:`state_dir`)."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
-    return state_dir() / f"push-{safe}.sqlite3"
+    """``push-TARGET.sqlite3`` in the user's state folder (see :func:`store_path`)."""
+    return store_path("push", target)
 
 
 @dataclass(frozen=True)
@@ -270,13 +274,7 @@ class PushLog:
         self.path = path
 
     def _connect(self) -> sqlite3.Connection:
-        return open_record(
-            self.path,
-            "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
-            " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
-            " status INTEGER, answer TEXT)",
-            "the push record",
-        )
+        return open_store(self.path, PUSHES_SCHEMA, "the push record")
 
     def record(self, push_id: str, request: PushRequest, status: int, answer: str) -> None:
         """Remember one push (the latest wins when the target reuses an id)."""

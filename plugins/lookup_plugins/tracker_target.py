@@ -4,7 +4,7 @@ Both make an item (a case, a task) in a tracker from a pushed request or an
 automation rule's webhook, with a title and a body from the admin's templates
 (README, Templates), and show it again when staff open its details. A
 subclass says how to create and read the item; this class renders the texts,
-creates an item at most once per webhook (:mod:`.delivered_webhooks`), waits
+creates an item at most once per webhook (:class:`.issue_tracker.CreatedIssues`), waits
 out a rate limit when the tracker's ``Retry-After`` fits in the timeout, and
 turns every refusal into a ``DeliveryFailed`` whose message names the problem
 and whose answer excerpt never holds the token.
@@ -22,7 +22,6 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from lookup_server.plugin import (
-    BackendError,
     DeliveryFailed,
     PushRequest,
     Secret,
@@ -34,7 +33,6 @@ from lookup_server.plugin import (
     template_problem,
 )
 
-from .delivered_webhooks import DeliveredWebhooks, default_record
 from .http_client import (
     RETRY_STATUSES,
     AbortableSession,
@@ -44,6 +42,8 @@ from .http_client import (
     request_once,
     retry_after_seconds,
 )
+from .issue_tracker import CreatedIssues
+from .state_store import store_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class TrackerTarget(TargetBackend[OptionsT]):
     def __init__(self, options: OptionsT, target: TargetSettings) -> None:
         super().__init__(options, target)
         self.host = urlsplit(options.url).hostname or options.url
-        self.record = DeliveredWebhooks(options.store or default_record(target.name))
+        self.record = CreatedIssues(
+            options.store or store_path("webhooks", target.name), self.VENDOR, self.ITEM
+        )
         self._title = TextTemplate(options.title)
         self._body = TextTemplate(options.body)
         self._session = AbortableSession()
@@ -146,31 +148,8 @@ class TrackerTarget(TargetBackend[OptionsT]):
 
     def deliver(self, webhook: Webhook) -> None:
         """Create the item from the webhook, unless an earlier delivery of it did."""
-        key = webhook.idempotency_key
-        created = self.record.created_for(key)
-        if created is not None:
-            log.info(
-                "target %r: webhook %s already made %s %s; not made again",
-                self.target.name,
-                webhook.id,
-                self.ITEM,
-                created,
-            )
-            return
         title, body = self.texts(webhook.payload)
-        created = self._create(title, body, webhook.payload)
-        try:
-            self.record.remember(key, created)
-        except BackendError as exc:  # the item exists now: failing would make it twice
-            log.error(
-                "target %r: webhook %s made %s %s, which was not recorded (%s); "
-                "a redelivery would make it again",
-                self.target.name,
-                webhook.id,
-                self.ITEM,
-                created,
-                exc,
-            )
+        self.record.create_once(webhook, lambda: self._create(title, body, webhook.payload))
 
     def close(self) -> None:
         """Close the HTTP session."""

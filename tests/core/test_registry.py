@@ -71,9 +71,11 @@ def test_the_built_in_backends_are_registered_in_their_groups() -> None:
         "activecollab",
         "campfire",
         "fogbugz",
+        "github",
         "helpspot",
         "highrise",
         "http",
+        "jira",
         "slack",
         "thermostat",
     ]

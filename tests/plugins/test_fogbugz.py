@@ -300,7 +300,7 @@ def test_an_unopenable_record_makes_nothing(
     blocker.write_text("")
     opts = FogBugzOptions(url=url, token=Secret(TOKEN), store=blocker / "w.sqlite3")
     target = FogBugzTarget(opts, TargetSettings("bugs", "fogbugz"))
-    with pytest.raises(BackendError, match=r"cannot open the record of delivered webhooks"):
+    with pytest.raises(BackendError, match=r"cannot open the webhook record"):
         target.deliver(Webhook(3, "key-1", WEBHOOK))
     assert emulator.cases == {}  # nothing made when no redelivery could be recognised
     with pytest.raises(BackendError, match=r"set the target's store"):
@@ -313,13 +313,16 @@ def test_a_case_made_but_not_recorded_counts_as_delivered(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def full_disk(key: str, created: str) -> None:
-        raise BackendError("cannot write the record (OperationalError)")
+    def full_disk(sql: str, *args: object) -> list[tuple[object, ...]]:
+        if sql.startswith("UPDATE"):  # the case exists: recording it is what fails
+            raise BackendError("cannot write the record (OperationalError)")
+        return real_run(sql, *args)
 
-    monkeypatch.setattr(target.record, "remember", full_disk)
+    real_run = target.record._run
+    monkeypatch.setattr(target.record, "_run", full_disk)
     target.deliver(Webhook(3, "key-1", WEBHOOK))  # failing now would make the case twice
     assert len(site[0].cases) == 1
-    assert "webhook 3 made case 1001, which was not recorded" in caplog.text
+    assert "webhook 3 created FogBugz case 1001, but it was not recorded" in caplog.text
 
 
 # -- check -----------------------------------------------------------------------------------

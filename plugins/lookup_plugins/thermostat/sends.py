@@ -15,7 +15,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..record_files import open_record
+from ..state_store import open_store
 
 #: What happened to one request.
 SENT = "sent"
@@ -78,7 +78,7 @@ class SendLog:
         return None if row is None else Send(*row)
 
     def _connect(self) -> sqlite3.Connection:
-        return open_record(
+        return open_store(
             self.path,
             "CREATE TABLE IF NOT EXISTS sends (id INTEGER PRIMARY KEY, at REAL,"
             " request_id TEXT, email TEXT, survey TEXT, outcome TEXT, detail TEXT)",
