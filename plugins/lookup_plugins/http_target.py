@@ -33,7 +33,6 @@ import requests
 
 from lookup_server.plugin import (
     BackendError,
-    DeliveryFailed,
     NotFound,
     PushDetails,
     PushRequest,
@@ -46,9 +45,9 @@ from lookup_server.plugin import (
 from .http_client import (
     AbortableSession,
     Deadline,
-    answer_excerpt,
     blank_out,
     dig,
+    refused_delivery,
     request_once,
     unencrypted_host,
 )
@@ -191,10 +190,12 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
             )
         response = self._post(body, extra)
         if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(
+            # final for a 4xx that no retry can change; a Retry-After is honoured
+            raise refused_delivery(
                 self._refusal("webhook", response),
-                status=response.status_code,
-                answer=answer_excerpt(response, self._hidden),
+                response,
+                self._hidden,
+                datetime.fromtimestamp(self.clock(), timezone.utc),
             )
 
     # -- HTTP ------------------------------------------------------------------------
