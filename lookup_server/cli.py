@@ -490,32 +490,50 @@ def _attempt_line(attempt: Attempt) -> str:
 @click.argument("webhook_id", type=int, required=False)
 @click.option("--failed", is_flag=True, help="Every failed webhook of --target, not one ID.")
 @click.option("--target", help="With --failed: the target whose failed webhooks to retry.")
+@click.option("--since", help="With --failed: only those received at or after this ISO time.")
+@click.option("--until", help="With --failed: only those received before this ISO time.")
 @click.option("--config", "config_path", help=CONFIG_HELP)
 def outbox_retry(
-    webhook_id: int | None, failed: bool, target: str | None, config_path: str | None
+    webhook_id: int | None,
+    failed: bool,
+    target: str | None,
+    since: str | None,
+    until: str | None,
+    config_path: str | None,
 ) -> None:
     """Deliver a failed or waiting webhook again, now (the running server picks it up).
 
     With --failed --target NAME instead of an ID: every failed webhook of that
-    target, at once. Either way the attempts start over and the recorded ones
-    are kept.
+    target, at once; --since and --until (ISO 8601, local time unless it has an
+    offset) keep those received in that range, to replay an outage. Either way
+    the attempts start over and the recorded ones are kept.
     """
-    if webhook_id is not None and not failed and target is None:
+    from lookup_server.webhooks import OutboxError, parse_moment
+
+    ranged = since is not None or until is not None
+    if webhook_id is not None and not failed and target is None and not ranged:
         with _outbox(_load(config_path)) as box:
             entry = box.retry(webhook_id)
         click.echo(f"webhook {entry.id} for {entry.target!r} is pending again")
     elif webhook_id is None and failed and target is not None:
-        _retry_failed(_load(config_path), target)
+        try:
+            start = None if since is None else parse_moment(since, "--since")
+            end = None if until is None else parse_moment(until, "--until")
+        except OutboxError as exc:
+            raise click.UsageError(str(exc)) from None
+        _retry_failed(_load(config_path), target, start, end)
     else:
-        raise click.UsageError("give a webhook ID, or --failed --target NAME")
+        raise click.UsageError(
+            "give a webhook ID, or --failed --target NAME [--since TIME] [--until TIME]"
+        )
 
 
-def _retry_failed(config: Config, target: str) -> None:
-    """Make every failed webhook of ``target``, a configured target, pending again."""
+def _retry_failed(config: Config, target: str, since: float | None, until: float | None) -> None:
+    """Make the failed webhooks of ``target``, a configured target, pending again."""
     if target not in config.targets:
         _fail(f"{config.origin}: no [targets.{target}] (its webhooks would only fail again)")
     with _outbox(config) as box:
-        count = box.retry_failed(target)
+        count = box.retry_failed(target, since=since, until=until)
     click.echo(f"{count} failed webhook(s) for {target!r} pending again")
 
 

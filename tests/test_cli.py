@@ -594,9 +594,58 @@ def test_outbox_retry_failed_retries_every_failed_webhook_of_the_target(tmp_path
     assert [len(outbox.attempts(i)) for i in ids["hooks"]] == [1, 1]  # kept
 
 
+def test_outbox_retry_failed_in_a_time_range_replays_only_those(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from lookup_server.webhooks import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path, max_attempts=1)
+    hours = [datetime(2024, 5, 1, h, tzinfo=timezone.utc).timestamp() for h in (9, 10, 11, 12)]
+    ids = []
+    for moment in hours:
+        entry = outbox.store("hooks", {"xRequest": "1"}, now=moment)
+        outbox.claim("w1", now=moment)
+        outbox.mark_failed(entry.id, "refused", now=moment)
+        ids.append(entry.id)
+    config = str(webhook_config(tmp_path, path))
+    retry = ["outbox", "retry", "--failed", "--target", "hooks", "--config", config]
+    # an offset is honoured; 10:00 is in, 12:00 (the end) is not
+    result = CliRunner().invoke(
+        cli, [*retry, "--since", "2024-05-01T10:00:00+00:00", "--until", "2024-05-01T14:00+02:00"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "2 failed webhook(s) for 'hooks' pending again\n"
+    assert [stored_entry(outbox, i).state for i in ids] == [
+        "failed",
+        "pending",
+        "pending",
+        "failed",
+    ]
+    only_since = CliRunner().invoke(cli, [*retry, "--since", "2024-05-01T11:30Z"])
+    assert only_since.stdout == "1 failed webhook(s) for 'hooks' pending again\n"
+    assert stored_entry(outbox, ids[3]).state == "pending"
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
+        (["retry", "--failed", "--target", "hooks", "--since", "May 1st"], "not an ISO 8601"),
+        (["retry", "1", "--since", "2024-05-01"], "give a webhook ID, or --failed"),
+        (["retry", "--until", "2024-05-01"], "give a webhook ID, or --failed"),
+        (
+            [
+                "retry",
+                "--failed",
+                "--target",
+                "hooks",
+                "--since",
+                "2024-05-02",
+                "--until",
+                "2024-05-01",
+            ],
+            "--since must come before --until",
+        ),
         (["retry"], "give a webhook ID, or --failed --target NAME"),
         (["retry", "--failed"], "give a webhook ID, or --failed --target NAME"),
         (["retry", "--target", "hooks"], "give a webhook ID, or --failed --target NAME"),

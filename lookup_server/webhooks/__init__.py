@@ -40,6 +40,7 @@ from lookup_server.webhooks.store import (
     Refusal,
     State,
     backoff_delay,
+    parse_moment,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Refusal",
     "State",
     "backoff_delay",
+    "parse_moment",
     "probe",
     "safe_error",
 ]

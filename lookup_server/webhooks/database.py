@@ -23,7 +23,7 @@ from urllib.parse import quote
 BUSY_TIMEOUT_MS = 10_000
 
 #: Run at every first use: an outbox made by an older version gains what it lacks
-#: (only new tables and indexes so far, so IF NOT EXISTS is the whole upgrade).
+#: (only new tables and indexes, and an index dropped, so IF [NOT] EXISTS is the whole upgrade).
 #: It is split at every semicolon: keep them out of the comments.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 -- What the console reads of a large outbox without reading the table (whose rows
 -- hold the payloads): counts by target and state, and the webhooks of a day by state.
-CREATE INDEX IF NOT EXISTS webhooks_by_target ON webhooks (target, state);
+-- By target, state and time: the counts, and the failed webhooks of a target
+-- received in a time range (`outbox retry --failed --since`). It replaces
+-- webhooks_by_target (target, state), of which it does all.
+CREATE INDEX IF NOT EXISTS webhooks_by_target_created ON webhooks (target, state, created_at);
+DROP INDEX IF EXISTS webhooks_by_target;
 CREATE INDEX IF NOT EXISTS webhooks_by_created ON webhooks (state, created_at);
 """
 

@@ -18,6 +18,7 @@ across processes and restarts.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sqlite3
@@ -26,6 +27,7 @@ import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,9 +68,10 @@ _BY_HOUR = (
     " WHERE state IN ('pending', 'delivering', 'delivered', 'failed') AND created_at >= ?"
     " GROUP BY hour, state ORDER BY hour, state"
 )
+#: Received from the first time on, before the second (an open bound: -inf or inf).
 _RETRY_FAILED = (
     "UPDATE webhooks SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?"
-    " WHERE target = ? AND state = 'failed'"
+    " WHERE target = ? AND state = 'failed' AND created_at >= ? AND created_at < ?"
 )
 _OLDEST_WAITING = (
     "SELECT MIN(oldest) FROM ("
@@ -165,6 +168,21 @@ class Purged:
     webhooks: int
     refusals: int
     complete: bool
+
+
+def parse_moment(text: str, what: str = "a time") -> float:
+    """Epoch seconds of an ISO 8601 time; without an offset it is this machine's local time.
+
+    Local, as ``outbox list`` and the console show times. OutboxError when unreadable.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise OutboxError(
+            f"{what} {text!r} is not an ISO 8601 time, e.g. 2024-05-01T14:30 or "
+            "2024-05-01T12:30:00+00:00"
+        ) from None
+    return moment.timestamp()  # a naive datetime is read as local time
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
@@ -485,15 +503,28 @@ class Outbox:
             oldest = conn.execute(_OLDEST_WAITING).fetchone()[0]
         return None if oldest is None else float(oldest)
 
-    def retry_failed(self, target: str, now: float | None = None) -> int:
+    def retry_failed(
+        self,
+        target: str,
+        now: float | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
         """Make every failed webhook of ``target`` due now, as retry does; how many.
 
-        One transaction: either all of them are pending again or none. Their
-        recorded attempts are kept.
+        Only those received from ``since`` on and before ``until``, when given
+        (epoch seconds). One transaction, through an index by target, state and
+        time: either all of them are pending again or none. Their recorded
+        attempts are kept.
         """
         moment = time.time() if now is None else now
+        start = -math.inf if since is None else since
+        end = math.inf if until is None else until
+        if start >= end:
+            raise OutboxError("the time range is empty: --since must come before --until")
         with self._db.transaction() as conn:
-            count = conn.execute(_RETRY_FAILED, (moment, moment, target)).rowcount
+            count = conn.execute(_RETRY_FAILED, (moment, moment, target, start, end)).rowcount
         if count:
             self._notify()
         return int(count)

@@ -3,9 +3,11 @@
 ``push`` POSTs the pushed request as JSON to ``url``; the id is the
 ``id_field`` of the JSON answer. ``deliver`` POSTs a webhook's payload the same
 way with an ``Idempotency-Key`` header, so the receiver can drop the duplicates
-an at-least-once outbox may produce. A refusal raises ``DeliveryFailed`` with
-the status and the start of the answer, where the secret, the header values
-and the URL past its host are blanked out (an error page may echo them).
+an at-least-once outbox may produce; with ``signing_secret`` it is signed as the
+Standard Webhooks specification says (:mod:`.webhook_signature`). A refusal
+raises ``DeliveryFailed`` with the status and the start of the answer, where
+the secrets, the header values and the URL past its host are blanked out (an
+error page may echo them).
 
 ``details`` must show "the stored push and the answer", and the other system
 offers no standard way to read a push back. So every push is recorded in a
@@ -20,7 +22,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +33,6 @@ import requests
 
 from lookup_server.plugin import (
     BackendError,
-    DeliveryFailed,
     NotFound,
     PushDetails,
     PushRequest,
@@ -44,13 +45,14 @@ from lookup_server.plugin import (
 from .http_client import (
     AbortableSession,
     Deadline,
-    answer_excerpt,
     blank_out,
     dig,
+    refused_delivery,
     request_once,
     unencrypted_host,
 )
 from .state_store import open_store, store_path
+from .webhook_signature import BadSigningSecret, signature_headers, signing_key
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class HttpTargetOptions:
     headers: dict[str, str] = field(default_factory=dict)
     #: Sent as ``Authorization: Bearer SECRET``.
     secret: Secret | None = None
+    #: Signs webhooks (Standard Webhooks): ``whsec_`` and a base64 key of 24 to 64 bytes.
+    signing_secret: Secret | None = None
+    #: While rotating: the secret being replaced, whose signature is sent too.
+    signing_secret_previous: Secret | None = None
     #: Where pushes are recorded for ``details``; default: the user's state folder.
     store: Path | None = None
     #: The pushed item's address in the other system, ``{id}`` replaced by its id.
@@ -96,6 +102,9 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         self.log = PushLog(options.store or default_store(target.name))
         self._session = AbortableSession()
         self._hidden = hidden_texts(options)
+        self._signing_keys = [signing_key(s.reveal()) for s in signing_secrets(options)]
+        #: The wall clock a signature's timestamp is read from.
+        self.clock: Callable[[], float] = time.time
 
     @classmethod
     def validate(cls, options: Any, target: TargetSettings) -> list[tuple[str, str]]:
@@ -106,6 +115,17 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
             problems.append(("url", "must be an address starting with https:// (or http://)"))
         if options.link and "{id}" not in options.link:
             problems.append(("link", "must contain {id}, where the pushed item's id goes"))
+        for name in ("signing_secret", "signing_secret_previous"):
+            secret = getattr(options, name)
+            try:
+                if secret is not None:
+                    signing_key(secret.reveal())
+            except BadSigningSecret as exc:
+                problems.append((name, str(exc)))
+        if options.signing_secret_previous is not None and options.signing_secret is None:
+            problems.append(
+                ("signing_secret_previous", "is only used with signing_secret, the new one")
+            )
         return problems
 
     def check(self) -> list[str]:
@@ -123,7 +143,7 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
 
     def push(self, request: PushRequest) -> str:
         """POST the request as JSON; the id is ``id_field`` of the JSON answer."""
-        response = self._post(request.data, {})
+        response = self._post(_json_bytes(request.data), {})
         if not 200 <= response.status_code < 300:
             raise BackendError(self._refusal("push", response))
         answer = _json_or_none(response)
@@ -157,25 +177,33 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         return PushDetails(title=f"Pushed to {self.host}", rows=recorded.rows(), link=link)
 
     def deliver(self, webhook: Webhook) -> None:
-        """POST the webhook's payload as JSON with its Idempotency-Key; raise unless 2xx."""
-        response = self._post(webhook.payload, {"Idempotency-Key": webhook.idempotency_key})
+        """POST the webhook's payload as JSON with its Idempotency-Key, signed; raise unless 2xx.
+
+        The signature's webhook-id is the idempotency key (the same on every try),
+        its timestamp this attempt's.
+        """
+        body = _json_bytes(webhook.payload)
+        extra = {"Idempotency-Key": webhook.idempotency_key}
+        if self._signing_keys:
+            extra |= signature_headers(
+                self._signing_keys, webhook.idempotency_key, int(self.clock()), body
+            )
+        response = self._post(body, extra)
         if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(
+            # final for a 4xx that no retry can change; a Retry-After is honoured
+            raise refused_delivery(
                 self._refusal("webhook", response),
-                status=response.status_code,
-                answer=answer_excerpt(response, self._hidden),
+                response,
+                self._hidden,
+                datetime.fromtimestamp(self.clock(), timezone.utc),
             )
 
     # -- HTTP ------------------------------------------------------------------------
 
-    def _post(self, body: Mapping[str, object], extra: Mapping[str, str]) -> requests.Response:
+    def _post(self, data: bytes, extra: Mapping[str, str]) -> requests.Response:
         headers = {"Accept": "application/json", **self.options.headers, **extra}
         if self.options.secret is not None:
             headers["Authorization"] = f"Bearer {self.options.secret.reveal()}"
-        try:
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        except (TypeError, ValueError):
-            raise BackendError("the data cannot be sent as JSON") from None
         headers["Content-Type"] = "application/json; charset=utf-8"
         return request_once(
             self._session,
@@ -191,6 +219,19 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         message = _remote_message(_json_or_none(response), self._hidden)
         said = f": {message}" if message else ""
         return f"{self.host} refused the {what} (HTTP {response.status_code}){said}"
+
+
+def _json_bytes(body: Mapping[str, object]) -> bytes:
+    """The body as sent, and as signed: the same bytes."""
+    try:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):
+        raise BackendError("the data cannot be sent as JSON") from None
+
+
+def signing_secrets(options: HttpTargetOptions) -> list[Secret]:
+    """The secrets webhooks are signed with, the current one first."""
+    return [s for s in (options.signing_secret, options.signing_secret_previous) if s is not None]
 
 
 def _json_or_none(response: requests.Response) -> Any:
@@ -222,8 +263,9 @@ def hidden_texts(options: HttpTargetOptions) -> list[str]:
     texts = [options.url, f"{parts.path}?{parts.query}", parts.path, parts.query]
     texts += [parts.password or "", *options.headers.values()]
     texts += [value for _, value in parse_qsl(parts.query)]
-    if options.secret is not None:
-        texts.append(options.secret.reveal())
+    for secret in (options.secret, *signing_secrets(options)):
+        if secret is not None:
+            texts.append(secret.reveal())
     return [*texts, *(unquote(t) for t in texts), *(quote(t, safe="") for t in texts)]
 
 

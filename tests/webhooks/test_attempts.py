@@ -209,7 +209,7 @@ def test_an_old_outbox_is_upgraded_in_place_and_keeps_its_webhooks(path: Path) -
     _old_outbox(path)
     assert "attempts" not in _names(path)
     outbox = Outbox(path)
-    assert {"attempts", "webhooks_by_target", "webhooks_by_created"} <= _names(path)
+    assert {"attempts", "webhooks_by_target_created", "webhooks_by_created"} <= _names(path)
     old = stored_entry(outbox, 1)
     assert (old.payload, old.attempts, old.last_error) == ({"xRequest": "1"}, 3, "HTTP 500")
     assert outbox.attempts(1) == []  # tried before attempts were recorded
@@ -314,17 +314,64 @@ def test_retry_failed_retries_all_or_none(path: Path) -> None:
     assert [stored_entry(outbox, i).state for i in ids] == ["failed"] * 3
 
 
+def test_retry_failed_in_a_time_range_takes_only_those_received_in_it(path: Path) -> None:
+    outbox = Outbox(path, max_attempts=1)
+    ids = [finished(outbox, "crm", "failed", T0 + 60 * i) for i in range(4)]
+    other = finished(outbox, "other", "failed", T0 + 90)
+    done = finished(outbox, "crm", "delivered", T0 + 100)
+    # from T0+60 on, before T0+180: the second and third
+    assert outbox.retry_failed("crm", now=T0 + DAY, since=T0 + 60, until=T0 + 180) == 2
+    states = [stored_entry(outbox, i).state for i in [*ids, other, done]]
+    assert states == ["failed", "pending", "pending", "failed", "failed", "delivered"]
+    assert stored_entry(outbox, ids[1]).next_attempt_at == T0 + DAY
+    assert outbox.retry_failed("crm", now=T0 + DAY, until=T0 + 60) == 1  # open start
+    assert outbox.retry_failed("crm", now=T0 + DAY, since=T0 + 180) == 1  # open end
+    assert outbox.retry_failed("crm", now=T0 + DAY) == 0  # nothing failed is left
+
+
+def test_an_empty_time_range_is_an_error(outbox: Outbox) -> None:
+    with pytest.raises(OutboxError, match="--since must come before --until"):
+        outbox.retry_failed("crm", since=T0, until=T0)
+
+
+def test_the_index_by_target_alone_goes_when_an_outbox_is_opened(path: Path) -> None:
+    Outbox(path)
+    conn = sqlite3.connect(path)
+    try:  # an outbox of the previous version had it
+        conn.execute("CREATE INDEX webhooks_by_target ON webhooks (target, state)")
+    finally:
+        conn.close()
+    Outbox(path)
+    assert "webhooks_by_target" not in _names(path)
+    assert "webhooks_by_target_created" in _names(path)
+
+
+#: The retry of a target's failed webhooks reads only those in its time range.
+_BY_TARGET_AND_TIME = (
+    "INDEX webhooks_by_target_created (target=? AND state=? AND created_at>? AND created_at<?)"
+)
+
+
 @pytest.mark.parametrize(
     ("query", "params", "index"),
     [
-        (store_module._COUNTS, (), "COVERING INDEX webhooks_by_target"),
+        (store_module._COUNTS, (), "COVERING INDEX webhooks_by_target_created"),
         (
             store_module._BY_HOUR,
             (T0,),
             "COVERING INDEX webhooks_by_created (state=? AND created_at>?)",
         ),
         (store_module._OLDEST_WAITING, (), "COVERING INDEX webhooks_by_created (state=?)"),
-        (store_module._RETRY_FAILED, (T0, T0, "crm"), "INDEX webhooks_by_target (target=?"),
+        (
+            store_module._RETRY_FAILED,
+            (T0, T0, "crm", T0 - 3600, T0),
+            _BY_TARGET_AND_TIME,
+        ),
+        (
+            store_module._RETRY_FAILED,
+            (T0, T0, "crm", float("-inf"), float("inf")),
+            _BY_TARGET_AND_TIME,
+        ),
     ],
 )
 def test_the_console_reads_an_index_never_the_payload_rows(

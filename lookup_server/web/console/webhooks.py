@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, request, url_for
 from lookup_server.web.blueprints.common import state
 from lookup_server.web.console.blueprint import bp, local_path, page
 from lookup_server.web.console.charts import chart
-from lookup_server.webhooks import STATES, OutboxError
+from lookup_server.webhooks import STATES, OutboxError, parse_moment
 
 #: Webhooks listed at most on one page.
 LISTED = 100
@@ -91,17 +91,24 @@ def retry(webhook_id: int) -> Any:
 
 @bp.route("/console/webhooks/retry-failed", methods=["POST"])
 def retry_failed() -> Any:
-    """Make every failed webhook of one target due now."""
+    """Make every failed webhook of one target due now, or those received in a time range."""
     target = request.form.get("target", "")
     if target not in state().webhooks.target_names:
         flash(f"No target named {target!r} takes webhooks.")
-    else:
-        try:
-            count = state().webhooks.outbox.retry_failed(target)
-            flash(f"{count} failed webhook(s) for {target} are pending again.")
-        except OutboxError as exc:
-            flash(str(exc))
+        return redirect(url_for("console.webhooks"))
+    try:
+        since, until = (_moment(request.form.get(key, ""), key) for key in ("since", "until"))
+        count = state().webhooks.outbox.retry_failed(target, since=since, until=until)
+        within = "" if since is None and until is None else " in that time range"
+        flash(f"{count} failed webhook(s) for {target}{within} are pending again.")
+    except OutboxError as exc:
+        flash(str(exc))
     return redirect(url_for("console.webhooks"))
+
+
+def _moment(text: str, what: str) -> float | None:
+    """A form's time (a datetime-local field: local time, as the page shows), None when blank."""
+    return parse_moment(text, f"{what.capitalize()}:") if text.strip() else None
 
 
 @bp.route("/console/webhooks/purge", methods=["POST"])

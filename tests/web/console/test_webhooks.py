@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import datetime
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -32,6 +35,12 @@ def failed_webhook(box: Outbox) -> int:
         entry.id, "HTTP 500 from the peer", owner="test-worker", status=500, answer="oops, down"
     )
     return entry.id
+
+
+def state_of(box: Outbox, webhook_id: int) -> str:
+    entry = box.get(webhook_id)
+    assert entry is not None
+    return entry.state
 
 
 def post(client: FlaskClient, path: str, **form: str) -> bytes:
@@ -73,6 +82,43 @@ def test_retry_every_failed_webhook_of_a_target(admin: FlaskClient, box: Outbox)
     entry = box.get(webhook_id)
     assert entry is not None and entry.state == "pending"
     assert b"No target named" in post(admin, "/console/webhooks/retry-failed", target="nope")
+
+
+def test_retry_the_failed_webhooks_of_a_target_received_in_a_time_range(
+    admin: FlaskClient, box: Outbox
+) -> None:
+    ids = [failed_webhook(box) for _ in range(2)]
+    with sqlite3.connect(box.path) as conn:  # received on May 1st and 2nd, local time
+        for webhook_id, day in zip(ids, (1, 2), strict=True):
+            moment = datetime(2024, 5, day, 12).timestamp()
+            conn.execute("UPDATE webhooks SET created_at = ? WHERE id = ?", (moment, webhook_id))
+    conn.close()
+    page = admin.get("/console/webhooks", environ_base=LOCAL).data.decode()
+    assert 'type="datetime-local" name="since"' in page and "Retry those failed" in page
+    body = post(
+        admin,
+        "/console/webhooks/retry-failed",
+        target="crm",
+        since="2024-05-02T00:00",
+        until="",
+    )
+    assert b"1 failed webhook(s) for crm in that time range are pending again" in body
+    assert [state_of(box, i) for i in ids] == ["failed", "pending"]
+    assert b"not an ISO 8601 time" in post(
+        admin, "/console/webhooks/retry-failed", target="crm", since="yesterday"
+    )
+    assert state_of(box, ids[0]) == "failed"
+
+
+def test_a_time_range_retry_needs_the_csrf_token(admin: FlaskClient, box: Outbox) -> None:
+    webhook_id = failed_webhook(box)
+    answer = admin.post(
+        "/console/webhooks/retry-failed",
+        data={"target": "crm", "since": "2000-01-01T00:00"},
+        environ_base=LOCAL,
+    )
+    assert answer.status_code in (400, 403)
+    assert state_of(box, webhook_id) == "failed"
 
 
 def test_retry_one_goes_back_to_its_page_and_never_elsewhere(
