@@ -78,6 +78,7 @@ class ServerKeys:
     outbox_retention_days: float = 30.0
     log_format: Literal["text", "json"] = "text"
     helpspot_url: str = ""
+    cache: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class ServerSettings:
     #: HelpSpot's address as staff open it (https://helpdesk.example.com), for the
     #: links back to a request that targets put into what they create.
     helpspot_url: str = ""
+    #: A Redis server (redis://, rediss://, unix://) that every process of every
+    #: server shares for sources' result caches; None: each process its own.
+    cache: Secret | None = None
 
     def key_for(self, kind: str) -> Secret | None:
         """The one key that opens calls of ``kind``: its own, else the shared key."""
@@ -302,6 +306,15 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
             "server.helpspot_url",
             "must be HelpSpot's address as staff open it, e.g. https://helpdesk.example.com",
         )
+    if keys.cache is not None and urlsplit(keys.cache.reveal()).scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+    ):
+        ctx.problem(
+            "server.cache",
+            'must be a Redis address: "redis://HOST:6379/0", "rediss://..." or "unix:///PATH"',
+        )
     if not keys.outbox_retention_days >= 0:  # also NaN
         ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
     outbox = keys.outbox or default_outbox(ctx.base_dir)
@@ -315,6 +328,7 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
         endpoint_keys=endpoint_keys,
         log_format=keys.log_format,
         helpspot_url=keys.helpspot_url.rstrip("/"),
+        cache=keys.cache,
     )
     _check_ajax_key(settings, ctx)
     return settings

@@ -15,8 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
@@ -42,6 +41,13 @@ from lookup_server.core.models import (
 from lookup_server.core.search import TermTried, find_customers
 from lookup_server.core.sources import SourceBackend, SourceSettings, WebhookSubmitter
 from lookup_server.core.targets import TargetBackend, TargetSettings
+from lookup_server.runtime.cache import (
+    CUSTOMERS,
+    OPTIONS,
+    ResultCache,
+    SharedResultCache,
+    namespace_of,
+)
 from lookup_server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -217,45 +223,6 @@ class DeadlineRunner:
             futures.wait([future], timeout=min(ABORT_RETRY, left))
 
 
-class ResultCache:
-    """Results kept for ``ttl`` seconds, at most ``size`` of them (least recent out)."""
-
-    def __init__(
-        self, ttl: float, size: int = 1024, on_lookup: Callable[[bool], None] | None = None
-    ) -> None:
-        self.ttl, self.size = ttl, size
-        #: Told of each lookup while caching is on: True for a hit.
-        self.on_lookup = on_lookup
-        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_compute(self, make_key: Callable[[], Hashable], compute: Callable[[], T]) -> T:
-        """The cached value for ``make_key()``, computed and stored when absent or stale.
-
-        The key is built only when caching is on: lookups are hot, caching is opt-in.
-        """
-        if self.ttl <= 0:
-            return compute()
-        key, now = make_key(), time.monotonic()
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None and hit[0] <= now:
-                hit = None
-            if hit is not None:
-                self._items.move_to_end(key)
-        if self.on_lookup is not None:
-            self.on_lookup(hit is not None)
-        if hit is not None:
-            return hit[1]  # type: ignore[no-any-return]
-        value = compute()
-        with self._lock:
-            self._items[key] = (now + self.ttl, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-
 Settings = TypeVar("Settings", SourceSettings, TargetSettings)
 
 
@@ -307,12 +274,23 @@ class Plugged(Generic[Settings]):
 class Source(Plugged[SourceSettings]):
     """One configured source: Live Lookup and AJAX options, with an optional cache."""
 
-    def __init__(self, config: SourceConfig, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        telemetry: Telemetry | None = None,
+        shared_cache: str | None = None,
+    ) -> None:
         self.source: SourceBackend[Any] = _created(config, _UnusableSource)
         super().__init__(config.settings, self.source, config.backend_class.capabilities())
-        name = self.settings.name
+        name, ttl = self.settings.name, self.settings.cache_ttl
         report = None if telemetry is None else (lambda hit: telemetry.cache(name, hit))
-        self._cache = ResultCache(self.settings.cache_ttl, on_lookup=report)
+        self._cache = (
+            SharedResultCache(
+                ttl, shared_cache, namespace_of(name, config.settings, config.options), report
+            )
+            if shared_cache and ttl > 0
+            else ResultCache(ttl, on_lookup=report)
+        )
 
     def lookup(self, query: LookupQuery, trace: list[TermTried] | None = None) -> list[Customer]:
         """Customers for a Live Lookup, within the source's timeout.
@@ -338,6 +316,7 @@ class Source(Plugged[SourceSettings]):
                 query.phone,
             ),
             lambda: self._call(lambda: find_customers(self.source, query, s.search, s.max_results)),
+            CUSTOMERS,
         )
 
     def options(self, query: OptionsQuery) -> list[Option]:
@@ -347,6 +326,7 @@ class Source(Plugged[SourceSettings]):
         return self._cache.get_or_compute(
             lambda: ("options", query.search, tuple(sorted(query.fields.items()))),
             lambda: self._call(lambda: list(self.source.find_options(query, limit))[:limit]),
+            OPTIONS,
         )
 
 
@@ -474,7 +454,8 @@ class Sources(Configured[Source]):
     """Every configured source."""
 
     def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
-        made = {name: Source(c, telemetry) for name, c in config.sources.items()}
+        shared = config.server.cache.reveal() if config.server.cache is not None else None
+        made = {name: Source(c, telemetry, shared) for name, c in config.sources.items()}
         super().__init__(made, "source", UnknownSource)
         self._background_pid = 0
         self._background_lock = threading.Lock()
