@@ -58,6 +58,8 @@ class DeliveryFailed(BackendError):
     cannot succeed (a plan's limit, a request that no longer exists), so the
     webhook fails at once; ``retry_after`` (seconds) when it asked to wait at
     least that long (a rate limit's reset), so the next try is no sooner.
+    Left out, ``final`` follows the status by the one rule every target keeps
+    (:func:`is_final_status`).
     """
 
     def __init__(
@@ -66,14 +68,25 @@ class DeliveryFailed(BackendError):
         *,
         status: int | None = None,
         answer: str = "",
-        final: bool = False,
+        final: bool | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.answer = showable_excerpt(answer)
-        self.final = final
+        self.final = is_final_status(status) if final is None else final
         self.retry_after = retry_after
+
+
+def is_final_status(status: int | None) -> bool:
+    """Whether a webhook refused with this HTTP status would be refused again, as it is.
+
+    A 4xx says the request itself is wrong (a dead letter, its answer kept),
+    except 408 (the peer timed out) and 429 (too many requests); a 5xx, a 3xx
+    (redirects are not followed: a fixed url delivers it) or no status at all
+    (the network) is retried.
+    """
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
 
 
 @dataclass(frozen=True)

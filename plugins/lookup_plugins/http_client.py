@@ -247,32 +247,23 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - current).total_seconds())
 
 
-def retried_later(status: int) -> bool:
-    """True when a webhook refused with ``status`` may be taken on a later try.
-
-    2xx is delivered; 408 (timeout), 429 (rate limit) and 5xx (outage) are
-    retried; any other 4xx is final: the same request will be refused again.
-    (A 3xx is retried too: redirects are not followed, and a fixed url delivers it.)
-    """
-    return status in (408, 429) or status >= 500 or status < 400
-
-
 def refused_delivery(
     message: str,
     response: requests.Response,
     hidden: Iterable[str] = (),
     now: datetime | None = None,
 ) -> DeliveryFailed:
-    """The DeliveryFailed for a webhook refused with this answer: final, or retried when asked."""
-    later = retried_later(response.status_code)
-    asked = response.headers.get("Retry-After")
-    return DeliveryFailed(
-        message,
-        status=response.status_code,
-        answer=answer_excerpt(response, hidden),
-        final=not later,
-        retry_after=retry_after_seconds(asked, now) if later and asked else None,
+    """The DeliveryFailed for a webhook refused with this answer, with its Retry-After.
+
+    Whether it is final follows its status (DeliveryFailed's one rule).
+    """
+    failed = DeliveryFailed(
+        message, status=response.status_code, answer=answer_excerpt(response, hidden)
     )
+    asked = response.headers.get("Retry-After")
+    if asked and not failed.final:
+        failed.retry_after = retry_after_seconds(asked, now)
+    return failed
 
 
 def throttled_error(vendor: str, wait: float, deadline: Deadline) -> BackendError:

@@ -132,7 +132,10 @@ class HelpSpotTarget(TargetBackend[HelpSpotTargetOptions]):
         try:
             self._write_back(into, job, deadline)
         except HelpSpotRefused as exc:
-            raise DeliveryFailed(str(exc), status=exc.status, answer=exc.answer) from first
+            final = any(e.id in FINAL_ERRORS for e in exc.errors)
+            raise DeliveryFailed(
+                str(exc), status=exc.status, answer=exc.answer, final=final
+            ) from first
 
     def _write_back(self, request_id: str, job: Mapping[str, Any], deadline: Deadline) -> None:
         mark = str(job["mark"])
