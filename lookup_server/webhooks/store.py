@@ -278,7 +278,7 @@ class Outbox:
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
         """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
-        with self._db.transaction() as conn:
+        with self._db.transaction(durable=False) as conn:
             _expire_dead_leases(conn, moment)
             # An expired lease at the last attempt: the worker died delivering it.
             conn.execute(
@@ -307,7 +307,7 @@ class Outbox:
     def renew(self, entry_id: int, owner: str, now: float | None = None) -> bool:
         """Extend ``owner``'s lease by lease_seconds from now; False when it was lost."""
         moment = time.time() if now is None else now
-        with self._db.transaction() as conn:
+        with self._db.transaction(durable=False) as conn:
             cursor = conn.execute(
                 "UPDATE webhooks SET lease_expires_at = ? WHERE id = ? AND state = 'delivering'"
                 " AND lease_owner = ?",
@@ -395,7 +395,7 @@ class Outbox:
             # Taken over after our lease expired: the new owner records the outcome.
             where += " AND lease_owner = ?"
             params.append(owner)
-        with self._db.transaction() as conn:
+        with self._db.transaction(durable=False) as conn:
             cursor = conn.execute(
                 f"UPDATE webhooks SET {assignments}, lease_owner = '', lease_expires_at = 0"
                 f" WHERE {where}",
