@@ -6,6 +6,8 @@ answers 202 only after :meth:`Outbox.store` returned: by then it is committed
 and synced to disk. A :class:`DeliveryWorker` thread in every server process
 then hands it to the target, retrying with exponential backoff.
 
+- :mod:`.interface` — what the rest of the server uses of an outbox
+  (:class:`WebhookOutbox`), and :func:`open_outbox`, which picks the store.
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks and refusals in it: store, claim under a
@@ -27,6 +29,7 @@ from lookup_server.webhooks.delivery import (
     LeaseRenewal,
     safe_error,
 )
+from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox
 from lookup_server.webhooks.store import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -58,7 +61,10 @@ __all__ = [
     "Purged",
     "Refusal",
     "State",
+    "WebhookOutbox",
     "backoff_delay",
+    "is_postgres",
+    "open_outbox",
     "probe",
     "safe_error",
 ]

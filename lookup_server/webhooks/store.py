@@ -246,6 +246,18 @@ class Outbox:
         for listener in list(self._listeners):
             listener.set()
 
+    @property
+    def description(self) -> str:
+        """The outbox for messages and logs: its file."""
+        return str(self.path)
+
+    def wait_for_work(self, wake: threading.Event, timeout: float) -> None:
+        """Wait for ``wake`` (set by a store in this process) or ``timeout``.
+
+        Webhooks stored by other processes are found at the next poll.
+        """
+        wake.wait(timeout)
+
     def subscribe(self, event: threading.Event) -> None:
         """Have ``event`` set whenever this instance stores a webhook."""
         self._listeners.append(event)
