@@ -22,14 +22,14 @@ frozen for longer than its lease) between sending and recording, and it
 carries the same idempotency key.
 """
 
-from lookup_server.webhooks.database import OutboxError, probe
+from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.delivery import (
     Deliver,
     DeliveryWorker,
     LeaseRenewal,
     safe_error,
 )
-from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox
+from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox, probe
 from lookup_server.webhooks.store import (
     BACKOFF_CAP,
     LEASE_SECONDS,

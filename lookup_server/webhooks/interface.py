@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.store import (
     Attempt,
     Outbox,
@@ -27,6 +28,10 @@ from lookup_server.webhooks.store import (
 
 #: What ``[server] outbox`` starts with when it names a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_NO_PSYCOPG = (
+    "[server] outbox names a PostgreSQL database, but psycopg is not installed ({exc}); "
+    "pip install 'lookup-server[postgres]'"
+)
 
 
 class WebhookOutbox(Protocol):
@@ -171,4 +176,24 @@ def open_outbox(
     location: str | Path, *, lazy: bool = False, create_folder: bool = False, **options: Any
 ) -> WebhookOutbox:
     """The outbox at ``location``: a postgresql:// URL, else an SQLite file's path."""
+    if is_postgres(location):
+        try:  # psycopg only when used
+            from lookup_server.webhooks.postgres import PostgresOutbox
+        except ImportError as exc:
+            raise OutboxError(_NO_PSYCOPG.format(exc=exc)) from None
+        return PostgresOutbox(str(location), lazy=lazy, **options)
     return Outbox(location, lazy=lazy, create_folder=create_folder, **options)
+
+
+def probe(location: str | Path) -> tuple[bool, str]:
+    """Whether the server can use the outbox at ``location``, and why not (for ``check``)."""
+    if is_postgres(location):
+        try:
+            from lookup_server.webhooks.pgdatabase import probe as probe_database
+        except ImportError as exc:
+            return False, _NO_PSYCOPG.format(exc=exc)
+
+        return probe_database(str(location))
+    from lookup_server.webhooks.database import probe as probe_file
+
+    return probe_file(Path(location))
