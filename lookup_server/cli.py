@@ -342,15 +342,15 @@ def outbox() -> None:
 @contextmanager
 def _outbox(config: Config) -> Iterator[WebhookOutbox]:
     """The configured outbox; any trouble with it ends the command with one clear line."""
-    from lookup_server.webhooks import Outbox, OutboxError
+    from lookup_server.webhooks import OutboxError, open_outbox
 
     path = config.server.outbox
-    if not path.exists():
+    if config.server.outbox_url is None and not path.exists():
         if not path.parent.is_dir():
             _fail(f"{path}: no outbox: {path.parent} is not a folder (check [server] outbox)")
         _fail(f"{path}: no outbox yet (no webhook was ever received)")
     try:
-        yield Outbox(path)
+        yield open_outbox(config.server.outbox_location)
     except OutboxError as exc:
         _fail(str(exc))
 
