@@ -8,11 +8,14 @@ then hands it to the target, retrying with exponential backoff.
 
 - :mod:`.interface` — what the rest of the server uses of an outbox
   (:class:`WebhookOutbox`), and :func:`open_outbox`, which picks the store.
+- :mod:`.records` — what either store holds and returns, and its limits.
 - :mod:`.database` — the SQLite file: opened on first use, errors that say
   what to do, healed after a failure, probed by ``lookup-server check``.
 - :mod:`.store` — the webhooks and refusals in it: store, claim under a
   lease, record the outcome with its attempt, list a page at a time, count
   for the console, retry, purge.
+- :mod:`.pgdatabase`, :mod:`.postgres` — the same in PostgreSQL, for several
+  servers on several hosts: claims with SKIP LOCKED, NOTIFY on store.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -30,13 +33,12 @@ from lookup_server.webhooks.delivery import (
     safe_error,
 )
 from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox, probe
-from lookup_server.webhooks.store import (
+from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     STATES,
     Attempt,
-    Outbox,
     OutboxEntry,
     OutboxSummary,
     Purged,
@@ -44,6 +46,7 @@ from lookup_server.webhooks.store import (
     State,
     backoff_delay,
 )
+from lookup_server.webhooks.store import Outbox
 
 __all__ = [
     "BACKOFF_CAP",

@@ -24,7 +24,7 @@ from lookup_server.core.models import Webhook
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.interface import WebhookOutbox
 from lookup_server.webhooks.leases import new_owner
-from lookup_server.webhooks.store import OutboxEntry, Purged
+from lookup_server.webhooks.records import OutboxEntry, Purged
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from lookup_server.webhooks.database import OutboxError
-from lookup_server.webhooks.store import (
+from lookup_server.webhooks.records import (
     Attempt,
-    Outbox,
     OutboxEntry,
     OutboxSummary,
     Purged,
     Refusal,
     State,
 )
+from lookup_server.webhooks.store import Outbox
 
 #: What ``[server] outbox`` starts with when it names a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

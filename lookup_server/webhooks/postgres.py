@@ -33,11 +33,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from lookup_server.core.backend import ANSWER_EXCERPT_CHARS, showable_excerpt
-from lookup_server.webhooks import store as sqlite_store
+from lookup_server.webhooks import records
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.leases import dead_owners
 from lookup_server.webhooks.pgdatabase import CHANNEL, PgDatabase, safe_url
-from lookup_server.webhooks.store import (
+from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
@@ -379,10 +379,10 @@ class PostgresOutbox:
                 rows = _all(
                     conn,
                     f"SELECT {columns} FROM {table} WHERE {where} AND id > %s ORDER BY id LIMIT %s",
-                    (*params, after_id, sqlite_store.PAGE_ROWS),
+                    (*params, after_id, records.PAGE_ROWS),
                 )
             yield from rows
-            if len(rows) < sqlite_store.PAGE_ROWS:
+            if len(rows) < records.PAGE_ROWS:
                 return
             after_id = rows[-1]["id"]
 
@@ -492,7 +492,7 @@ class PostgresOutbox:
     ) -> int:
         removed = 0
         while max_rows is None or removed < max_rows:
-            size = sqlite_store.PURGE_BATCH_ROWS  # one setting for both stores
+            size = records.PURGE_BATCH_ROWS
             batch = size if max_rows is None else min(size, max_rows - removed)
             with self._db.transaction() as conn:
                 ids = [row[0] for row in conn.execute(select, (cutoff, batch))]

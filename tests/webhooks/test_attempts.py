@@ -10,7 +10,14 @@ import pytest
 
 from lookup_server.core.backend import ANSWER_EXCERPT_CHARS
 from lookup_server.plugin import BackendError, DeliveryFailed
-from lookup_server.webhooks import Attempt, DeliveryWorker, Outbox, OutboxError, WebhookOutbox
+from lookup_server.webhooks import (
+    Attempt,
+    DeliveryWorker,
+    Outbox,
+    OutboxError,
+    WebhookOutbox,
+    records,
+)
 from lookup_server.webhooks import store as store_module
 from tests.webhooks.conftest import (
     DAY,
@@ -109,7 +116,7 @@ def test_the_answer_is_bounded_and_showable(outbox: WebhookOutbox) -> None:
     outbox.mark_failed(entry.id, "e" * 2000, now=T0, status=500, answer=unsafe)
     (attempt,) = outbox.attempts(entry.id)
     assert attempt.answer == failure.answer and len(attempt.answer) == ANSWER_EXCERPT_CHARS
-    assert attempt.error == "e" * store_module.MAX_ERROR_CHARS
+    assert attempt.error == "e" * records.MAX_ERROR_CHARS
 
 
 def test_nothing_is_recorded_by_a_worker_that_lost_its_lease(outbox: WebhookOutbox) -> None:
@@ -146,7 +153,7 @@ def test_an_unknown_webhook_has_no_attempts(outbox: WebhookOutbox) -> None:
 def test_the_purge_removes_attempts_with_their_webhook_in_the_same_batches(
     make_outbox: MakeOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    monkeypatch.setattr(records, "PURGE_BATCH_ROWS", 2)
     outbox = make_outbox(max_attempts=1)
 
     def with_attempts() -> list[int]:

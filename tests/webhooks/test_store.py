@@ -21,6 +21,7 @@ from lookup_server.webhooks import (
     WebhookOutbox,
     backoff_delay,
     open_outbox,
+    records,
     safe_error,
 )
 from lookup_server.webhooks import store as store_module
@@ -251,7 +252,7 @@ def test_summaries_filter_by_state(outbox: WebhookOutbox) -> None:
 def test_summaries_page_through_the_outbox_without_reading_payloads(
     outbox: WebhookOutbox, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PAGE_ROWS", 3)
+    monkeypatch.setattr(records, "PAGE_ROWS", 3)
     ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(8)]
     conn = sqlite3.connect(path)  # a payload listing would choke on
     conn.execute("UPDATE webhooks SET payload = 'not JSON' WHERE id = ?", (ids[4],))
@@ -344,7 +345,7 @@ def test_purge_removes_only_old_finished_webhooks(make_outbox: MakeOutbox) -> No
 def test_purge_works_in_small_transactions_within_a_budget(
     outbox: WebhookOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    monkeypatch.setattr(records, "PURGE_BATCH_ROWS", 2)
     for i in range(5):
         entry = outbox.store("crm", {"n": str(i)}, now=T0)
         outbox.claim("w1", now=T0)
