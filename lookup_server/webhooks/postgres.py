@@ -216,10 +216,12 @@ class PostgresOutbox:
         moment = time.time() if now is None else now
         with self._db.transaction() as conn:
             _expire_dead_leases(conn, moment)
+            # SKIP LOCKED here too: a claim never waits for another server's claim.
             conn.execute(
                 "UPDATE outbox_webhooks SET state = 'failed', updated_at = %s, lease_owner = '',"
                 " last_error = 'the server stopped while delivering it (last attempt)'"
-                " WHERE state = 'delivering' AND lease_expires_at <= %s AND attempts >= %s",
+                " WHERE id IN (SELECT id FROM outbox_webhooks WHERE state = 'delivering'"
+                " AND lease_expires_at <= %s AND attempts >= %s FOR UPDATE SKIP LOCKED)",
                 (moment, moment, self.max_attempts),
             )
             row = _first(
@@ -555,8 +557,9 @@ def _expire_dead_leases(conn: psycopg.Connection, moment: float) -> None:
     ]
     for owner in dead_owners(owners):
         conn.execute(
-            "UPDATE outbox_webhooks SET lease_expires_at = %s WHERE state = 'delivering'"
-            " AND lease_owner = %s",
+            "UPDATE outbox_webhooks SET lease_expires_at = %s WHERE id IN (SELECT id"
+            " FROM outbox_webhooks WHERE state = 'delivering' AND lease_owner = %s"
+            " FOR UPDATE SKIP LOCKED)",
             (moment, owner),
         )
 
