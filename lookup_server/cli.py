@@ -21,7 +21,7 @@ import click
 if TYPE_CHECKING:
     from lookup_server.config.settings import Config
     from lookup_server.helpspot.answers import Answer
-    from lookup_server.webhooks import Attempt, Outbox, OutboxEntry
+    from lookup_server.webhooks import Attempt, OutboxEntry, WebhookOutbox
 
 CONFIG_HELP = "TOML configuration (default: $LOOKUP_SERVER_CONFIG, else the built-in demo)."
 
@@ -340,17 +340,17 @@ def outbox() -> None:
 
 
 @contextmanager
-def _outbox(config: Config) -> Iterator[Outbox]:
+def _outbox(config: Config) -> Iterator[WebhookOutbox]:
     """The configured outbox; any trouble with it ends the command with one clear line."""
-    from lookup_server.webhooks import Outbox, OutboxError
+    from lookup_server.webhooks import OutboxError, open_outbox
 
     path = config.server.outbox
-    if not path.exists():
+    if config.server.outbox_url is None and not path.exists():
         if not path.parent.is_dir():
             _fail(f"{path}: no outbox: {path.parent} is not a folder (check [server] outbox)")
         _fail(f"{path}: no outbox yet (no webhook was ever received)")
     try:
-        yield Outbox(path)
+        yield open_outbox(config.server.outbox_location)
     except OutboxError as exc:
         _fail(str(exc))
 
@@ -383,7 +383,7 @@ def outbox_list(config_path: str | None, states: tuple[str, ...], limit: int) ->
             _list_refusals(box, limit)
 
 
-def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
+def _list_webhooks(box: WebhookOutbox, states: list[str] | None, limit: int) -> None:
     after, older = box.newest(limit, states) if limit else (0, 0)  # type: ignore[arg-type]
     shown = 0
     for e in box.summaries(states, after_id=after):  # type: ignore[arg-type]
@@ -396,7 +396,7 @@ def _list_webhooks(box: Outbox, states: list[str] | None, limit: int) -> None:
     click.echo(f"{shown} webhook(s){_older(older)}", err=True)
 
 
-def _list_refusals(box: Outbox, limit: int) -> None:
+def _list_refusals(box: WebhookOutbox, limit: int) -> None:
     after, older = box.newest(limit, table="refusals") if limit else (0, 0)
     shown = 0
     for r in box.refusals(after_id=after):

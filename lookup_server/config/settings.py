@@ -72,7 +72,8 @@ class ServerKeys:
     push_key: Secret | None = None
     webhook_key: Secret | None = None
     allowed_ips: tuple[str, ...] = ()
-    outbox: Path | None = None
+    #: A file path, or a postgresql:// URL (with a password: only from the environment).
+    outbox: Secret | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_line: int = DEFAULT_MAX_REQUEST_LINE
     outbox_retention_days: float = 30.0
@@ -114,7 +115,8 @@ class ServerSettings:
     #: The key of every call that has no key of its own in ``endpoint_keys``.
     shared_key: Secret | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
-    #: The webhook outbox (SQLite); default: next to the config file.
+    #: The webhook outbox's SQLite file (default: next to the config file); with
+    #: ``outbox_url`` the folder of this host's own state (activity, console secret).
     outbox: Path = Path("lookup-server-outbox.sqlite3")
     #: Larger request bodies are refused with 413 and nothing is stored.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -133,6 +135,13 @@ class ServerSettings:
     #: A Redis server (redis://, rediss://, unix://) that every process of every
     #: server shares for sources' result caches; None: each process its own.
     cache: Secret | None = None
+    #: ``[server] outbox`` as a postgresql:// URL: one outbox for servers on several hosts.
+    outbox_url: Secret | None = None
+
+    @property
+    def outbox_location(self) -> str | Path:
+        """Where the webhook outbox is: the PostgreSQL URL (a secret), else the file."""
+        return self.outbox_url.reveal() if self.outbox_url is not None else self.outbox
 
     def key_for(self, kind: str) -> Secret | None:
         """The one key that opens calls of ``kind``: its own, else the shared key."""
@@ -317,7 +326,7 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
         )
     if not keys.outbox_retention_days >= 0:  # also NaN
         ctx.problem("server.outbox_retention_days", "must be 0 (keep forever) or more days")
-    outbox = keys.outbox or default_outbox(ctx.base_dir)
+    outbox, outbox_url = _outbox(keys.outbox, ctx)
     settings = ServerSettings(
         keys.shared_key,
         tuple(networks),
@@ -329,6 +338,7 @@ def _server(table: Mapping[str, Any], ctx: Context) -> ServerSettings | None:
         log_format=keys.log_format,
         helpspot_url=keys.helpspot_url.rstrip("/"),
         cache=keys.cache,
+        outbox_url=outbox_url,
     )
     _check_ajax_key(settings, ctx)
     return settings
@@ -396,6 +406,28 @@ def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
             + ": HelpSpot writes the AJAX field's URL, key included, into every request "
             "page, so every staff member can read it",
         )
+
+
+def _outbox(value: Secret | None, ctx: Context) -> tuple[Path, Secret | None]:
+    """``[server] outbox``: the SQLite file, or the local state folder's file and the URL."""
+    from lookup_server.webhooks.interface import is_postgres  # the one test of which store
+
+    if value is None:
+        return default_outbox(ctx.base_dir), None
+    text = value.reveal()
+    if not is_postgres(text):
+        if not text:
+            ctx.problem("server.outbox", "must be a file path or a postgresql:// URL")
+        return (ctx.base_dir / os.path.expanduser(text or ".")).resolve(), None
+    parts = urlsplit(text)
+    if value.origin == "literal" and (parts.password or "password=" in parts.query.lower()):
+        ctx.problem(
+            "server.outbox",
+            "holds a password in the config file: put the whole URL in an environment "
+            'variable (outbox = { env = "LOOKUP_SERVER_OUTBOX" }), or the password in '
+            "PGPASSWORD or ~/.pgpass",
+        )
+    return default_outbox(ctx.base_dir), value
 
 
 def default_outbox(base_dir: Path) -> Path:

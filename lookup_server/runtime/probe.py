@@ -35,7 +35,7 @@ def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
         for name, backend_config in configs.items():
             yield from _probe_one(f"{kind}.{name}", backend_config)
     if any("webhook" in t.backend_class.capabilities() for t in config.targets.values()):
-        ok, detail = probe_outbox(config.server.outbox)
+        ok, detail = probe_outbox(config.server.outbox_location)
         yield (f"ok   server.outbox {detail}" if ok else f"FAIL server.outbox: {detail}"), ok
 
 

@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from lookup_server.telemetry import UNKNOWN_NAME, CallRecord, Telemetry
-from lookup_server.webhooks import STATES, Outbox, OutboxError
+from lookup_server.webhooks import STATES, OutboxError, WebhookOutbox
 
 #: prometheus_client chose where its counts live when it was imported, from this
 #: variable (either spelling); read at that same moment, to read them back from there.
@@ -127,7 +127,7 @@ class PrometheusMetrics(Telemetry):
         self._delivery_seconds.labels(target).observe(seconds)
 
     def exposition(
-        self, outbox: Outbox | None = None, webhook_targets: Iterable[str] = ()
+        self, outbox: WebhookOutbox | None = None, webhook_targets: Iterable[str] = ()
     ) -> bytes:
         """Everything counted, in every process of the server, as Prometheus text.
 
@@ -148,7 +148,10 @@ class OutboxGauges:
     """What the webhook outbox holds, read when a scrape asks (every process sees the same)."""
 
     def __init__(
-        self, outbox: Outbox, targets: Collection[str], clock: Callable[[], float] = time.time
+        self,
+        outbox: WebhookOutbox,
+        targets: Collection[str],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
         self.targets = targets

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.models import Webhook
 from lookup_server.webhooks.database import OutboxError
+from lookup_server.webhooks.interface import WebhookOutbox
 from lookup_server.webhooks.leases import new_owner
-from lookup_server.webhooks.store import Outbox, OutboxEntry, Purged
+from lookup_server.webhooks.records import OutboxEntry, Purged
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class LeaseRenewal:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: WebhookOutbox,
         entry: OutboxEntry,
         owner: str,
         *,
@@ -166,7 +167,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: WebhookOutbox,
         deliver: Deliver,
         *,
         poll_seconds: float = POLL_SECONDS,
@@ -188,7 +189,7 @@ class DeliveryWorker:
         #: Measures how long a delivery took (monotonic: the wall clock may jump).
         self.timer = timer
         self._next_purge = 0.0
-        self._state = _StateLog(f"webhook outbox {outbox.path}")
+        self._state = _StateLog(f"webhook outbox {outbox.description}")
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -276,7 +277,7 @@ class DeliveryWorker:
         if purged.webhooks or purged.refusals:
             log.info(
                 "webhook outbox %s: purged %s webhook(s) and %s refusal(s) older than %g days",
-                self.outbox.path,
+                self.outbox.description,
                 purged.webhooks,
                 purged.refusals,
                 self.retention_days,
@@ -298,4 +299,4 @@ class DeliveryWorker:
             except Exception as exc:
                 # A bug must not end deliveries for good, nor fill the log every poll.
                 self._state.failed(f"delivery loop error: {exc!r}", exc_info=exc)
-            self._wake.wait(self.poll_seconds)
+            self.outbox.wait_for_work(self._wake, self.poll_seconds)

@@ -24,7 +24,7 @@ from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.models import Webhook
 from lookup_server.runtime.service import DeliveryRefused, ServiceError, Targets, UnknownTarget
 from lookup_server.telemetry import Telemetry
-from lookup_server.webhooks import DeliveryWorker, Outbox, OutboxEntry, OutboxError
+from lookup_server.webhooks import DeliveryWorker, OutboxEntry, OutboxError, open_outbox
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class Webhooks:
             name for name, target in targets.items().items() if "webhook" in target.capabilities
         )
         self.enabled = bool(self.target_names)
-        # No file is touched here: a bad outbox must not stop the app from starting.
-        self.outbox = Outbox(server.outbox, lazy=True, create_folder=True)
+        # Nothing is opened here: a bad outbox must not stop the app from starting.
+        self.outbox = open_outbox(server.outbox_location, lazy=True, create_folder=True)
         self._worker: DeliveryWorker | None = None
         self._worker_pid = 0
         self._lock = threading.Lock()

@@ -157,3 +157,28 @@ def test_outbox_retention_days(tmp_path: Path) -> None:
         assert problems({"server": {"outbox_retention_days": bad}}, tmp_path) == [
             f"server.outbox_retention_days: {message}"
         ]
+
+
+def test_outbox_is_a_file_or_a_postgresql_url(tmp_path: Path) -> None:
+    assert config_from_mapping({}, tmp_path).server.outbox_location == (
+        tmp_path / "lookup-server-outbox.sqlite3"
+    )
+    relative = config_from_mapping({"server": {"outbox": "state/o.sqlite3"}}, tmp_path)
+    assert relative.server.outbox_location == tmp_path / "state" / "o.sqlite3"
+    for url in ("postgresql://lookup@db.example/outbox", "postgres://db.example/o"):
+        server = config_from_mapping({"server": {"outbox": url}}, tmp_path).server
+        assert server.outbox_location == url
+        # this host's own state (activity, console secret) stays in a local folder
+        assert server.outbox == tmp_path / "lookup-server-outbox.sqlite3"
+
+
+def test_an_outbox_password_comes_only_from_the_environment(tmp_path: Path) -> None:
+    url = "postgresql://lookup:hunter2@db.example/outbox"
+    for written in (url, "postgresql://lookup@db.example/outbox?password=hunter2"):
+        (problem,) = problems({"server": {"outbox": written}}, tmp_path)
+        assert problem.startswith("server.outbox: holds a password in the config file")
+        assert "hunter2" not in problem
+    raw = {"server": {"outbox": {"env": "OUTBOX_URL"}}}
+    server = config_from_mapping(raw, tmp_path, environ={"OUTBOX_URL": url}).server
+    assert server.outbox_location == url
+    assert "hunter2" not in repr(server) and "hunter2" not in str(server.outbox_url)

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from lookup_plugins.http_target import HttpTarget
 
 from lookup_server.webhooks import DeliveryWorker, Outbox
-from lookup_server.webhooks.store import Attempt, OutboxEntry
+from lookup_server.webhooks.records import Attempt, OutboxEntry
 from tests.plugins.emulators import Running, serve
 from tests.plugins.test_http_target import make_target
 from tests.webhooks.conftest import T0, Fixed

@@ -1,4 +1,9 @@
-"""Fixtures for the outbox on real SQLite files: fresh, damaged, or out of reach."""
+"""Fixtures for the outbox: real SQLite files (fresh, damaged, or out of reach) and a real
+PostgreSQL, each test in a schema of its own.
+
+``make_outbox`` and ``outbox_location`` run a test against both stores; a test
+marked ``sqlite_only`` runs against SQLite alone.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lookup_server.plugin import Webhook
-from lookup_server.webhooks import Outbox, OutboxEntry
+from lookup_server.webhooks import Outbox, OutboxEntry, WebhookOutbox, open_outbox
+from tests.support.requirements import need
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -33,12 +40,76 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 
 
+#: The PostgreSQL the tests use (trust auth); LOOKUP_TEST_POSTGRES names another.
+POSTGRES = os.environ.get("LOOKUP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+STORES = ("sqlite", "postgres")
+#: Runs a test that reads the SQLite file itself against that store only.
+sqlite_only = pytest.mark.parametrize("store_kind", ["sqlite"])
+
+MakeOutbox = Callable[..., WebhookOutbox]
+
+
 @pytest.fixture
 def outbox(path: Path) -> Outbox:
     return Outbox(path, rng=random.Random(1))
 
 
-def stored_entry(outbox: Outbox, entry_id: int) -> OutboxEntry:
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose search_path is a new schema of its own, dropped afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except Exception as exc:  # not installed, or no server
+        need(False, f"PostgreSQL at {POSTGRES} is not reachable ({type(exc).__name__}: {exc})")
+        raise
+    schema = f"outbox_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def outbox_location(request: pytest.FixtureRequest, store_kind: str, path: Path) -> str | Path:
+    """Where the outbox under test is: the SQLite file, or the PostgreSQL URL."""
+    if store_kind == "sqlite":
+        return path
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def make_outbox(outbox_location: str | Path) -> Iterator[MakeOutbox]:
+    """Opens the outbox under test, as a new process would (options as for Outbox)."""
+    made: list[WebhookOutbox] = []
+
+    def make(**options: object) -> WebhookOutbox:
+        box = open_outbox(outbox_location, **options)  # type: ignore[arg-type]
+        made.append(box)
+        return box
+
+    yield make
+    for box in made:
+        close = getattr(box, "close", None)
+        if close is not None:
+            close()
+
+
+@pytest.fixture
+def any_outbox(make_outbox: MakeOutbox) -> WebhookOutbox:
+    """The outbox under test, of either store."""
+    return make_outbox(rng=random.Random(1))
+
+
+def stored_entry(outbox: WebhookOutbox, entry_id: int) -> OutboxEntry:
     """The outbox entry with this id, which the test knows is there."""
     entry = outbox.get(entry_id)
     assert entry is not None, f"webhook {entry_id} is not in the outbox"

@@ -10,9 +10,32 @@ import pytest
 
 from lookup_server.core.backend import ANSWER_EXCERPT_CHARS
 from lookup_server.plugin import BackendError, DeliveryFailed
-from lookup_server.webhooks import Attempt, DeliveryWorker, Outbox, OutboxError
+from lookup_server.webhooks import (
+    Attempt,
+    DeliveryWorker,
+    Outbox,
+    OutboxError,
+    WebhookOutbox,
+    records,
+)
 from lookup_server.webhooks import store as store_module
-from tests.webhooks.conftest import DAY, PAYLOAD, T0, Clock, Recorder, stored_entry
+from tests.webhooks.conftest import (
+    DAY,
+    PAYLOAD,
+    T0,
+    Clock,
+    MakeOutbox,
+    Recorder,
+    sqlite_only,
+    stored_entry,
+)
+
+
+@pytest.fixture
+def outbox(any_outbox: WebhookOutbox) -> WebhookOutbox:
+    """Each test here runs against both stores, unless marked sqlite_only."""
+    return any_outbox
+
 
 HOUR = 3600.0
 
@@ -29,11 +52,13 @@ class Stopwatch:
         return self.now
 
 
-def worker(outbox: Outbox, deliver: Recorder, clock: Clock, step: float = 0.25) -> DeliveryWorker:
+def worker(
+    outbox: WebhookOutbox, deliver: Recorder, clock: Clock, step: float = 0.25
+) -> DeliveryWorker:
     return DeliveryWorker(outbox, deliver, owner="w1", clock=clock, timer=Stopwatch(step))
 
 
-def finished(outbox: Outbox, target: str, state: str, when: float) -> int:
+def finished(outbox: WebhookOutbox, target: str, state: str, when: float) -> int:
     """A webhook of ``target`` stored at ``when`` and left ``state`` by one try at ``when``.
 
     Nothing else may be due by then: the try is made by claiming the next due webhook.
@@ -52,7 +77,7 @@ def finished(outbox: Outbox, target: str, state: str, when: float) -> int:
 # -- what is recorded ----------------------------------------------------------------------------
 
 
-def test_every_try_is_recorded_with_its_outcome(outbox: Outbox) -> None:
+def test_every_try_is_recorded_with_its_outcome(outbox: WebhookOutbox) -> None:
     clock = Clock()
     refused = DeliveryFailed("peer refused (HTTP 503)", status=503, answer='{"busy": true}')
     deliver = Recorder([refused, RuntimeError("https://h/?token=secret")])
@@ -73,7 +98,7 @@ def test_every_try_is_recorded_with_its_outcome(outbox: Outbox) -> None:
     assert stored_entry(outbox, entry.id).state == "delivered"
 
 
-def test_a_backend_error_without_a_status_records_none(outbox: Outbox) -> None:
+def test_a_backend_error_without_a_status_records_none(outbox: WebhookOutbox) -> None:
     run = worker(outbox, Recorder([BackendError("cannot connect to crm")]), Clock())
     entry = outbox.store("crm", PAYLOAD, now=T0)
     run.run_once()
@@ -81,7 +106,7 @@ def test_a_backend_error_without_a_status_records_none(outbox: Outbox) -> None:
     assert (attempt.status, attempt.answer, attempt.error) == (None, "", "cannot connect to crm")
 
 
-def test_the_answer_is_bounded_and_showable(outbox: Outbox) -> None:
+def test_the_answer_is_bounded_and_showable(outbox: WebhookOutbox) -> None:
     unsafe = "ok\r\n\x1b[2J\x07\u202eevil\ttab" + "y" * 5000
     failure = DeliveryFailed("refused", status=500, answer=unsafe)
     assert failure.answer.startswith("ok\n[2Jevil\ttab") and len(failure.answer) == 1000
@@ -91,10 +116,10 @@ def test_the_answer_is_bounded_and_showable(outbox: Outbox) -> None:
     outbox.mark_failed(entry.id, "e" * 2000, now=T0, status=500, answer=unsafe)
     (attempt,) = outbox.attempts(entry.id)
     assert attempt.answer == failure.answer and len(attempt.answer) == ANSWER_EXCERPT_CHARS
-    assert attempt.error == "e" * store_module.MAX_ERROR_CHARS
+    assert attempt.error == "e" * records.MAX_ERROR_CHARS
 
 
-def test_nothing_is_recorded_by_a_worker_that_lost_its_lease(outbox: Outbox) -> None:
+def test_nothing_is_recorded_by_a_worker_that_lost_its_lease(outbox: WebhookOutbox) -> None:
     entry = outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("w1", now=T0) is not None
     later = T0 + outbox.lease_seconds + 1
@@ -106,8 +131,8 @@ def test_nothing_is_recorded_by_a_worker_that_lost_its_lease(outbox: Outbox) -> 
     assert outbox.attempts(entry.id) == [Attempt(entry.id, 1, later, 12, True, None, "", "")]
 
 
-def test_numbers_go_on_across_a_retry(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_numbers_go_on_across_a_retry(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     entry = outbox.store("crm", PAYLOAD, now=T0)
     for when in (T0, T0 + 1):
         outbox.claim("w1", now=when)
@@ -118,33 +143,29 @@ def test_numbers_go_on_across_a_retry(path: Path) -> None:
     assert [a.number for a in outbox.attempts(entry.id)] == [1, 2]
 
 
-def test_an_unknown_webhook_has_no_attempts(outbox: Outbox) -> None:
+def test_an_unknown_webhook_has_no_attempts(outbox: WebhookOutbox) -> None:
     assert outbox.attempts(404) == []
 
 
 # -- purged with their webhook ------------------------------------------------------------------
 
 
-def _attempt_rows(path: Path) -> list[int]:
-    conn = sqlite3.connect(path)
-    try:
-        return [row[0] for row in conn.execute("SELECT webhook_id FROM attempts ORDER BY id")]
-    finally:
-        conn.close()
-
-
 def test_the_purge_removes_attempts_with_their_webhook_in_the_same_batches(
-    path: Path, monkeypatch: pytest.MonkeyPatch
+    make_outbox: MakeOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
-    outbox = Outbox(path, max_attempts=1)
+    monkeypatch.setattr(records, "PURGE_BATCH_ROWS", 2)
+    outbox = make_outbox(max_attempts=1)
+
+    def with_attempts() -> list[int]:
+        return [i for i in [*old, kept] if outbox.attempts(i)]
+
     old = [finished(outbox, "crm", "failed", T0 + i) for i in range(5)]
     kept = finished(outbox, "crm", "delivered", T0 + 9 * DAY)
     first = outbox.purge(7, now=T0 + 10 * DAY, max_rows=3)  # stops after two batches
     assert (first.webhooks, first.complete) == (3, False)
-    assert _attempt_rows(path) == [*old[3:], kept]  # none left of a webhook that is gone
+    assert with_attempts() == [*old[3:], kept]  # none left of a webhook that is gone
     outbox.purge(7, now=T0 + 10 * DAY)
-    assert _attempt_rows(path) == [kept] and outbox.attempts(kept) != []
+    assert with_attempts() == [kept]
 
 
 # -- an outbox made by an older version --------------------------------------------------------
@@ -225,8 +246,8 @@ def test_an_old_outbox_is_upgraded_in_place_and_keeps_its_webhooks(path: Path) -
 # -- what the console reads -----------------------------------------------------------------------
 
 
-def test_counts_by_target_and_state(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_counts_by_target_and_state(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     finished(outbox, "crm", "failed", T0)
     finished(outbox, "chat", "delivered", T0)
     finished(outbox, "chat", "failed", T0)
@@ -242,14 +263,14 @@ def test_counts_by_target_and_state(path: Path) -> None:
     }
 
 
-def test_counts_of_an_empty_outbox(outbox: Outbox) -> None:
+def test_counts_of_an_empty_outbox(outbox: WebhookOutbox) -> None:
     assert outbox.counts() == {}
     assert outbox.created_by_hour(T0) == {}
     assert outbox.oldest_pending() is None
 
 
-def test_created_by_hour_counts_each_hour_and_state_since(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_created_by_hour_counts_each_hour_and_state_since(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     hour = (T0 // HOUR) * HOUR  # T0 is 20 minutes into an hour
     since = hour + 10 * 60
     finished(outbox, "crm", "delivered", since - 1)  # before: not counted
@@ -267,8 +288,8 @@ def test_created_by_hour_counts_each_hour_and_state_since(path: Path) -> None:
     assert list(outbox.created_by_hour(since)) == sorted(outbox.created_by_hour(since))
 
 
-def test_oldest_pending_counts_webhooks_being_delivered_too(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_oldest_pending_counts_webhooks_being_delivered_too(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     finished(outbox, "crm", "delivered", T0 - 3 * DAY)  # finished: not waiting
     finished(outbox, "crm", "failed", T0 - 2 * DAY)
     outbox.store("crm", PAYLOAD, now=T0)
@@ -279,8 +300,10 @@ def test_oldest_pending_counts_webhooks_being_delivered_too(path: Path) -> None:
     assert outbox.oldest_pending() == T0 - DAY
 
 
-def test_retry_failed_makes_every_failed_webhook_of_a_target_due_at_once(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_retry_failed_makes_every_failed_webhook_of_a_target_due_at_once(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(max_attempts=1)
     failed = [finished(outbox, "crm", "failed", T0 + i) for i in range(2)]
     other = finished(outbox, "chat", "failed", T0)
     done = finished(outbox, "crm", "delivered", T0)
@@ -374,8 +397,9 @@ _BY_TARGET_AND_TIME = (
         ),
     ],
 )
+@sqlite_only
 def test_the_console_reads_an_index_never_the_payload_rows(
-    outbox: Outbox, path: Path, query: str, params: tuple[object, ...], index: str
+    outbox: WebhookOutbox, path: Path, query: str, params: tuple[object, ...], index: str
 ) -> None:
     conn = sqlite3.connect(path)
     try:

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from lookup_server.plugin import BackendError, Webhook
-from lookup_server.webhooks import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox
+from lookup_server.webhooks import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox, records
 from lookup_server.webhooks import delivery as delivery_module
-from lookup_server.webhooks import store as store_module
 from lookup_server.webhooks.leases import dead_owners, new_owner
 from tests.webhooks.conftest import (
     DAY,
@@ -333,7 +332,7 @@ def test_retention_zero_keeps_everything(outbox: Outbox) -> None:
 def test_a_large_backlog_is_purged_a_pass_at_a_time(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    monkeypatch.setattr(records, "PURGE_BATCH_ROWS", 2)
     monkeypatch.setattr(delivery_module, "PURGE_ROWS_PER_PASS", 3)
     _finished(outbox, 7, T0)
     worker = DeliveryWorker(outbox, Recorder(), retention_days=1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lookup_server.webhooks.store import BACKOFF_CAP, Outbox
+from lookup_server.webhooks.records import BACKOFF_CAP
+from lookup_server.webhooks.store import Outbox
 
 
 def test_a_final_refusal_fails_the_webhook_at_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The stored webhooks on real SQLite files, with real processes competing for them."""
+"""The stored webhooks in both stores (SQLite, PostgreSQL), with real processes competing."""
 
 from __future__ import annotations
 
@@ -18,16 +18,36 @@ from lookup_server.webhooks import (
     LEASE_SECONDS,
     Outbox,
     OutboxError,
+    WebhookOutbox,
     backoff_delay,
+    open_outbox,
+    records,
     safe_error,
 )
 from lookup_server.webhooks import store as store_module
-from tests.webhooks.conftest import DAY, HANG_GUARD, PAYLOAD, T0, Fixed, stored_entry
+from tests.webhooks.conftest import (
+    DAY,
+    HANG_GUARD,
+    PAYLOAD,
+    T0,
+    Fixed,
+    MakeOutbox,
+    sqlite_only,
+    stored_entry,
+)
+
+
+@pytest.fixture
+def outbox(any_outbox: WebhookOutbox) -> WebhookOutbox:
+    """Each test here runs against both stores, unless marked sqlite_only."""
+    return any_outbox
+
 
 # -- storing ---------------------------------------------------------------------------
 
 
-def test_store_is_committed_before_it_returns(outbox: Outbox, path: Path) -> None:
+@sqlite_only
+def test_store_is_committed_before_it_returns(outbox: WebhookOutbox, path: Path) -> None:
     entry = outbox.store("crm", PAYLOAD, now=T0)
     other = sqlite3.connect(path)
     try:
@@ -40,7 +60,8 @@ def test_store_is_committed_before_it_returns(outbox: Outbox, path: Path) -> Non
     assert entry.payload == PAYLOAD and entry.state == "pending" and entry.attempts == 0
 
 
-def test_the_file_is_in_wal_mode_and_private(outbox: Outbox, path: Path) -> None:
+@sqlite_only
+def test_the_file_is_in_wal_mode_and_private(outbox: WebhookOutbox, path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -49,13 +70,13 @@ def test_the_file_is_in_wal_mode_and_private(outbox: Outbox, path: Path) -> None
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-def test_each_webhook_gets_its_own_uuid4_key(outbox: Outbox) -> None:
+def test_each_webhook_gets_its_own_uuid4_key(outbox: WebhookOutbox) -> None:
     keys = {outbox.store("crm", {"n": str(i)}).idempotency_key for i in range(20)}
     assert len(keys) == 20
     assert all(len(key) == 36 and key[14] == "4" for key in keys)
 
 
-def test_non_ascii_payload_round_trips(outbox: Outbox) -> None:
+def test_non_ascii_payload_round_trips(outbox: WebhookOutbox) -> None:
     entry = outbox.store("crm", {"sTitle": "Zoë € <b>&amp;</b>", "x": {"ü": ["1"]}})
     assert outbox.get(entry.id) == entry
     assert entry.payload == {"sTitle": "Zoë € <b>&amp;</b>", "x": {"ü": ["1"]}}
@@ -73,12 +94,12 @@ def test_a_file_that_is_not_an_outbox_is_a_clear_error(tmp_path: Path) -> None:
         Outbox(path)
 
 
-def test_a_restarted_outbox_resumes_pending_webhooks(path: Path) -> None:
-    first = Outbox(path)
+def test_a_restarted_outbox_resumes_pending_webhooks(make_outbox: MakeOutbox) -> None:
+    first = make_outbox()
     stored = [first.store("crm", {"n": str(i)}, now=T0) for i in range(3)]
     claimed = first.claim("old-process", now=T0)
     assert claimed is not None and first.mark_delivered(claimed.id, now=T0)
-    second = Outbox(path)  # a new process after a restart
+    second = make_outbox()  # a new process after a restart
     resumed = [second.claim("new-process", now=T0 + 1) for _ in range(3)]
     assert [e.id for e in resumed if e is not None] == [s.id for s in stored[1:]]
     assert resumed[2] is None
@@ -87,7 +108,7 @@ def test_a_restarted_outbox_resumes_pending_webhooks(path: Path) -> None:
 # -- claiming and leases -----------------------------------------------------------------
 
 
-def test_claim_leases_the_oldest_due_webhook(outbox: Outbox) -> None:
+def test_claim_leases_the_oldest_due_webhook(outbox: WebhookOutbox) -> None:
     first = outbox.store("crm", {"n": "1"}, now=T0)
     outbox.store("crm", {"n": "2"}, now=T0 + 5)
     assert outbox.claim("w1", now=T0 - 1) is None  # nothing due yet
@@ -97,13 +118,13 @@ def test_claim_leases_the_oldest_due_webhook(outbox: Outbox) -> None:
     assert claimed.lease_owner == "w1" and claimed.lease_expires_at == T0 + 10 + LEASE_SECONDS
 
 
-def test_a_leased_webhook_is_not_claimed_again(outbox: Outbox) -> None:
+def test_a_leased_webhook_is_not_claimed_again(outbox: WebhookOutbox) -> None:
     outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("w1", now=T0) is not None
     assert outbox.claim("w2", now=T0 + LEASE_SECONDS - 0.001) is None
 
 
-def test_an_expired_lease_is_taken_over(outbox: Outbox) -> None:
+def test_an_expired_lease_is_taken_over(outbox: WebhookOutbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("crashed", now=T0) is not None
     taken = outbox.claim("w2", now=T0 + LEASE_SECONDS)
@@ -116,8 +137,8 @@ def test_an_expired_lease_is_taken_over(outbox: Outbox) -> None:
     assert stored_entry(outbox, stored.id).state == "delivered"
 
 
-def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_an_expired_lease_on_the_last_attempt_fails(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     stored = outbox.store("crm", PAYLOAD, now=T0)
     assert outbox.claim("crashed", now=T0) is not None
     assert outbox.claim("w2", now=T0 + LEASE_SECONDS) is None
@@ -126,7 +147,7 @@ def test_an_expired_lease_on_the_last_attempt_fails(path: Path) -> None:
     assert "stopped while delivering" in entry.last_error
 
 
-def test_renew_extends_only_the_owners_lease(outbox: Outbox) -> None:
+def test_renew_extends_only_the_owners_lease(outbox: WebhookOutbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     assert outbox.renew(stored.id, "w1", now=T0 + 15)
@@ -171,7 +192,7 @@ def test_backoff_is_jittered() -> None:
     assert max(backoff_delay(99, rng) for _ in range(100)) <= BACKOFF_CAP
 
 
-def test_a_failed_try_is_retried_after_the_backoff(outbox: Outbox) -> None:
+def test_a_failed_try_is_retried_after_the_backoff(outbox: WebhookOutbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     assert outbox.mark_failed(stored.id, "CRM answered HTTP 503", owner="w1", now=T0)
@@ -185,8 +206,8 @@ def test_a_failed_try_is_retried_after_the_backoff(outbox: Outbox) -> None:
     assert again.idempotency_key == stored.idempotency_key
 
 
-def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=3, rng=random.Random(3))
+def test_it_gives_up_after_max_attempts_and_keeps_the_error(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=3, rng=random.Random(3))
     stored = outbox.store("crm", PAYLOAD, now=T0)
     now = T0
     for attempt in range(1, 4):
@@ -200,7 +221,7 @@ def test_it_gives_up_after_max_attempts_and_keeps_the_error(path: Path) -> None:
     assert failed.attempts == 3
 
 
-def test_long_errors_are_shortened(outbox: Outbox) -> None:
+def test_long_errors_are_shortened(outbox: WebhookOutbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_failed(stored.id, "x" * 5000, now=T0)
@@ -216,7 +237,7 @@ def test_safe_error_keeps_backend_messages_only() -> None:
 # -- admin: list, retry, purge --------------------------------------------------------------
 
 
-def test_summaries_filter_by_state(outbox: Outbox) -> None:
+def test_summaries_filter_by_state(outbox: WebhookOutbox) -> None:
     a = outbox.store("crm", {"n": "a"}, now=T0)
     b = outbox.store("crm", {"n": "b"}, now=T0)
     outbox.claim("w1", now=T0)
@@ -227,10 +248,11 @@ def test_summaries_filter_by_state(outbox: Outbox) -> None:
     assert list(outbox.summaries([])) == []
 
 
+@sqlite_only
 def test_summaries_page_through_the_outbox_without_reading_payloads(
-    outbox: Outbox, path: Path, monkeypatch: pytest.MonkeyPatch
+    outbox: WebhookOutbox, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PAGE_ROWS", 3)
+    monkeypatch.setattr(records, "PAGE_ROWS", 3)
     ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(8)]
     conn = sqlite3.connect(path)  # a payload listing would choke on
     conn.execute("UPDATE webhooks SET payload = 'not JSON' WHERE id = ?", (ids[4],))
@@ -244,7 +266,7 @@ def test_summaries_page_through_the_outbox_without_reading_payloads(
     assert all(e.target == "crm" and e.state == "pending" for e in outbox.summaries())
 
 
-def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
+def test_newest_finds_where_the_last_n_start(outbox: WebhookOutbox) -> None:
     ids = [outbox.store("crm", {"n": str(i)}, now=T0).id for i in range(5)]
     outbox.claim("w1", now=T0)  # ids[0] is delivering now
     assert outbox.newest(2) == (ids[2], 3)
@@ -254,7 +276,7 @@ def test_newest_finds_where_the_last_n_start(outbox: Outbox) -> None:
     assert outbox.newest(1, ["failed"]) == (0, 0)
 
 
-def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path) -> None:
+def test_refusals_keep_what_is_known(outbox: WebhookOutbox) -> None:
     first = outbox.record_refusal("crm", 5_000_000, 1_048_576, "12345", now=T0)
     second = outbox.record_refusal("crm", None, 1_048_576, now=T0 + 1)  # chunked: size unknown
     assert list(outbox.refusals()) == [first, second]
@@ -262,6 +284,10 @@ def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path
     assert list(outbox.refusals(after_id=first.id)) == [second]
     assert outbox.newest(1, table="refusals") == (first.id, 1)
     assert list(outbox.summaries()) == []  # nothing to deliver
+
+
+@sqlite_only
+def test_refusals_never_keep_a_body(outbox: WebhookOutbox, path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(refusals)")]
@@ -270,8 +296,8 @@ def test_refusals_keep_what_is_known_and_never_a_body(outbox: Outbox, path: Path
     assert columns == ["id", "refused_at", "target", "size_bytes", "limit_bytes", "request_id"]
 
 
-def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_failed(stored.id, "down", now=T0)
@@ -282,7 +308,7 @@ def test_retry_makes_a_failed_webhook_due_with_fresh_attempts(path: Path) -> Non
     assert claimed is not None and claimed.idempotency_key == stored.idempotency_key
 
 
-def test_retry_refuses_unknown_and_delivered_webhooks(outbox: Outbox) -> None:
+def test_retry_refuses_unknown_and_delivered_webhooks(outbox: WebhookOutbox) -> None:
     with pytest.raises(OutboxError, match="no webhook with id 99"):
         outbox.retry(99)
     stored = outbox.store("crm", PAYLOAD, now=T0)
@@ -294,8 +320,8 @@ def test_retry_refuses_unknown_and_delivered_webhooks(outbox: Outbox) -> None:
         outbox.retry(stored.id)
 
 
-def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_purge_removes_only_old_finished_webhooks(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(max_attempts=1)
     finished = {}
     for name, outcome, when in (
         ("old_done", "delivered", T0),
@@ -317,9 +343,9 @@ def test_purge_removes_only_old_finished_webhooks(path: Path) -> None:
 
 
 def test_purge_works_in_small_transactions_within_a_budget(
-    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    outbox: WebhookOutbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PURGE_BATCH_ROWS", 2)
+    monkeypatch.setattr(records, "PURGE_BATCH_ROWS", 2)
     for i in range(5):
         entry = outbox.store("crm", {"n": str(i)}, now=T0)
         outbox.claim("w1", now=T0)
@@ -341,8 +367,9 @@ def test_purge_works_in_small_transactions_within_a_budget(
         (store_module._OLD_REFUSALS, "refusals_by_time (refused_at<?)"),
     ],
 )
+@sqlite_only
 def test_the_purge_reads_only_what_it_deletes(
-    outbox: Outbox, path: Path, query: str, index: str
+    outbox: WebhookOutbox, path: Path, query: str, index: str
 ) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -353,7 +380,7 @@ def test_the_purge_reads_only_what_it_deletes(
     assert plan.startswith("SEARCH") and plan.endswith(f"INDEX {index}"), plan
 
 
-def test_ids_are_not_reused_after_a_purge(outbox: Outbox) -> None:
+def test_ids_are_not_reused_after_a_purge(outbox: WebhookOutbox) -> None:
     stored = outbox.store("crm", PAYLOAD, now=T0)
     outbox.claim("w1", now=T0)
     outbox.mark_delivered(stored.id, now=T0)
@@ -364,9 +391,9 @@ def test_ids_are_not_reused_after_a_purge(outbox: Outbox) -> None:
 # -- several processes --------------------------------------------------------------------
 
 
-def _drain(path: str, owner: str, start: Any, log_path: str) -> None:
+def _drain(location: str, owner: str, start: Any, log_path: str) -> None:
     """Child process: claim and 'deliver' (append to a shared log) until nothing is due."""
-    outbox = Outbox(path)
+    outbox = open_outbox(location)
     start.wait()
     while (entry := outbox.claim(owner)) is not None:
         with open(log_path, "a", encoding="utf-8") as log:  # O_APPEND: whole lines
@@ -374,14 +401,16 @@ def _drain(path: str, owner: str, start: Any, log_path: str) -> None:
         outbox.mark_delivered(entry.id, owner=owner)
 
 
-def test_two_processes_never_deliver_the_same_webhook(path: Path, tmp_path: Path) -> None:
-    outbox = Outbox(path)
+def test_two_processes_never_deliver_the_same_webhook(
+    outbox_location: str | Path, make_outbox: MakeOutbox, tmp_path: Path
+) -> None:
+    outbox = make_outbox()
     ids = {outbox.store("crm", {"n": str(i)}).id for i in range(150)}
     log_path = tmp_path / "deliveries.log"
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     children = [
-        ctx.Process(target=_drain, args=(str(path), f"p{i}", start, str(log_path)))
+        ctx.Process(target=_drain, args=(str(outbox_location), f"p{i}", start, str(log_path)))
         for i in range(2)
     ]
     for child in children:

@@ -186,7 +186,7 @@ def configuration() -> str:
                 problems.append(f"{kind}s.{name}: {health.problem}")
             problems += [f"{kind}s.{name}: warning: {w}" for w in health.warnings]
     if state().webhooks.enabled:
-        ok, detail = probe_outbox(config.server.outbox)
+        ok, detail = probe_outbox(config.server.outbox_location)
         if not ok:
             problems.append(f"server.outbox: {detail}")
     return page("config.html", problems=problems, text=effective_config(config))
