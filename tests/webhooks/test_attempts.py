@@ -337,8 +337,10 @@ def test_retry_failed_retries_all_or_none(path: Path) -> None:
     assert [stored_entry(outbox, i).state for i in ids] == ["failed"] * 3
 
 
-def test_retry_failed_in_a_time_range_takes_only_those_received_in_it(path: Path) -> None:
-    outbox = Outbox(path, max_attempts=1)
+def test_retry_failed_in_a_time_range_takes_only_those_received_in_it(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(max_attempts=1)
     ids = [finished(outbox, "crm", "failed", T0 + 60 * i) for i in range(4)]
     other = finished(outbox, "other", "failed", T0 + 90)
     done = finished(outbox, "crm", "delivered", T0 + 100)
