@@ -13,6 +13,8 @@ then hands it to the target, retrying with exponential backoff.
 - :mod:`.store` — the webhooks and refusals in it: store, claim under a
   lease, record the outcome with its attempt, list a page at a time, count
   for the console, retry, purge.
+- :mod:`.policy` — each target's circuit breaker, decided the same for
+  both stores, its state kept in the outbox for every process to share.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -30,6 +32,7 @@ from lookup_server.webhooks.delivery import (
     safe_error,
 )
 from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox, probe
+from lookup_server.webhooks.policy import TargetPolicy, TargetState
 from lookup_server.webhooks.store import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -61,6 +64,8 @@ __all__ = [
     "Purged",
     "Refusal",
     "State",
+    "TargetPolicy",
+    "TargetState",
     "WebhookOutbox",
     "backoff_delay",
     "is_postgres",
