@@ -531,6 +531,9 @@ def _check_target_values(table: Mapping[str, Any], path: str, ctx: Context) -> N
     failures = table.get("breaker_failures", 0)
     if isinstance(failures, int) and failures < 0:
         ctx.problem(f"{path}.breaker_failures", "must be 0 (never pause) or more")
+    concurrent = table.get("max_concurrent", 0)
+    if isinstance(concurrent, int) and concurrent < 0:
+        ctx.problem(f"{path}.max_concurrent", "must be 0 (no limit) or more")
     probe = table.get("breaker_probe_seconds", 60)
     if isinstance(probe, int | float) and not 1 <= probe <= 86400:
         ctx.problem(f"{path}.breaker_probe_seconds", "must be at least 1 and at most 86400")

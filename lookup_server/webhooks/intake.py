@@ -61,6 +61,7 @@ def policy_of(settings: TargetSettings) -> TargetPolicy:
     return TargetPolicy(
         breaker_failures=settings.breaker_failures,
         breaker_probe_seconds=settings.breaker_probe_seconds,
+        max_concurrent=settings.max_concurrent,
     )
 
 

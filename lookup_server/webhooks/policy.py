@@ -9,7 +9,9 @@ webhook) says nothing about the target and changes nothing.
 
 The state lives in the outbox (a row per target), so every process and server
 sharing the outbox sees the same breaker: two workers never each hammer a dead
-target. The stores run the SQL; this module decides.
+target. A target may also cap its deliveries in flight (``max_concurrent``),
+counted from the live leases at each claim. The stores run the SQL; this
+module decides.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class TargetPolicy:
     breaker_failures: int = 0
     #: While paused, one webhook is let through this often to see if it is back.
     breaker_probe_seconds: float = 60.0
+    #: Deliveries of this target in flight at once, across the whole outbox; 0: any.
+    max_concurrent: int = 0
 
     @property
     def shared(self) -> bool:
         """Whether claims must read and write the target's shared state."""
-        return self.breaker_failures > 0
+        return self.breaker_failures > 0 or self.max_concurrent > 0
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,12 @@ def blocked_targets(
 ) -> set[str]:
     """The targets none of whose webhooks may be claimed at ``now``."""
     blocked = set()
-    for target in policies:
+    for target, policy in policies.items():
         state = states.get(target, TargetState(target))
-        if state.paused and (state.next_probe_at > now or in_flight.get(target, 0) > 0):
+        busy = in_flight.get(target, 0)
+        if state.paused and (state.next_probe_at > now or busy > 0):
+            blocked.add(target)
+        if 0 < policy.max_concurrent <= busy:
             blocked.add(target)
     return blocked
 

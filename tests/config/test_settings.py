@@ -189,7 +189,7 @@ def test_breaker_settings_of_a_target_are_checked(tmp_path: Path) -> None:
     raw = {
         "targets": {
             "a": {**hook, "breaker_failures": -1, "breaker_probe_seconds": 0},
-            "b": {**hook, "breaker_failures": "five"},
+            "b": {**hook, "breaker_failures": "five", "max_concurrent": -2},
         }
     }
     with pytest.raises(ConfigError) as info:
@@ -199,6 +199,7 @@ def test_breaker_settings_of_a_target_are_checked(tmp_path: Path) -> None:
         "targets.a.breaker_failures: must be 0 (never pause) or more",
         "targets.a.breaker_probe_seconds: must be at least 1 and at most 86400",
         "targets.b.breaker_failures: must be a whole number",
+        "targets.b.max_concurrent: must be 0 (no limit) or more",
     ):
         assert any(p.startswith(start) for p in found), (start, found)
     ok = config_from_mapping({"targets": {"c": {**hook, "breaker_failures": 5}}}, tmp_path)

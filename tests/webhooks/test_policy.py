@@ -135,3 +135,23 @@ def test_one_log_line_per_change_of_state_never_per_attempt(
     assert len(lines) == 2, lines
     assert "'crm' paused after 3 consecutive failed attempts" in lines[0]
     assert "'crm' resumed" in lines[1] and "after 5 failed attempts" in lines[1]
+
+
+def test_max_concurrent_caps_deliveries_in_flight_across_processes(
+    make_outbox: MakeOutbox,
+) -> None:
+    policies = {"crm": TargetPolicy(max_concurrent=2)}
+    one, other = make_outbox(policies=policies), make_outbox(policies=policies)
+    for i in range(4):
+        one.store("crm", PAYLOAD, now=T0 + i)
+    erp = one.store("erp", PAYLOAD, now=T0 + 9)
+    first, second = claimed(one, T0 + 10), claimed(other, T0 + 10)
+    assert (first.target, second.target) == ("crm", "crm")
+    assert claimed(one, T0 + 10).id == erp.id  # crm is at its limit: skipped, not waited on
+    assert other.claim("w", now=T0 + 11) is None
+    assert one.mark_delivered(first.id, owner="w", now=T0 + 12)
+    assert claimed(other, T0 + 12).target == "crm"  # room for one again
+    assert one.claim("w", now=T0 + 12) is None
+    # a lease that ran out no longer holds a place: its webhook is taken over
+    taken = claimed(one, T0 + 12 + one.lease_seconds)
+    assert taken.target == "crm"
