@@ -473,7 +473,7 @@ def _target(
         registry.targets,
         TargetSettings,
         TargetConfig,
-        _check_timeout,
+        _check_target_values,
         given={"helpspot_url": helpspot_url},
     )
 
@@ -537,6 +537,20 @@ def _check_timeout(table: Mapping[str, Any], path: str, ctx: Context) -> None:
     timeout = table.get("timeout", 1)
     if isinstance(timeout, int | float) and not 0 < timeout <= 300:
         ctx.problem(f"{path}.timeout", "must be more than 0 and at most 300 seconds")
+
+
+def _check_target_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:
+    """The ranges of a target's keys (on the raw values, like every range check)."""
+    _check_timeout(table, path, ctx)
+    failures = table.get("breaker_failures", 0)
+    if isinstance(failures, int) and failures < 0:
+        ctx.problem(f"{path}.breaker_failures", "must be 0 (never pause) or more")
+    concurrent = table.get("max_concurrent", 0)
+    if isinstance(concurrent, int) and concurrent < 0:
+        ctx.problem(f"{path}.max_concurrent", "must be 0 (no limit) or more")
+    probe = table.get("breaker_probe_seconds", 60)
+    if isinstance(probe, int | float) and not 1 <= probe <= 86400:
+        ctx.problem(f"{path}.breaker_probe_seconds", "must be at least 1 and at most 86400")
 
 
 def _check_source_values(table: Mapping[str, Any], path: str, ctx: Context) -> None:

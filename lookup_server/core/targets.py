@@ -32,6 +32,12 @@ class TargetSettings:
     timeout: float = 10.0
     #: HelpSpot's own address (``[server] helpspot_url``), for links back to a request.
     helpspot_url: str = ""
+    #: Consecutive failed webhook attempts that pause the target (0: never paused)...
+    breaker_failures: int = 0
+    #: ...and, while it is paused, how often one webhook is let through as a probe.
+    breaker_probe_seconds: float = 60.0
+    #: Webhooks of this target delivered at once across every process (0: no limit).
+    max_concurrent: int = 0
 
     def request_link(self, request_id: str) -> str:
         """The request's page in HelpSpot, or "" when helpspot_url is not set."""

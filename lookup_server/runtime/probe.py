@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from lookup_server.config.settings import Config, SourceConfig, TargetConfig
@@ -22,6 +23,7 @@ from lookup_server.runtime.service import (
     ServiceError,
     create_backend,
 )
+from lookup_server.webhooks import OutboxError, TargetState, is_postgres, open_outbox
 from lookup_server.webhooks import probe as probe_outbox
 
 
@@ -37,6 +39,50 @@ def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
     if any("webhook" in t.backend_class.capabilities() for t in config.targets.values()):
         ok, detail = probe_outbox(config.server.outbox_location)
         yield (f"ok   server.outbox {detail}" if ok else f"FAIL server.outbox: {detail}"), ok
+        if ok:
+            yield from breaker_lines(config)
+
+
+def breaker_lines(config: Config) -> Iterator[tuple[str, bool]]:
+    """Each target's circuit breaker as the outbox holds it (a paused target is no failure)."""
+    location = config.server.outbox_location
+    if not is_postgres(location) and not Path(location).exists():
+        return  # no webhook yet: nothing to say, and check creates nothing
+    outbox = open_outbox(location, lazy=True)
+    try:
+        states = {state.target: state for state in outbox.target_states()}
+    except OutboxError as exc:
+        yield f"FAIL server.outbox: {exc}", False
+        return
+    finally:
+        close = getattr(outbox, "close", None)  # PostgreSQL's pool
+        if close is not None:
+            close()
+    for name, target in config.targets.items():
+        if target.settings.breaker_failures <= 0:
+            continue
+        state = states.get(name, TargetState(name))
+        if state.paused:
+            yield (
+                (
+                    f"     warning: targets.{name}: paused since {_when(state.paused_since)} after "
+                    f"{state.consecutive_failures} consecutive failed attempts; next probe "
+                    f"{_when(state.next_probe_at)}"
+                ),
+                True,
+            )
+        else:
+            yield (
+                (
+                    f"     targets.{name}: delivering (breaker closed, "
+                    f"{state.consecutive_failures} consecutive failed attempts)"
+                ),
+                True,
+            )
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 def key_warnings(config: Config) -> Iterator[tuple[str, bool]]:

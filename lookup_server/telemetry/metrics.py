@@ -165,6 +165,7 @@ class OutboxGauges:
         try:
             counts = self.outbox.counts()
             oldest = self.outbox.oldest_pending()
+            paused = {state.target for state in self.outbox.target_states() if state.paused}
         except OutboxError:  # the delivery worker logs it; the scrape still answers
             up.add_metric([], 0)
             yield up
@@ -189,6 +190,14 @@ class OutboxGauges:
             "0 when there is none",
             value=0.0 if oldest is None else max(0.0, self.clock() - oldest),
         )
+        breakers = GaugeMetricFamily(
+            "lookup_server_webhook_target_paused",
+            "1 while the target's circuit breaker holds its webhooks back (open), else 0",
+            labels=("target",),
+        )
+        for target in sorted(self.targets):
+            breakers.add_metric([target], 1 if target in paused else 0)
+        yield breakers
 
 
 class _Together:

@@ -16,6 +16,8 @@ then hands it to the target, retrying with exponential backoff.
   for the console, retry, purge.
 - :mod:`.pgdatabase`, :mod:`.postgres` — the same in PostgreSQL, for several
   servers on several hosts: claims with SKIP LOCKED, NOTIFY on store.
+- :mod:`.policy` — each target's circuit breaker, decided the same for
+  both stores, its state kept in the outbox for every process to share.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.
@@ -33,6 +35,7 @@ from lookup_server.webhooks.delivery import (
     safe_error,
 )
 from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox, probe
+from lookup_server.webhooks.policy import TargetPolicy, TargetState
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -65,6 +68,8 @@ __all__ = [
     "Purged",
     "Refusal",
     "State",
+    "TargetPolicy",
+    "TargetState",
     "WebhookOutbox",
     "backoff_delay",
     "is_postgres",

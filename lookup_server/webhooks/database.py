@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS webhooks_by_target_created ON webhooks (target, state, created_at);
 DROP INDEX IF EXISTS webhooks_by_target;
 CREATE INDEX IF NOT EXISTS webhooks_by_created ON webhooks (state, created_at);
+-- Each target's delivery state (its circuit breaker), shared by the claims and
+-- outcomes of every process: a row once the target needs one.
+CREATE TABLE IF NOT EXISTS target_states (
+    target TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    paused_since REAL NOT NULL DEFAULT 0,  -- 0: the breaker is closed
+    next_probe_at REAL NOT NULL DEFAULT 0
+);
 """
 
 #: What to do about each primary SQLite result code, for the admin reading the error.

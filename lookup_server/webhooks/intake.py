@@ -22,9 +22,16 @@ from collections.abc import Mapping
 from lookup_server.config.settings import ServerSettings
 from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.models import Webhook
+from lookup_server.core.targets import TargetSettings
 from lookup_server.runtime.service import DeliveryRefused, ServiceError, Targets, UnknownTarget
 from lookup_server.telemetry import Telemetry
-from lookup_server.webhooks import DeliveryWorker, OutboxEntry, OutboxError, open_outbox
+from lookup_server.webhooks import (
+    DeliveryWorker,
+    OutboxEntry,
+    OutboxError,
+    TargetPolicy,
+    open_outbox,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,15 @@ def find_request_id(head: bytes, complete: bool = False) -> str:
     return match.group(1).decode("ascii") if match else ""
 
 
+def policy_of(settings: TargetSettings) -> TargetPolicy:
+    """How the outbox lets a target's webhooks through, from its settings."""
+    return TargetPolicy(
+        breaker_failures=settings.breaker_failures,
+        breaker_probe_seconds=settings.breaker_probe_seconds,
+        max_concurrent=settings.max_concurrent,
+    )
+
+
 class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
 
@@ -64,7 +80,12 @@ class Webhooks:
         )
         self.enabled = bool(self.target_names)
         # Nothing is opened here: a bad outbox must not stop the app from starting.
-        self.outbox = open_outbox(server.outbox_location, lazy=True, create_folder=True)
+        self.outbox = open_outbox(
+            server.outbox_location,
+            lazy=True,
+            create_folder=True,
+            policies={name: policy_of(targets[name].settings) for name in self.target_names},
+        )
         self._worker: DeliveryWorker | None = None
         self._worker_pid = 0
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from lookup_server.webhooks.database import OutboxError
+from lookup_server.webhooks.policy import TargetPolicy, TargetState
 from lookup_server.webhooks.records import (
     Attempt,
     OutboxEntry,
@@ -40,6 +41,8 @@ class WebhookOutbox(Protocol):
     #: How long a claim lasts unless renewed; the worker renews it while delivering.
     lease_seconds: float
     max_attempts: int
+    #: Each target's delivery settings (breaker, limits, order), by target name.
+    policies: dict[str, TargetPolicy]
 
     @property
     def description(self) -> str:
@@ -110,6 +113,10 @@ class WebhookOutbox(Protocol):
         retry_after: float | None = None,
     ) -> bool:
         """Record a failed try and its attempt: retry later with backoff, or give up."""
+        ...
+
+    def target_states(self) -> list[TargetState]:
+        """Every target's shared delivery state (its circuit breaker) ever written, by name."""
         ...
 
     def get(self, entry_id: int) -> OutboxEntry | None:

@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS outbox_attempts (
     answer TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
     UNIQUE (webhook_id, number)
+);
+CREATE TABLE IF NOT EXISTS outbox_target_states (
+    target TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    paused_since DOUBLE PRECISION NOT NULL DEFAULT 0,
+    next_probe_at DOUBLE PRECISION NOT NULL DEFAULT 0
 )
 """
 

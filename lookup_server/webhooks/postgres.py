@@ -38,6 +38,15 @@ from lookup_server.webhooks import records
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.leases import dead_owners
 from lookup_server.webhooks.pgdatabase import CHANNEL, PgDatabase, safe_url
+from lookup_server.webhooks.policy import (
+    Outcome,
+    TargetPolicy,
+    TargetState,
+    after_attempt,
+    after_claim,
+    blocked_targets,
+    log_change,
+)
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -64,8 +73,9 @@ _ATTEMPT = "webhook_id, number, started_at, duration_ms, delivered, status, answ
 _TABLES = {"webhooks": "outbox_webhooks", "refusals": "outbox_refusals"}
 _CLAIM = (
     "WITH due AS (SELECT id FROM outbox_webhooks"
-    " WHERE (state = 'pending' AND next_attempt_at <= %(now)s)"
-    " OR (state = 'delivering' AND lease_expires_at <= %(now)s)"
+    " WHERE ((state = 'pending' AND next_attempt_at <= %(now)s)"
+    " OR (state = 'delivering' AND lease_expires_at <= %(now)s))"
+    " AND NOT (target = ANY(%(held)s))"
     " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " UPDATE outbox_webhooks AS w SET state = 'delivering', attempts = w.attempts + 1,"
     " lease_owner = %(owner)s, lease_expires_at = %(until)s, updated_at = %(now)s"
@@ -75,6 +85,9 @@ _BY_HOUR = (
     "SELECT (floor(created_at / 3600) * 3600)::bigint AS hour, state, COUNT(*)"
     " FROM outbox_webhooks WHERE created_at >= %s GROUP BY hour, state ORDER BY hour, state"
 )
+#: Serialises the claims when a target's limits depend on the others' claims
+#: (SKIP LOCKED alone would let two servers each see room for one more).
+_CLAIM_LOCK = 0x6C6F6F6B7571
 _OLDEST_WAITING = (
     "SELECT MIN(created_at) FROM outbox_webhooks WHERE state IN ('pending', 'delivering')"
 )
@@ -95,8 +108,11 @@ class PostgresOutbox:
         lease_seconds: float = LEASE_SECONDS,
         rng: random.Random | None = None,
         lazy: bool = False,
+        policies: Mapping[str, TargetPolicy] | None = None,
     ) -> None:
         self.max_attempts = max_attempts
+        #: Each target's delivery settings; a target without one is never held back.
+        self.policies = dict(policies or {})
         self.lease_seconds = lease_seconds
         self._db = PgDatabase(url)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
@@ -225,12 +241,50 @@ class PostgresOutbox:
                 " AND lease_expires_at <= %s AND attempts >= %s FOR UPDATE SKIP LOCKED)",
                 (moment, moment, self.max_attempts),
             )
+            held = self._held_back(conn, moment)
             row = _first(
                 conn,
                 _CLAIM,
-                {"now": moment, "owner": owner, "until": moment + self.lease_seconds},
+                {
+                    "now": moment,
+                    "owner": owner,
+                    "until": moment + self.lease_seconds,
+                    "held": held,
+                },
             )
-        return None if row is None else _entry(row)
+            if row is None:
+                return None
+            policy = self.policies.get(row["target"])
+            if policy is not None and policy.shared:
+                state = _target_state(conn, row["target"])
+                _write_state(conn, after_claim(state, policy, moment))
+        return _entry(row)
+
+    def _held_back(self, conn: psycopg.Connection, moment: float) -> list[str]:
+        """The targets whose webhooks may not be claimed now (in the claim's transaction)."""
+        shared = {name: p for name, p in self.policies.items() if p.shared}
+        if not shared:
+            return []
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+        states = {
+            row["target"]: TargetState(**row)
+            for row in _all(conn, "SELECT * FROM outbox_target_states")
+        }
+        in_flight = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT target, COUNT(*) FROM outbox_webhooks WHERE state = 'delivering'"
+                " AND lease_expires_at > %s GROUP BY target",
+                (moment,),
+            )
+        }
+        return sorted(blocked_targets(shared, states, in_flight, moment))
+
+    def target_states(self) -> list[TargetState]:
+        """Every target's shared delivery state that was ever written, by name."""
+        with self._db.reading() as conn:
+            rows = _all(conn, "SELECT * FROM outbox_target_states ORDER BY target")
+        return [TargetState(**row) for row in rows]
 
     def renew(self, entry_id: int, owner: str, now: float | None = None) -> bool:
         """Extend ``owner``'s lease by lease_seconds from now; False when it was lost."""
@@ -261,6 +315,8 @@ class PostgresOutbox:
             "state = 'delivered', last_error = '', updated_at = %s",
             (moment,),
             tried,
+            "delivered",
+            moment,
         )
 
     def mark_failed(
@@ -292,6 +348,8 @@ class PostgresOutbox:
                 "state = 'failed', last_error = %s, updated_at = %s",
                 (message, moment),
                 tried,
+                "final" if final else "retryable",
+                moment,
             )
         delay = backoff_delay(entry.attempts, self._rng)
         retry_at = moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))
@@ -301,6 +359,8 @@ class PostgresOutbox:
             "state = 'pending', last_error = %s, next_attempt_at = %s, updated_at = %s",
             (message, retry_at, moment),
             tried,
+            "retryable",
+            moment,
         )
 
     def _finish(
@@ -310,6 +370,8 @@ class PostgresOutbox:
         assignments: str,
         values: tuple[Any, ...],
         tried: _Tried,
+        outcome: Outcome,
+        moment: float,
     ) -> bool:
         where = "id = %s AND state = 'delivering'"
         params: list[object] = [entry_id]
@@ -317,16 +379,27 @@ class PostgresOutbox:
             # Taken over after our lease expired: the new owner records the outcome.
             where += " AND lease_owner = %s"
             params.append(owner)
+        change = None
         with self._db.transaction() as conn:
-            cursor = conn.execute(
+            row = _first(
+                conn,
                 f"UPDATE outbox_webhooks SET {assignments}, lease_owner = '',"
-                f" lease_expires_at = 0 WHERE {where}",
+                f" lease_expires_at = 0 WHERE {where} RETURNING target",
                 (*values, *params),
             )
-            if cursor.rowcount != 1:
+            if row is None:
                 return False
             tried.record(conn, entry_id)
-            return True
+            policy = self.policies.get(row["target"])
+            if policy is not None and policy.shared:
+                before = _target_state(conn, row["target"])
+                after = after_attempt(before, policy, outcome, moment)
+                if after != before:
+                    _write_state(conn, after)
+                change = (before, after, policy)
+        if change is not None:
+            log_change(*change)
+        return True
 
     # -- the admin side (lookup-server outbox ...) ---------------------------------
 
@@ -578,6 +651,27 @@ def _expire_dead_leases(conn: psycopg.Connection, moment: float) -> None:
             " FOR UPDATE SKIP LOCKED)",
             (moment, owner),
         )
+
+
+def _target_state(conn: psycopg.Connection, target: str) -> TargetState:
+    # FOR UPDATE: two outcomes of one target recorded at once must both count.
+    conn.execute(
+        "INSERT INTO outbox_target_states (target) VALUES (%s) ON CONFLICT DO NOTHING", (target,)
+    )
+    row = _first(
+        conn,
+        "SELECT * FROM outbox_target_states WHERE target = %s FOR UPDATE",
+        (target,),
+    )
+    return TargetState(target) if row is None else TargetState(**row)
+
+
+def _write_state(conn: psycopg.Connection, state: TargetState) -> None:
+    conn.execute(
+        "UPDATE outbox_target_states SET consecutive_failures = %s, paused_since = %s,"
+        " next_probe_at = %s WHERE target = %s",
+        (state.consecutive_failures, state.paused_since, state.next_probe_at, state.target),
+    )
 
 
 def _all(conn: psycopg.Connection, query: str, params: Any = ()) -> list[dict[str, Any]]:

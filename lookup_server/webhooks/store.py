@@ -34,6 +34,15 @@ from lookup_server.core.backend import ANSWER_EXCERPT_CHARS, showable_excerpt
 from lookup_server.webhooks import records
 from lookup_server.webhooks.database import Database, OutboxError
 from lookup_server.webhooks.leases import dead_owners
+from lookup_server.webhooks.policy import (
+    Outcome,
+    TargetPolicy,
+    TargetState,
+    after_attempt,
+    after_claim,
+    blocked_targets,
+    log_change,
+)
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -104,9 +113,12 @@ class Outbox:
         rng: random.Random | None = None,
         lazy: bool = False,
         create_folder: bool = False,
+        policies: Mapping[str, TargetPolicy] | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_attempts = max_attempts
+        #: Each target's delivery settings; a target without one is never held back.
+        self.policies = dict(policies or {})
         self.lease_seconds = lease_seconds
         self._db = Database(self.path, create_folder=create_folder)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
@@ -195,11 +207,14 @@ class Outbox:
                 " WHERE state = 'delivering' AND lease_expires_at <= ? AND attempts >= ?",
                 (moment, moment, self.max_attempts),
             )
+            held = self._held_back(conn, moment)
             row = conn.execute(
-                "SELECT id FROM webhooks WHERE (state = 'pending' AND next_attempt_at <= ?)"
-                " OR (state = 'delivering' AND lease_expires_at <= ?)"
+                "SELECT id, target FROM webhooks"
+                " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
+                " OR (state = 'delivering' AND lease_expires_at <= ?))"
+                f" AND target NOT IN ({', '.join('?' * len(held))})"
                 " ORDER BY next_attempt_at, id LIMIT 1",
-                (moment, moment),
+                (moment, moment, *held),
             ).fetchone()
             if row is None:
                 return None
@@ -208,9 +223,34 @@ class Outbox:
                 " lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
                 (owner, moment + self.lease_seconds, moment, row["id"]),
             )
+            policy = self.policies.get(row["target"])
+            if policy is not None and policy.shared:
+                state = _target_state(conn, row["target"])
+                _write_state(conn, after_claim(state, policy, moment))
             return _entry(
                 conn.execute("SELECT * FROM webhooks WHERE id = ?", (row["id"],)).fetchone()
             )
+
+    def _held_back(self, conn: sqlite3.Connection, moment: float) -> list[str]:
+        """The targets whose webhooks may not be claimed now (in the claim's transaction)."""
+        shared = {name: p for name, p in self.policies.items() if p.shared}
+        if not shared:
+            return []
+        states = {row["target"]: _state(row) for row in conn.execute("SELECT * FROM target_states")}
+        in_flight = dict(
+            conn.execute(
+                "SELECT target, COUNT(*) FROM webhooks WHERE state = 'delivering'"
+                " AND lease_expires_at > ? GROUP BY target",
+                (moment,),
+            ).fetchall()
+        )
+        return sorted(blocked_targets(shared, states, in_flight, moment))
+
+    def target_states(self) -> list[TargetState]:
+        """Every target's shared delivery state that was ever written, by name."""
+        with self._db.reading() as conn:
+            rows = conn.execute("SELECT * FROM target_states ORDER BY target").fetchall()
+        return [_state(row) for row in rows]
 
     def renew(self, entry_id: int, owner: str, now: float | None = None) -> bool:
         """Extend ``owner``'s lease by lease_seconds from now; False when it was lost."""
@@ -241,6 +281,8 @@ class Outbox:
             "state = 'delivered', last_error = '', updated_at = ?",
             (moment,),
             tried,
+            "delivered",
+            moment,
         )
 
     def mark_failed(
@@ -278,6 +320,8 @@ class Outbox:
                 "state = 'failed', last_error = ?, updated_at = ?",
                 (message, moment),
                 tried,
+                "final" if final else "retryable",
+                moment,
             )
         delay = backoff_delay(entry.attempts, self._rng)
         retry_at = moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))
@@ -287,6 +331,8 @@ class Outbox:
             "state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ?",
             (message, retry_at, moment),
             tried,
+            "retryable",
+            moment,
         )
 
     def _finish(
@@ -296,6 +342,8 @@ class Outbox:
         assignments: str,
         values: tuple[Any, ...],
         tried: _Tried,
+        outcome: Outcome,
+        moment: float,
     ) -> bool:
         where = "id = ? AND state = 'delivering'"
         params: list[object] = [entry_id]
@@ -303,16 +351,26 @@ class Outbox:
             # Taken over after our lease expired: the new owner records the outcome.
             where += " AND lease_owner = ?"
             params.append(owner)
+        change = None
         with self._db.transaction(durable=False) as conn:
-            cursor = conn.execute(
+            row = conn.execute(
                 f"UPDATE webhooks SET {assignments}, lease_owner = '', lease_expires_at = 0"
-                f" WHERE {where}",
+                f" WHERE {where} RETURNING target",
                 (*values, *params),
-            )
-            if cursor.rowcount != 1:
+            ).fetchone()
+            if row is None:
                 return False
             tried.record(conn, entry_id)
-            return True
+            policy = self.policies.get(row["target"])
+            if policy is not None and policy.shared:
+                before = _target_state(conn, row["target"])
+                after = after_attempt(before, policy, outcome, moment)
+                if after != before:
+                    _write_state(conn, after)
+                change = (before, after, policy)
+        if change is not None:
+            log_change(*change)
+        return True
 
     # -- the admin side (lookup-server outbox ...) ---------------------------------
 
@@ -547,6 +605,30 @@ def _expire_dead_leases(conn: sqlite3.Connection, moment: float) -> None:
             " AND lease_owner = ?",
             (moment, owner),
         )
+
+
+def _target_state(conn: sqlite3.Connection, target: str) -> TargetState:
+    row = conn.execute("SELECT * FROM target_states WHERE target = ?", (target,)).fetchone()
+    return TargetState(target) if row is None else _state(row)
+
+
+def _write_state(conn: sqlite3.Connection, state: TargetState) -> None:
+    conn.execute(
+        "INSERT INTO target_states (target, consecutive_failures, paused_since, next_probe_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
+        " consecutive_failures = excluded.consecutive_failures,"
+        " paused_since = excluded.paused_since, next_probe_at = excluded.next_probe_at",
+        (state.target, state.consecutive_failures, state.paused_since, state.next_probe_at),
+    )
+
+
+def _state(row: sqlite3.Row) -> TargetState:
+    return TargetState(
+        target=row["target"],
+        consecutive_failures=row["consecutive_failures"],
+        paused_since=row["paused_since"],
+        next_probe_at=row["next_probe_at"],
+    )
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:

@@ -182,3 +182,26 @@ def test_an_outbox_password_comes_only_from_the_environment(tmp_path: Path) -> N
     server = config_from_mapping(raw, tmp_path, environ={"OUTBOX_URL": url}).server
     assert server.outbox_location == url
     assert "hunter2" not in repr(server) and "hunter2" not in str(server.outbox_url)
+
+
+def test_breaker_settings_of_a_target_are_checked(tmp_path: Path) -> None:
+    hook = {"backend": "http", "url": "https://hooks.example/in"}
+    raw = {
+        "targets": {
+            "a": {**hook, "breaker_failures": -1, "breaker_probe_seconds": 0},
+            "b": {**hook, "breaker_failures": "five", "max_concurrent": -2},
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(raw, tmp_path)
+    found = [str(p) for p in info.value.problems]
+    for start in (
+        "targets.a.breaker_failures: must be 0 (never pause) or more",
+        "targets.a.breaker_probe_seconds: must be at least 1 and at most 86400",
+        "targets.b.breaker_failures: must be a whole number",
+        "targets.b.max_concurrent: must be 0 (no limit) or more",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)
+    ok = config_from_mapping({"targets": {"c": {**hook, "breaker_failures": 5}}}, tmp_path)
+    assert ok.targets["c"].settings.breaker_failures == 5
+    assert ok.targets["c"].settings.breaker_probe_seconds == 60

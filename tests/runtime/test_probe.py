@@ -25,6 +25,8 @@ from lookup_server.plugin import (
     Webhook,
 )
 from lookup_server.runtime.probe import probe_all
+from lookup_server.webhooks import TargetPolicy, open_outbox
+from tests.webhooks.conftest import T0
 
 HERE = "tests.runtime.test_probe"
 
@@ -141,3 +143,31 @@ def test_the_outbox_is_probed_only_when_a_target_takes_webhooks(tmp_path: Path) 
     found = lines(cfg)
     assert found[1] == "ok   targets.t (hook: webhook)"
     assert found[2].startswith("ok   server.outbox ")
+
+
+def test_each_breaker_shows_its_state_and_a_paused_target_is_no_failure(tmp_path: Path) -> None:
+    targets = {
+        "t": {"backend": "hook", "breaker_failures": 2, "breaker_probe_seconds": 60},
+        "u": {"backend": "hook", "breaker_failures": 1},
+        "off": {"backend": "hook"},
+    }
+    cfg = config(tmp_path, {"targets": targets})
+    assert not any("targets.u:" in line for line in lines(cfg))  # no outbox yet...
+    assert not Path(cfg.server.outbox_location).exists()  # ...and check made none
+    outbox = open_outbox(
+        cfg.server.outbox_location, policies={"t": TargetPolicy(breaker_failures=2)}
+    )
+    for moment in (T0, T0 + 1):
+        outbox.store("t", {"xRequest": "1"}, now=moment)
+        entry = outbox.claim("w", now=moment + 100)
+        assert entry is not None
+        outbox.mark_failed(entry.id, "HTTP 503", owner="w", now=moment + 100)
+    results = list(probe_all(cfg))
+    assert all(ok for _, ok in results)
+    found = [line for line, _ in results]
+    assert (
+        "     warning: targets.t: paused since 2027-01-15 08:01:41 UTC after 2 consecutive "
+        "failed attempts; next probe 2027-01-15 08:02:41 UTC"
+    ) in found
+    assert "     targets.u: delivering (breaker closed, 0 consecutive failed attempts)" in found
+    assert not any("targets.off:" in line for line in found)

@@ -19,7 +19,7 @@ from lookup_server.config.settings import config_from_mapping
 from lookup_server.telemetry import CallRecord
 from lookup_server.telemetry.metrics import MULTIPROCESS, OutboxGauges, PrometheusMetrics
 from lookup_server.web.app import create_app
-from lookup_server.webhooks import Outbox
+from lookup_server.webhooks import Outbox, TargetPolicy
 from tests.conftest import MakeApp
 from tests.support.fake_backends import FakeBackend, fake_registry
 from tests.support.prometheus import CONSOLE, Scrape
@@ -309,3 +309,17 @@ def test_an_unreadable_outbox_is_a_gauge_not_a_failed_scrape(tmp_path: Path) -> 
     metrics = Scrape(generate_latest(registry).decode())
     assert metrics.value("lookup_server_outbox_up") == 0
     assert metrics.types.keys() == {"lookup_server_outbox_up"}
+
+
+def test_a_gauge_per_target_says_whether_its_breaker_holds_it_back(tmp_path: Path) -> None:
+    policy = TargetPolicy(breaker_failures=1)
+    outbox = Outbox(tmp_path / "outbox.sqlite3", policies={"hooks": policy, "idle": policy})
+    outbox.store("hooks", PAYLOAD, now=T0)
+    entry = outbox.claim("test", now=T0)
+    assert entry is not None
+    assert outbox.mark_failed(entry.id, "HTTP 503", owner="test", now=T0 + 1)
+    registry = CollectorRegistry()
+    registry.register(OutboxGauges(outbox, {"hooks", "idle"}, clock=lambda: T0 + 2))
+    metrics = Scrape(generate_latest(registry).decode())
+    assert metrics.value("lookup_server_webhook_target_paused", target="hooks") == 1
+    assert metrics.value("lookup_server_webhook_target_paused", target="idle") == 0

@@ -9,6 +9,7 @@ import pytest
 
 from lookup_server.config.settings import config_from_mapping
 from lookup_server.runtime.service import Targets
+from lookup_server.webhooks import TargetPolicy
 from lookup_server.webhooks.intake import REQUEST_ID_WINDOW, Webhooks, find_request_id
 
 
@@ -80,3 +81,22 @@ def test_a_webhook_right_after_the_outbox_file_was_deleted_is_stored(tmp_path: P
         file.unlink()
     # the first webhook after the loss must not be lost too: HelpSpot never resends it
     assert client.post("/webhook/t", data={"xRequest": "2"}).status_code == 202
+
+
+def test_the_outbox_holds_each_targets_breaker_settings(tmp_path: Path) -> None:
+    hook = {"backend": "http", "url": "http://127.0.0.1:9/in", "store": "pushes.sqlite3"}
+    config = config_from_mapping(
+        {
+            "server": {"outbox": "outbox.sqlite3"},
+            "targets": {
+                "crm": {**hook, "breaker_failures": 5, "breaker_probe_seconds": 30},
+                "plain": hook,
+            },
+        },
+        tmp_path,
+    )
+    webhooks = Webhooks(config.server, Targets(config))
+    assert webhooks.outbox.policies == {
+        "crm": TargetPolicy(breaker_failures=5, breaker_probe_seconds=30),
+        "plain": TargetPolicy(),
+    }

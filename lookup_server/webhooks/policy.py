@@ -1,0 +1,126 @@
+"""How each target's webhooks are let through: its circuit breaker, decided the same by both stores.
+
+After ``breaker_failures`` consecutive retryable failures the target is
+*paused*: its webhooks wait, unclaimed and so uncounted, and every
+``breaker_probe_seconds`` one of them is let through as a probe (only while
+none of the target's webhooks is in flight). A delivery resumes the target; a
+retryable failure keeps it paused. A final failure (the peer refused that one
+webhook) says nothing about the target and changes nothing.
+
+The state lives in the outbox (a row per target), so every process and server
+sharing the outbox sees the same breaker: two workers never each hammer a dead
+target. A target may also cap its deliveries in flight (``max_concurrent``),
+counted from the live leases at each claim. The stores run the SQL; this
+module decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+#: What became of one attempt, as the breaker counts it.
+Outcome = Literal["delivered", "retryable", "final"]
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    """The delivery settings of one target (from its ``[targets.NAME]`` table)."""
+
+    #: Consecutive retryable failures that pause the target; 0: never paused.
+    breaker_failures: int = 0
+    #: While paused, one webhook is let through this often to see if it is back.
+    breaker_probe_seconds: float = 60.0
+    #: Deliveries of this target in flight at once, across the whole outbox; 0: any.
+    max_concurrent: int = 0
+
+    @property
+    def shared(self) -> bool:
+        """Whether claims must read and write the target's shared state."""
+        return self.breaker_failures > 0 or self.max_concurrent > 0
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """One target's row in the outbox's shared state."""
+
+    target: str
+    consecutive_failures: int = 0
+    #: When the breaker opened (epoch s); 0 while it is closed.
+    paused_since: float = 0.0
+    #: While paused: when the next probe may be claimed.
+    next_probe_at: float = 0.0
+
+    @property
+    def paused(self) -> bool:
+        """Whether the breaker is open."""
+        return self.paused_since > 0
+
+
+def blocked_targets(
+    policies: Mapping[str, TargetPolicy],
+    states: Mapping[str, TargetState],
+    in_flight: Mapping[str, int],
+    now: float,
+) -> set[str]:
+    """The targets none of whose webhooks may be claimed at ``now``."""
+    blocked = set()
+    for target, policy in policies.items():
+        state = states.get(target, TargetState(target))
+        busy = in_flight.get(target, 0)
+        if state.paused and (state.next_probe_at > now or busy > 0):
+            blocked.add(target)
+        if 0 < policy.max_concurrent <= busy:
+            blocked.add(target)
+    return blocked
+
+
+def after_claim(state: TargetState, policy: TargetPolicy, now: float) -> TargetState:
+    """The state once one of its webhooks was claimed (a probe, while paused)."""
+    if state.paused:
+        return dataclasses.replace(state, next_probe_at=now + policy.breaker_probe_seconds)
+    return state
+
+
+def after_attempt(
+    state: TargetState, policy: TargetPolicy, outcome: Outcome, now: float
+) -> TargetState:
+    """The state once an attempt had ``outcome``."""
+    if outcome == "delivered":
+        return dataclasses.replace(
+            state, consecutive_failures=0, paused_since=0.0, next_probe_at=0.0
+        )
+    if outcome == "final":
+        return state
+    failures = state.consecutive_failures + 1
+    if state.paused or (0 < policy.breaker_failures <= failures):
+        return dataclasses.replace(
+            state,
+            consecutive_failures=failures,
+            paused_since=state.paused_since or now,
+            next_probe_at=now + policy.breaker_probe_seconds,
+        )
+    return dataclasses.replace(state, consecutive_failures=failures)
+
+
+def log_change(before: TargetState, after: TargetState, policy: TargetPolicy) -> None:
+    """One line when the breaker opens or closes, never one per attempt."""
+    if after.paused and not before.paused:
+        log.warning(
+            "webhook target %r paused after %s consecutive failed attempts; its webhooks "
+            "wait, and one is let through every %g s to see whether it is back",
+            after.target,
+            after.consecutive_failures,
+            policy.breaker_probe_seconds,
+        )
+    elif before.paused and not after.paused:
+        log.warning(
+            "webhook target %r resumed: a delivery succeeded after %s failed attempts",
+            after.target,
+            before.consecutive_failures,
+        )

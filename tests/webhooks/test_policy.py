@@ -1,0 +1,157 @@
+"""Each target's circuit breaker, in both stores (SQLite, PostgreSQL), shared by every process."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from lookup_server.webhooks import OutboxEntry, TargetPolicy, TargetState, WebhookOutbox
+from tests.webhooks.conftest import PAYLOAD, T0, MakeOutbox, stored_entry
+
+BREAKER = {"crm": TargetPolicy(breaker_failures=3, breaker_probe_seconds=60)}
+#: Far enough on that every backoff of a failed try is over.
+LATER = T0 + 10_000
+
+
+def claimed(outbox: WebhookOutbox, now: float) -> OutboxEntry:
+    entry = outbox.claim("w", now=now)
+    assert entry is not None, f"nothing claimed at T0+{now - T0:g}"
+    return entry
+
+
+def fail(outbox: WebhookOutbox, entry: OutboxEntry, now: float, *, final: bool = False) -> None:
+    assert outbox.mark_failed(entry.id, "HTTP 503", owner="w", now=now, final=final)
+
+
+def state_of(outbox: WebhookOutbox, target: str) -> TargetState:
+    found = {state.target: state for state in outbox.target_states()}
+    return found.get(target, TargetState(target))
+
+
+def trip(outbox: WebhookOutbox, now: float) -> None:
+    """Three retryable failures in a row for crm (the first of its webhooks, each time)."""
+    for step in range(3):
+        fail(outbox, claimed(outbox, now + step), now + step)
+
+
+def test_n_consecutive_failures_pause_the_target_without_touching_its_webhooks(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(policies=BREAKER, rng=random.Random(1))
+    waiting = [outbox.store("crm", PAYLOAD, now=T0 + i).id for i in range(4)]
+    trip(outbox, LATER)
+    state = state_of(outbox, "crm")
+    assert state.paused and state.paused_since == LATER + 2
+    assert state.consecutive_failures == 3 and state.next_probe_at == LATER + 62
+    other = outbox.store("erp", PAYLOAD, now=LATER)
+    # crm's webhooks are due, yet only the other target's is claimed
+    assert claimed(outbox, LATER + 3).id == other.id
+    assert outbox.mark_delivered(other.id, owner="w", now=LATER + 4)
+    assert outbox.claim("w", now=LATER + 61) is None
+    assert [stored_entry(outbox, i).state for i in waiting] == ["pending"] * 4
+    assert stored_entry(outbox, waiting[3]).attempts == 0  # waiting costs no attempt
+
+
+def test_a_probe_now_and_then_and_a_success_resumes(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies=BREAKER, rng=random.Random(1))
+    for i in range(3):
+        outbox.store("crm", PAYLOAD, now=T0 + i)
+    trip(outbox, LATER)
+    probe = claimed(outbox, LATER + 62)
+    assert outbox.claim("w", now=LATER + 63) is None  # one probe at a time
+    fail(outbox, probe, LATER + 64)  # still down: paused, the next probe a period on
+    assert state_of(outbox, "crm").paused
+    assert state_of(outbox, "crm").next_probe_at == LATER + 124
+    assert outbox.claim("w", now=LATER + 123) is None
+    probe = claimed(outbox, LATER + 124)
+    assert outbox.mark_delivered(probe.id, owner="w", now=LATER + 125)
+    assert state_of(outbox, "crm") == TargetState("crm")
+    # resumed: the rest go at once, one after the other
+    first, second = claimed(outbox, LATER + 126), claimed(outbox, LATER + 126)
+    assert first.id != second.id
+
+
+def test_final_failures_do_not_count_retryable_ones_do(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies=BREAKER, rng=random.Random(1))
+    for i in range(6):
+        outbox.store("crm", PAYLOAD, now=T0 + i)
+    for step in range(5):  # the peer refused each of these webhooks for good
+        fail(outbox, claimed(outbox, LATER + step), LATER + step, final=True)
+    assert state_of(outbox, "crm").consecutive_failures == 0
+    fail(outbox, claimed(outbox, LATER + 10), LATER + 10)
+    assert state_of(outbox, "crm").consecutive_failures == 1
+    assert not state_of(outbox, "crm").paused
+
+
+def test_a_success_between_failures_starts_the_count_again(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies=BREAKER, rng=random.Random(1))
+    for i in range(5):
+        outbox.store("crm", PAYLOAD, now=T0 + i)
+    for step in range(2):
+        fail(outbox, claimed(outbox, LATER + step), LATER + step)
+    delivered = claimed(outbox, LATER + 2)
+    assert outbox.mark_delivered(delivered.id, owner="w", now=LATER + 2)
+    for step in range(2):
+        fail(outbox, claimed(outbox, LATER + 3 + step), LATER + 3 + step)
+    assert state_of(outbox, "crm").consecutive_failures == 2
+    assert not state_of(outbox, "crm").paused
+
+
+def test_the_breaker_is_shared_by_every_process(make_outbox: MakeOutbox) -> None:
+    one = make_outbox(policies=BREAKER, rng=random.Random(1))
+    other = make_outbox(policies=BREAKER, rng=random.Random(2))  # as another server would
+    for i in range(4):
+        one.store("crm", PAYLOAD, now=T0 + i)
+    trip(one, LATER)
+    assert other.claim("w2", now=LATER + 10) is None
+    assert claimed(other, LATER + 62).target == "crm"  # the one probe...
+    assert one.claim("w", now=LATER + 62) is None  # ...is nobody else's too
+
+
+def test_without_a_breaker_failures_never_hold_a_target_back(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies={"crm": TargetPolicy(breaker_failures=0)})
+    for i in range(6):
+        outbox.store("crm", PAYLOAD, now=T0 + i)
+    for step in range(5):
+        fail(outbox, claimed(outbox, LATER + step), LATER + step)
+    assert claimed(outbox, LATER + 5).target == "crm"
+
+
+def test_one_log_line_per_change_of_state_never_per_attempt(
+    make_outbox: MakeOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = make_outbox(policies=BREAKER, rng=random.Random(1))
+    for i in range(4):
+        outbox.store("crm", PAYLOAD, now=T0 + i)
+    with caplog.at_level(logging.INFO, logger="lookup_server.webhooks.policy"):
+        trip(outbox, LATER)
+        fail(outbox, claimed(outbox, LATER + 62), LATER + 63)
+        fail(outbox, claimed(outbox, LATER + 123), LATER + 124)
+        probe = claimed(outbox, LATER + 184)
+        assert outbox.mark_delivered(probe.id, owner="w", now=LATER + 185)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lookup_server.webhooks.policy"]
+    assert len(lines) == 2, lines
+    assert "'crm' paused after 3 consecutive failed attempts" in lines[0]
+    assert "'crm' resumed" in lines[1] and "after 5 failed attempts" in lines[1]
+
+
+def test_max_concurrent_caps_deliveries_in_flight_across_processes(
+    make_outbox: MakeOutbox,
+) -> None:
+    policies = {"crm": TargetPolicy(max_concurrent=2)}
+    one, other = make_outbox(policies=policies), make_outbox(policies=policies)
+    for i in range(4):
+        one.store("crm", PAYLOAD, now=T0 + i)
+    erp = one.store("erp", PAYLOAD, now=T0 + 9)
+    first, second = claimed(one, T0 + 10), claimed(other, T0 + 10)
+    assert (first.target, second.target) == ("crm", "crm")
+    assert claimed(one, T0 + 10).id == erp.id  # crm is at its limit: skipped, not waited on
+    assert other.claim("w", now=T0 + 11) is None
+    assert one.mark_delivered(first.id, owner="w", now=T0 + 12)
+    assert claimed(other, T0 + 12).target == "crm"  # room for one again
+    assert one.claim("w", now=T0 + 12) is None
+    # a lease that ran out no longer holds a place: its webhook is taken over
+    taken = claimed(one, T0 + 12 + one.lease_seconds)
+    assert taken.target == "crm"
