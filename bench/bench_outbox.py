@@ -1,15 +1,19 @@
 """The webhook outbox under load: accepts a second, accept latency, delivery latency.
 
-Issue 16's figures, for the SQLite outbox of one server (`gunicorn -w 2` with
-the production gunicorn.conf.py): webhooks are posted as HelpSpot posts them
-(a form body), by a few clients at once, while the server's delivery workers
-deliver them to a local receiver that answers 200 at once. Reports:
+Issue 16's figures, in one run: the SQLite outbox of one server, then a
+PostgreSQL outbox (127.0.0.1:5432, a schema of its own, dropped after) under
+one and under three servers, each `gunicorn -w 2` with the production
+gunicorn.conf.py. Webhooks are posted as HelpSpot posts them (a form body), by
+a few clients at once spread over the servers, while the servers' delivery
+workers deliver them to a local receiver that answers 200 at once. Reports,
+for each:
   * webhooks accepted a second (stored durably, answered 202)
+                          target: PostgreSQL x3 >= 1.5 x SQLite x1
   * accept latency p50 / p99                 target p99 <= 5 ms while deliveries run
   * end-to-end delivery latency p50 / p99 (posted -> received)
-  * an fsync'd SQLite insert alone, in the same run, the floor of an accept
+and an fsync'd SQLite insert alone, the floor of an accept.
 Loopback only, every phase bounded in time.
-Usage: python bench/bench_outbox.py [--webhooks N] [--clients N]
+Usage: python bench/bench_outbox.py [--webhooks N] [--clients N] [--sqlite-only]
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -106,14 +113,14 @@ def wait_until_up(url: str, limit: float = 60) -> None:
     raise SystemExit(f"{url} did not answer within {limit} s")
 
 
-def post_webhook(url: str, number: int) -> tuple[str, float, float]:
+def post_webhook(urls: list[str], number: int) -> tuple[str, float, float]:
     """Post one webhook as HelpSpot does; (its marker, when it was sent, seconds to 202)."""
     marker = f"w{number}"
     body = urllib.parse.urlencode(
         {"xRequest": str(10000 + number), "sTitle": "Printer on fire", "bench_id": marker}
     ).encode()
     request = urllib.request.Request(
-        url, body, {"Content-Type": "application/x-www-form-urlencoded"}
+        urls[number % len(urls)], body, {"Content-Type": "application/x-www-form-urlencoded"}
     )
     sent = time.time()
     started = time.perf_counter()
@@ -143,51 +150,90 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """An outbox URL whose search_path is a new schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"bench_outbox_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{base}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def measure(outbox: str, servers: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """One configuration: its servers started, the webhooks posted, all delivered."""
+    receiver = Receiver()
+    config = work / f"lookup-{uuid.uuid4().hex[:6]}.toml"
+    config.write_text(
+        f'[server]\nwebhook_key = "{KEY}"\noutbox = "{outbox}"\n\n'
+        f'[targets.hooks]\nbackend = "http"\nurl = "{receiver.url}"\n'
+        f'store = "{work / "pushes.sqlite3"}"\n'
+    )
+    ports = [free_port() for _ in range(servers)]
+    running = [start_server(config, port, work) for port in ports]
+    try:
+        for port in ports:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        urls = [f"http://127.0.0.1:{port}/webhook/hooks/{KEY}" for port in ports]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            posted = list(pool.map(lambda n: post_webhook(urls, n), range(args.webhooks)))
+        accepting = time.perf_counter() - started
+        deadline = time.monotonic() + 120
+        while len(receiver.arrived) < args.webhooks and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for server in running:
+            os.killpg(server.pid, signal.SIGTERM)
+        for server in running:
+            server.wait(timeout=30)
+        receiver.server.shutdown()
+    accepts = [seconds * 1000 for _, _, seconds in posted]
+    delivered = [receiver.arrived[m] - sent for m, sent, _ in posted if m in receiver.arrived]
+    return {
+        "rate": args.webhooks / accepting,
+        "p50": percentile(accepts, 0.5),
+        "p99": percentile(accepts, 0.99),
+        "d50": percentile(delivered, 0.5) * 1000 if delivered else float("nan"),
+        "d99": percentile(delivered, 0.99) * 1000 if delivered else float("nan"),
+        "delivered": len(delivered),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webhooks", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    receiver = Receiver()
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        config = work / "lookup.toml"
-        config.write_text(
-            f'[server]\nwebhook_key = "{KEY}"\noutbox = "{work / "outbox.sqlite3"}"\n\n'
-            f'[targets.hooks]\nbackend = "http"\nurl = "{receiver.url}"\n'
-            f'store = "{work / "pushes.sqlite3"}"\n'
-        )
-        port = free_port()
-        server = start_server(config, port, work)
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/healthz")
-            url = f"http://127.0.0.1:{port}/webhook/hooks/{KEY}"
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                posted = list(pool.map(lambda n: post_webhook(url, n), range(args.webhooks)))
-            accepting = time.perf_counter() - started
-            deadline = time.monotonic() + 120
-            while len(receiver.arrived) < args.webhooks and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        results["SQLite, 1 server"] = measure(str(work / "outbox.sqlite3"), 1, args, work)
+        if not args.sqlite_only:
+            for servers in (1, 3):
+                with postgres_schema(args.postgres) as url:
+                    label = f"PostgreSQL, {servers} server{'s' if servers > 1 else ''}"
+                    results[label] = measure(url, servers, args, work)
         floor = fsync_insert_ms(work)
-    accepts = [seconds * 1000 for _, _, seconds in posted]
-    delivered = [receiver.arrived[m] - sent for m, sent, _ in posted if m in receiver.arrived]
-    print(f"SQLite outbox, one server (gunicorn -w 2), {args.clients} clients posting:")
-    print(f"  webhooks accepted a second      {args.webhooks / accepting:8.0f}")
-    print(
-        f"  accept latency p50 / p99        {percentile(accepts, 0.5):6.1f} / "
-        f"{percentile(accepts, 0.99):6.1f} ms   (target p99 <= 5 ms)"
-    )
-    if delivered:
+    print(f"{args.webhooks} webhooks from {args.clients} clients, each server gunicorn -w 2:")
+    print(f"{'':20} {'accepts/s':>10} {'accept p50/p99 ms':>20} {'delivery p50/p99 ms':>22}")
+    for label, r in results.items():
         print(
-            f"  delivery latency p50 / p99      {percentile(delivered, 0.5) * 1000:6.1f} / "
-            f"{percentile(delivered, 0.99) * 1000:6.1f} ms   "
-            f"({len(delivered)} of {args.webhooks} delivered)"
+            f"{label:20} {r['rate']:10.0f} {r['p50']:9.1f} / {r['p99']:7.1f}"
+            f" {r['d50']:10.0f} / {r['d99']:8.0f}  ({r['delivered']:.0f} delivered)"
         )
-    print(f"  an fsync'd SQLite insert alone  {floor:6.1f} ms (median)")
+    sqlite = results["SQLite, 1 server"]["rate"]
+    if "PostgreSQL, 3 servers" in results:
+        ratio = results["PostgreSQL, 3 servers"]["rate"] / sqlite
+        print(f"PostgreSQL x3 / SQLite x1 accepts: {ratio:.2f}  (target >= 1.5)")
+    print("accept p99 target: <= 5 ms while deliveries run")
+    print(f"an fsync'd SQLite insert alone: {floor:.1f} ms (median)")
 
 
 if __name__ == "__main__":
