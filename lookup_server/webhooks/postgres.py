@@ -48,7 +48,6 @@ from lookup_server.webhooks.policy import (
     log_change,
 )
 from lookup_server.webhooks.records import (
-    BACKOFF_CAP,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     MAX_ERROR_CHARS,
@@ -59,7 +58,7 @@ from lookup_server.webhooks.records import (
     Purged,
     Refusal,
     State,
-    backoff_delay,
+    next_try_at,
 )
 
 log = logging.getLogger(__name__)
@@ -341,7 +340,10 @@ class PostgresOutbox:
         message = error[:MAX_ERROR_CHARS]
         began = moment if started_at is None else started_at
         tried = _Tried(began, duration_ms, False, status, answer, message)
-        if final or entry.attempts >= self.max_attempts:
+        retry_at = next_try_at(
+            entry.attempts, self.max_attempts, final, retry_after, moment, self._rng
+        )
+        if retry_at is None:
             return self._finish(
                 entry_id,
                 owner,
@@ -351,8 +353,6 @@ class PostgresOutbox:
                 "final" if final else "retryable",
                 moment,
             )
-        delay = backoff_delay(entry.attempts, self._rng)
-        retry_at = moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))
         return self._finish(
             entry_id,
             owner,

@@ -132,3 +132,23 @@ def backoff_delay(attempts: int, rng: random.Random) -> float:
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(max(attempts - 1, 0), 32))
     # Half fixed, half random: retries of a burst spread out, the order stays.
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def next_try_at(
+    attempts: int,
+    max_attempts: int,
+    final: bool,
+    retry_after: float | None,
+    moment: float,
+    rng: random.Random,
+) -> float | None:
+    """When a webhook that just failed is tried again; None when it has failed for good.
+
+    For good when ``final`` (the peer said a retry cannot succeed) or after
+    ``max_attempts``; else after the backoff, and no sooner than the peer's
+    ``retry_after``, itself never more than BACKOFF_CAP. Both stores decide so.
+    """
+    if final or attempts >= max_attempts:
+        return None
+    delay = backoff_delay(attempts, rng)
+    return moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))

@@ -44,7 +44,6 @@ from lookup_server.webhooks.policy import (
     log_change,
 )
 from lookup_server.webhooks.records import (
-    BACKOFF_CAP,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
     MAX_ERROR_CHARS,
@@ -55,7 +54,7 @@ from lookup_server.webhooks.records import (
     Purged,
     Refusal,
     State,
-    backoff_delay,
+    next_try_at,
 )
 
 #: The columns of OutboxSummary, Refusal and Attempt, in the order of their fields.
@@ -313,7 +312,10 @@ class Outbox:
         message = error[:MAX_ERROR_CHARS]
         began = moment if started_at is None else started_at
         tried = _Tried(began, duration_ms, False, status, answer, message)
-        if final or entry.attempts >= self.max_attempts:
+        retry_at = next_try_at(
+            entry.attempts, self.max_attempts, final, retry_after, moment, self._rng
+        )
+        if retry_at is None:
             return self._finish(
                 entry_id,
                 owner,
@@ -323,8 +325,6 @@ class Outbox:
                 "final" if final else "retryable",
                 moment,
             )
-        delay = backoff_delay(entry.attempts, self._rng)
-        retry_at = moment + max(delay, min(retry_after or 0.0, BACKOFF_CAP))
         return self._finish(
             entry_id,
             owner,
