@@ -62,6 +62,7 @@ def policy_of(settings: TargetSettings) -> TargetPolicy:
         breaker_failures=settings.breaker_failures,
         breaker_probe_seconds=settings.breaker_probe_seconds,
         max_concurrent=settings.max_concurrent,
+        max_per_second=settings.max_per_second,
     )
 
 

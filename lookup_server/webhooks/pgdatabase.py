@@ -77,7 +77,10 @@ CREATE TABLE IF NOT EXISTS outbox_target_states (
     consecutive_failures INTEGER NOT NULL DEFAULT 0,
     paused_since DOUBLE PRECISION NOT NULL DEFAULT 0,
     next_probe_at DOUBLE PRECISION NOT NULL DEFAULT 0
-)
+);
+-- Added since the table was first made: in place, for an outbox of an older version.
+ALTER TABLE outbox_target_states
+    ADD COLUMN IF NOT EXISTS next_claim_at DOUBLE PRECISION NOT NULL DEFAULT 0
 """
 
 

@@ -45,7 +45,10 @@ from lookup_server.webhooks.policy import (
     after_attempt,
     after_claim,
     blocked_targets,
+    claimable_at,
     log_change,
+    sooner,
+    until_claimable,
 )
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
@@ -119,6 +122,8 @@ class PostgresOutbox:
         self._listeners: list[threading.Event] = []
         self._listening: psycopg.Connection | None = None
         self._listening_pid = 0
+        #: When a target held back by its rate may be claimed again, as the last claim saw it.
+        self._claimable_at: float | None = None
         if not lazy:
             self._db.prepare()
 
@@ -188,8 +193,10 @@ class PostgresOutbox:
         """Wait for ``wake``, a NOTIFY from any server's store, or ``timeout``.
 
         The LISTEN connection is opened in the calling thread (the delivery
-        worker's) and kept; while it cannot be had, this just polls.
+        worker's) and kept; while it cannot be had, this just polls. The wait ends
+        sooner when a target held back by its rate becomes claimable.
         """
+        timeout = until_claimable(timeout, self._claimable_at, time.time())
         deadline = time.monotonic() + timeout
         conn = self._listener()
         if conn is None:
@@ -231,6 +238,7 @@ class PostgresOutbox:
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
         """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
+        self._claimable_at = None
         with self._db.transaction() as conn:
             _expire_dead_leases(conn, moment)
             # SKIP LOCKED here too: a claim never waits for another server's claim.
@@ -256,8 +264,9 @@ class PostgresOutbox:
                 return None
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
-                state = _target_state(conn, row["target"])
-                _write_state(conn, after_claim(state, policy, moment))
+                state = after_claim(_target_state(conn, row["target"]), policy, moment)
+                _write_state(conn, state)
+                self._claimable_at = sooner(self._claimable_at, state.next_claim_at, moment)
         return _entry(row)
 
     def _held_back(self, conn: psycopg.Connection, moment: float) -> list[str]:
@@ -278,6 +287,7 @@ class PostgresOutbox:
                 (moment,),
             )
         }
+        self._claimable_at = claimable_at(shared, states, moment)
         return sorted(blocked_targets(shared, states, in_flight, moment))
 
     def target_states(self) -> list[TargetState]:
@@ -669,8 +679,14 @@ def _target_state(conn: psycopg.Connection, target: str) -> TargetState:
 def _write_state(conn: psycopg.Connection, state: TargetState) -> None:
     conn.execute(
         "UPDATE outbox_target_states SET consecutive_failures = %s, paused_since = %s,"
-        " next_probe_at = %s WHERE target = %s",
-        (state.consecutive_failures, state.paused_since, state.next_probe_at, state.target),
+        " next_probe_at = %s, next_claim_at = %s WHERE target = %s",
+        (
+            state.consecutive_failures,
+            state.paused_since,
+            state.next_probe_at,
+            state.next_claim_at,
+            state.target,
+        ),
     )
 
 

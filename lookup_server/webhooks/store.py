@@ -41,7 +41,10 @@ from lookup_server.webhooks.policy import (
     after_attempt,
     after_claim,
     blocked_targets,
+    claimable_at,
     log_change,
+    sooner,
+    until_claimable,
 )
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
@@ -123,6 +126,8 @@ class Outbox:
         self._db = Database(self.path, create_folder=create_folder)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
         self._listeners: list[threading.Event] = []
+        #: When a target held back by its rate may be claimed again, as the last claim saw it.
+        self._claimable_at: float | None = None
         if not lazy:
             self._db.prepare()
 
@@ -180,9 +185,10 @@ class Outbox:
     def wait_for_work(self, wake: threading.Event, timeout: float) -> None:
         """Wait for ``wake`` (set by a store in this process) or ``timeout``.
 
-        Webhooks stored by other processes are found at the next poll.
+        Webhooks stored by other processes are found at the next poll; the wait
+        ends sooner when a target held back by its rate becomes claimable.
         """
-        wake.wait(timeout)
+        wake.wait(until_claimable(timeout, self._claimable_at, time.time()))
 
     def subscribe(self, event: threading.Event) -> None:
         """Have ``event`` set whenever this instance stores a webhook."""
@@ -198,6 +204,7 @@ class Outbox:
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
         """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
+        self._claimable_at = None
         with self._db.transaction(durable=False) as conn:
             _expire_dead_leases(conn, moment)
             # An expired lease at the last attempt: the worker died delivering it.
@@ -225,8 +232,9 @@ class Outbox:
             )
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
-                state = _target_state(conn, row["target"])
-                _write_state(conn, after_claim(state, policy, moment))
+                state = after_claim(_target_state(conn, row["target"]), policy, moment)
+                _write_state(conn, state)
+                self._claimable_at = sooner(self._claimable_at, state.next_claim_at, moment)
             return _entry(
                 conn.execute("SELECT * FROM webhooks WHERE id = ?", (row["id"],)).fetchone()
             )
@@ -244,6 +252,7 @@ class Outbox:
                 (moment,),
             ).fetchall()
         )
+        self._claimable_at = claimable_at(shared, states, moment)
         return sorted(blocked_targets(shared, states, in_flight, moment))
 
     def target_states(self) -> list[TargetState]:
@@ -614,11 +623,18 @@ def _target_state(conn: sqlite3.Connection, target: str) -> TargetState:
 
 def _write_state(conn: sqlite3.Connection, state: TargetState) -> None:
     conn.execute(
-        "INSERT INTO target_states (target, consecutive_failures, paused_since, next_probe_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
+        "INSERT INTO target_states (target, consecutive_failures, paused_since, next_probe_at,"
+        " next_claim_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
         " consecutive_failures = excluded.consecutive_failures,"
-        " paused_since = excluded.paused_since, next_probe_at = excluded.next_probe_at",
-        (state.target, state.consecutive_failures, state.paused_since, state.next_probe_at),
+        " paused_since = excluded.paused_since, next_probe_at = excluded.next_probe_at,"
+        " next_claim_at = excluded.next_claim_at",
+        (
+            state.target,
+            state.consecutive_failures,
+            state.paused_since,
+            state.next_probe_at,
+            state.next_claim_at,
+        ),
     )
 
 
@@ -628,6 +644,7 @@ def _state(row: sqlite3.Row) -> TargetState:
         consecutive_failures=row["consecutive_failures"],
         paused_since=row["paused_since"],
         next_probe_at=row["next_probe_at"],
+        next_claim_at=row["next_claim_at"],
     )
 
 
