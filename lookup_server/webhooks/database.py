@@ -95,9 +95,14 @@ CREATE TABLE IF NOT EXISTS target_states (
 COLUMNS = (
     # max_per_second: the target's webhooks are not claimed before this.
     ("target_states", "next_claim_at", "REAL NOT NULL DEFAULT 0"),
+    # ordered: HelpSpot's request id (xRequest), "" when the payload had none.
+    ("webhooks", "request_id", "TEXT NOT NULL DEFAULT ''"),
 )
 #: Run once the COLUMNS are there (split at every semicolon, as SCHEMA is).
-AFTER_COLUMNS = ""
+AFTER_COLUMNS = """
+-- ordered: a claim looks for an earlier webhook of the same target and request.
+CREATE INDEX IF NOT EXISTS webhooks_by_request ON webhooks (target, request_id, id)
+"""
 
 #: What to do about each primary SQLite result code, for the admin reading the error.
 _HINTS = {

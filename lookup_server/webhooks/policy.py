@@ -12,7 +12,11 @@ sharing the outbox sees the same breaker: two workers never each hammer a dead
 target. A target may also cap its deliveries in flight (``max_concurrent``),
 counted from the live leases at each claim, and a rate (``max_per_second``):
 each claim of one of its webhooks puts the target's next claim 1/rate seconds
-on (``next_claim_at`` in its row). The stores run the SQL; this module decides.
+on (``next_claim_at`` in its row). An ``ordered`` target's webhooks of one
+HelpSpot request go in the order they arrived: the stores' claims skip one
+while an earlier one of its request is pending or delivering (a failed one, a
+dead letter, no longer holds the rest back). The stores run the SQL; this
+module decides.
 """
 
 from __future__ import annotations

@@ -75,10 +75,16 @@ _REFUSAL = "id, refused_at, target, size_bytes, limit_bytes, request_id"
 _ATTEMPT = "webhook_id, number, started_at, duration_ms, delivered, status, answer, error"
 _TABLES = {"webhooks": "outbox_webhooks", "refusals": "outbox_refusals"}
 _CLAIM = (
-    "WITH due AS (SELECT id FROM outbox_webhooks"
+    "WITH due AS (SELECT id FROM outbox_webhooks AS c"
     " WHERE ((state = 'pending' AND next_attempt_at <= %(now)s)"
     " OR (state = 'delivering' AND lease_expires_at <= %(now)s))"
     " AND NOT (target = ANY(%(held)s))"
+    # ordered: an earlier webhook of the same target and request still to deliver
+    # holds it back (through outbox_webhooks_by_request); a failed one does not.
+    " AND NOT (target = ANY(%(ordered)s) AND c.request_id <> '' AND EXISTS ("
+    "SELECT 1 FROM outbox_webhooks AS e WHERE e.target = c.target"
+    " AND e.request_id = c.request_id AND e.id < c.id"
+    " AND e.state IN ('pending', 'delivering')))"
     " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " UPDATE outbox_webhooks AS w SET state = 'delivering', attempts = w.attempts + 1,"
     " lease_owner = %(owner)s, lease_expires_at = %(until)s, updated_at = %(now)s"
@@ -140,18 +146,23 @@ class PostgresOutbox:
     # -- the HTTP side -------------------------------------------------------------
 
     def store(
-        self, target: str, payload: Mapping[str, Any], now: float | None = None
+        self,
+        target: str,
+        payload: Mapping[str, Any],
+        now: float | None = None,
+        *,
+        request_id: str = "",
     ) -> OutboxEntry:
-        """Store a webhook for delivery; it is committed when this returns."""
+        """Store a webhook for delivery (of request ``request_id``); committed on return."""
         moment = time.time() if now is None else now
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with self._db.transaction() as conn:
             row = _one(
                 conn,
                 "INSERT INTO outbox_webhooks (target, payload, idempotency_key, created_at,"
-                " updated_at, next_attempt_at, state)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'pending') RETURNING *",
-                (target, text, str(uuid.uuid4()), moment, moment, moment),
+                " updated_at, next_attempt_at, state, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s) RETURNING *",
+                (target, text, str(uuid.uuid4()), moment, moment, moment, request_id),
             )
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # sent at commit
         self._notify()
@@ -258,6 +269,7 @@ class PostgresOutbox:
                     "owner": owner,
                     "until": moment + self.lease_seconds,
                     "held": held,
+                    "ordered": sorted(n for n, p in self.policies.items() if p.ordered),
                 },
             )
             if row is None:

@@ -75,6 +75,14 @@ _BY_HOUR = (
     " WHERE state IN ('pending', 'delivering', 'delivered', 'failed') AND created_at >= ?"
     " GROUP BY hour, state ORDER BY hour, state"
 )
+#: ordered: an earlier webhook of the same target and request still to deliver holds
+#: ``w`` back (through webhooks_by_request); a failed one does not, nor a webhook
+#: without a request id.
+_EARLIER_WAITING = (
+    "w.request_id != '' AND EXISTS (SELECT 1 FROM webhooks AS e"
+    " WHERE e.target = w.target AND e.request_id = w.request_id AND e.id < w.id"
+    " AND e.state IN ('pending', 'delivering'))"
+)
 #: Received from the first time on, before the second (an open bound: -inf or inf).
 _RETRY_FAILED = (
     "UPDATE webhooks SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?"
@@ -138,15 +146,22 @@ class Outbox:
         target: str,
         payload: Mapping[str, Any],
         now: float | None = None,
+        *,
+        request_id: str = "",
     ) -> OutboxEntry:
-        """Store a webhook for delivery; it is committed and on disk when this returns."""
+        """Store a webhook for delivery; it is committed and on disk when this returns.
+
+        ``request_id`` is HelpSpot's request (xRequest), which orders the
+        webhooks of an ``ordered`` target; "" when unknown (never held back).
+        """
         moment = time.time() if now is None else now
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with self._db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO webhooks (target, payload, idempotency_key, created_at,"
-                " updated_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                (target, text, str(uuid.uuid4()), moment, moment, moment),
+                " updated_at, next_attempt_at, state, request_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (target, text, str(uuid.uuid4()), moment, moment, moment, request_id),
             )
             entry = _entry(
                 conn.execute("SELECT * FROM webhooks WHERE id = ?", (cursor.lastrowid,)).fetchone()
@@ -215,13 +230,15 @@ class Outbox:
                 (moment, moment, self.max_attempts),
             )
             held = self._held_back(conn, moment)
+            ordered = sorted(name for name, p in self.policies.items() if p.ordered)
             row = conn.execute(
-                "SELECT id, target FROM webhooks"
+                "SELECT id, target FROM webhooks AS w"
                 " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
                 " OR (state = 'delivering' AND lease_expires_at <= ?))"
                 f" AND target NOT IN ({', '.join('?' * len(held))})"
+                f" AND NOT (target IN ({', '.join('?' * len(ordered))}) AND {_EARLIER_WAITING})"
                 " ORDER BY next_attempt_at, id LIMIT 1",
-                (moment, moment, *held),
+                (moment, moment, *held, *ordered),
             ).fetchone()
             if row is None:
                 return None
@@ -675,4 +692,5 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         last_error=row["last_error"],
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
+        request_id=row["request_id"],
     )

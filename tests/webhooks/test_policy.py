@@ -233,3 +233,58 @@ def test_until_claimable_shortens_a_wait_only_for_a_time_to_come() -> None:
     assert until_claimable(5.0, T0 + 1, T0) == 1.0
     assert until_claimable(5.0, T0 + 9, T0) == 5.0
     assert until_claimable(5.0, T0 - 1, T0) == 0.0
+
+
+ORDERED = {"crm": TargetPolicy(ordered=True)}
+
+
+def test_an_ordered_target_delivers_the_webhooks_of_a_request_in_order(
+    make_outbox: MakeOutbox,
+) -> None:
+    one, other = make_outbox(policies=ORDERED), make_outbox(policies=ORDERED)
+    first = one.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = one.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    elsewhere = one.store("crm", PAYLOAD, now=T0 + 2, request_id="2")
+    unknown = [one.store("crm", PAYLOAD, now=T0 + 3 + i).id for i in range(2)]
+    assert stored_entry(one, second.id).request_id == "1"
+    assert claimed(one, T0 + 10).id == first.id
+    # request 1's second waits while its first is delivering, in any process
+    assert claimed(other, T0 + 10).id == elsewhere.id
+    # webhooks without a request id are never held back
+    assert [claimed(other, T0 + 10).id, claimed(one, T0 + 10).id] == unknown
+    assert other.claim("w", now=T0 + 10) is None
+    assert one.mark_delivered(first.id, owner="w", now=T0 + 11)
+    assert claimed(other, T0 + 11).id == second.id
+
+
+def test_an_earlier_webhook_waiting_for_its_retry_holds_the_later_back(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(policies=ORDERED, rng=random.Random(1))
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    fail(outbox, claimed(outbox, T0 + 10), T0 + 10)
+    assert stored_entry(outbox, first.id).state == "pending"
+    assert outbox.claim("w", now=T0 + 11) is None  # the second waits for the first's retry
+    assert claimed(outbox, LATER).id == first.id
+    assert outbox.mark_delivered(first.id, owner="w", now=LATER)
+    assert claimed(outbox, LATER).id == second.id
+
+
+def test_a_failed_webhook_no_longer_holds_its_request_back(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies=ORDERED)
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    fail(outbox, claimed(outbox, T0 + 10), T0 + 10, final=True)  # a dead letter
+    assert stored_entry(outbox, first.id).state == "failed"
+    assert claimed(outbox, T0 + 11).id == second.id
+
+
+def test_without_ordered_the_webhooks_of_a_request_go_at_once(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies={"crm": TargetPolicy(), "erp": TargetPolicy(ordered=True)})
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    # another target's webhook of the same request holds nothing back either
+    outbox.store("erp", PAYLOAD, now=T0 + 2, request_id="1")
+    assert [claimed(outbox, T0 + 10).id for _ in range(2)] == [first.id, second.id]
+    assert claimed(outbox, T0 + 10).target == "erp"
