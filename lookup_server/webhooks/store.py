@@ -83,6 +83,23 @@ _EARLIER_WAITING = (
     " WHERE e.target = w.target AND e.request_id = w.request_id AND e.id < w.id"
     " AND e.state IN ('pending', 'delivering'))"
 )
+
+
+def claimable_query(held: int, ordered: int) -> str:
+    """The claim's pick: the next due webhook, skipping ``held`` targets, ordering ``ordered``.
+
+    Its parameters: now (twice), then the held targets, then the ordered ones.
+    """
+    return (
+        "SELECT id, target FROM webhooks AS w"
+        " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
+        " OR (state = 'delivering' AND lease_expires_at <= ?))"
+        f" AND target NOT IN ({', '.join('?' * held)})"
+        f" AND NOT (target IN ({', '.join('?' * ordered)}) AND {_EARLIER_WAITING})"
+        " ORDER BY next_attempt_at, id LIMIT 1"
+    )
+
+
 #: Received from the first time on, before the second (an open bound: -inf or inf).
 _RETRY_FAILED = (
     "UPDATE webhooks SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?"
@@ -232,13 +249,7 @@ class Outbox:
             held = self._held_back(conn, moment)
             ordered = sorted(name for name, p in self.policies.items() if p.ordered)
             row = conn.execute(
-                "SELECT id, target FROM webhooks AS w"
-                " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
-                " OR (state = 'delivering' AND lease_expires_at <= ?))"
-                f" AND target NOT IN ({', '.join('?' * len(held))})"
-                f" AND NOT (target IN ({', '.join('?' * len(ordered))}) AND {_EARLIER_WAITING})"
-                " ORDER BY next_attempt_at, id LIMIT 1",
-                (moment, moment, *held, *ordered),
+                claimable_query(len(held), len(ordered)), (moment, moment, *held, *ordered)
             ).fetchone()
             if row is None:
                 return None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +19,14 @@ from lookup_server.webhooks import (
     WebhookOutbox,
 )
 from lookup_server.webhooks.policy import until_claimable
+from lookup_server.webhooks.store import claimable_query
 from tests.webhooks.conftest import (
     HANG_GUARD,
     PAYLOAD,
     T0,
     MakeOutbox,
     Recorder,
+    sqlite_only,
     stored_entry,
     wait_for,
 )
@@ -288,3 +292,20 @@ def test_without_ordered_the_webhooks_of_a_request_go_at_once(make_outbox: MakeO
     outbox.store("erp", PAYLOAD, now=T0 + 2, request_id="1")
     assert [claimed(outbox, T0 + 10).id for _ in range(2)] == [first.id, second.id]
     assert claimed(outbox, T0 + 10).target == "erp"
+
+
+@sqlite_only
+def test_the_earlier_webhooks_of_a_request_are_found_through_their_index(
+    make_outbox: MakeOutbox, outbox_location: Path
+) -> None:
+    make_outbox(policies=ORDERED)
+    conn = sqlite3.connect(outbox_location)
+    try:
+        query = f"EXPLAIN QUERY PLAN {claimable_query(1, 1)}"
+        steps = [row[3] for row in conn.execute(query, (T0, T0, "erp", "crm"))]
+    finally:
+        conn.close()
+    earlier = [step for step in steps if step.startswith("SEARCH e ")]
+    assert earlier == [
+        "SEARCH e USING INDEX webhooks_by_request (target=? AND request_id=? AND id<?)"
+    ], steps
