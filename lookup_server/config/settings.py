@@ -548,6 +548,9 @@ def _check_target_values(table: Mapping[str, Any], path: str, ctx: Context) -> N
     concurrent = table.get("max_concurrent", 0)
     if isinstance(concurrent, int) and concurrent < 0:
         ctx.problem(f"{path}.max_concurrent", "must be 0 (no limit) or more")
+    rate = table.get("max_per_second", 0)
+    if isinstance(rate, int | float) and not 0 <= rate <= 1000:
+        ctx.problem(f"{path}.max_per_second", "must be 0 (no limit) or more, at most 1000")
     probe = table.get("breaker_probe_seconds", 60)
     if isinstance(probe, int | float) and not 1 <= probe <= 86400:
         ctx.problem(f"{path}.breaker_probe_seconds", "must be at least 1 and at most 86400")

@@ -38,6 +38,10 @@ class TargetSettings:
     breaker_probe_seconds: float = 60.0
     #: Webhooks of this target delivered at once across every process (0: no limit).
     max_concurrent: int = 0
+    #: Webhooks of this target claimed per second across every process (0: no limit).
+    max_per_second: float = 0.0
+    #: Webhooks of one HelpSpot request delivered in the order they arrived.
+    ordered: bool = False
 
     def request_link(self, request_id: str) -> str:
         """The request's page in HelpSpot, or "" when helpspot_url is not set."""

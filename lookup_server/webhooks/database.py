@@ -90,6 +90,20 @@ CREATE TABLE IF NOT EXISTS target_states (
 );
 """
 
+#: Columns added since a table was first made: added in place (ALTER TABLE) when
+#: PRAGMA table_info shows the table lacks them, before the statements after them.
+COLUMNS = (
+    # max_per_second: the target's webhooks are not claimed before this.
+    ("target_states", "next_claim_at", "REAL NOT NULL DEFAULT 0"),
+    # ordered: HelpSpot's request id (xRequest), "" when the payload had none.
+    ("webhooks", "request_id", "TEXT NOT NULL DEFAULT ''"),
+)
+#: Run once the COLUMNS are there (split at every semicolon, as SCHEMA is).
+AFTER_COLUMNS = """
+-- ordered: a claim looks for an earlier webhook of the same target and request.
+CREATE INDEX IF NOT EXISTS webhooks_by_request ON webhooks (target, request_id, id)
+"""
+
 #: What to do about each primary SQLite result code, for the admin reading the error.
 _HINTS = {
     sqlite3.SQLITE_NOTADB: "is [server] outbox another kind of file, or a damaged outbox? "
@@ -135,6 +149,14 @@ def connect(path: Path) -> sqlite3.Connection:
     # (NORMAL would only sync at checkpoints). One fsync per webhook is cheap.
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def add_columns(conn: sqlite3.Connection) -> None:
+    """Add the COLUMNS an outbox made by an older version lacks (in the caller's transaction)."""
+    for table, column, definition in COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
@@ -191,6 +213,10 @@ class Database:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                add_columns(conn)
+                for statement in AFTER_COLUMNS.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("COMMIT")

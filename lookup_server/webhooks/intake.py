@@ -42,6 +42,7 @@ REQUEST_ID_WINDOW = 64 * 1024
 # The number must be followed by its terminator, so a window that cuts it short
 # never yields a wrong id.
 _FORM_ID = re.compile(rb"(?:^|&)xRequest=([0-9]{1,20})&")
+_REQUEST_ID = re.compile(r"[0-9]{1,20}")
 _JSON_ID = re.compile(rb'"xRequest"[ \t\r\n]*:[ \t\r\n]*"?([0-9]{1,20})[" \t\r\n,}]')
 
 
@@ -56,12 +57,23 @@ def find_request_id(head: bytes, complete: bool = False) -> str:
     return match.group(1).decode("ascii") if match else ""
 
 
+def request_id_of(payload: Mapping[str, object]) -> str:
+    """HelpSpot's request id (xRequest) in a parsed webhook, or "" when it has none."""
+    value = payload.get("xRequest")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    text = str(value).strip()
+    return text if _REQUEST_ID.fullmatch(text) else ""
+
+
 def policy_of(settings: TargetSettings) -> TargetPolicy:
     """How the outbox lets a target's webhooks through, from its settings."""
     return TargetPolicy(
         breaker_failures=settings.breaker_failures,
         breaker_probe_seconds=settings.breaker_probe_seconds,
         max_concurrent=settings.max_concurrent,
+        max_per_second=settings.max_per_second,
+        ordered=settings.ordered,
     )
 
 
@@ -93,12 +105,13 @@ class Webhooks:
     def accept(self, target: str, payload: Mapping[str, object]) -> OutboxEntry:
         """Store a webhook for ``target``; it is on disk when this returns."""
         self._require(target)
+        request_id = request_id_of(payload)  # kept with it: ``ordered`` targets need it
         try:
-            entry = self.outbox.store(target, payload)
+            entry = self.outbox.store(target, payload, request_id=request_id)
         except OutboxError:
             # A file deleted or replaced under the server is opened afresh after a
             # failure, so a second try stores the webhook, which HelpSpot never resends.
-            entry = self.outbox.store(target, payload)
+            entry = self.outbox.store(target, payload, request_id=request_id)
         self.ensure_worker()
         return entry
 

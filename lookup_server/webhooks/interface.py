@@ -50,9 +50,14 @@ class WebhookOutbox(Protocol):
         ...
 
     def store(
-        self, target: str, payload: Mapping[str, Any], now: float | None = None
+        self,
+        target: str,
+        payload: Mapping[str, Any],
+        now: float | None = None,
+        *,
+        request_id: str = "",
     ) -> OutboxEntry:
-        """Store a webhook; it is committed and durable when this returns."""
+        """Store a webhook (of HelpSpot's request ``request_id``, if known); durable on return."""
         ...
 
     def record_refusal(

@@ -80,6 +80,21 @@ CREATE TABLE IF NOT EXISTS outbox_target_states (
 )
 """
 
+#: Columns added since a table was first made: added in place (ADD COLUMN IF NOT
+#: EXISTS), and only when missing: an ALTER TABLE locks the table even when it
+#: changes nothing, which would deadlock with the claims of the servers running.
+COLUMNS = (
+    # max_per_second: the target's webhooks are not claimed before this.
+    ("outbox_target_states", "next_claim_at", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+    # ordered: HelpSpot's request id (xRequest), "" when the payload had none.
+    ("outbox_webhooks", "request_id", "TEXT NOT NULL DEFAULT ''"),
+)
+#: Run once the COLUMNS are there (split at every semicolon, as SCHEMA is).
+AFTER_COLUMNS = """
+CREATE INDEX IF NOT EXISTS outbox_webhooks_by_request
+    ON outbox_webhooks (target, request_id, id)
+"""
+
 
 def safe_url(url: str) -> str:
     """The connection URL as it may be shown: no password, no query (it may hold one)."""
@@ -139,6 +154,10 @@ class PgDatabase:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_columns(conn)
+            for statement in AFTER_COLUMNS.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             row = conn.execute("SELECT MAX(version) FROM outbox_schema").fetchone()
             found = None if row is None else row[0]
             if found is None:
@@ -193,6 +212,20 @@ class PgDatabase:
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.close()
             self._pool = None
+
+
+def _add_columns(conn: psycopg.Connection) -> None:
+    """Add the COLUMNS an outbox made by an older version lacks (in the caller's transaction)."""
+    present = {
+        (row[0], row[1])
+        for row in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        )
+    }
+    for table, column, definition in COLUMNS:
+        if (table, column) not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
 
 
 def probe(url: str) -> tuple[bool, str]:

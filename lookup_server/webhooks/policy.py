@@ -10,7 +10,12 @@ webhook) says nothing about the target and changes nothing.
 The state lives in the outbox (a row per target), so every process and server
 sharing the outbox sees the same breaker: two workers never each hammer a dead
 target. A target may also cap its deliveries in flight (``max_concurrent``),
-counted from the live leases at each claim. The stores run the SQL; this
+counted from the live leases at each claim, and a rate (``max_per_second``):
+each claim of one of its webhooks puts the target's next claim 1/rate seconds
+on (``next_claim_at`` in its row). An ``ordered`` target's webhooks of one
+HelpSpot request go in the order they arrived: the stores' claims skip one
+while an earlier one of its request is pending or delivering (a failed one, a
+dead letter, no longer holds the rest back). The stores run the SQL; this
 module decides.
 """
 
@@ -38,11 +43,15 @@ class TargetPolicy:
     breaker_probe_seconds: float = 60.0
     #: Deliveries of this target in flight at once, across the whole outbox; 0: any.
     max_concurrent: int = 0
+    #: Claims of this target's webhooks per second, across the whole outbox; 0: any.
+    max_per_second: float = 0.0
+    #: Webhooks of one HelpSpot request delivered in the order they arrived.
+    ordered: bool = False
 
     @property
     def shared(self) -> bool:
         """Whether claims must read and write the target's shared state."""
-        return self.breaker_failures > 0 or self.max_concurrent > 0
+        return self.breaker_failures > 0 or self.max_concurrent > 0 or self.max_per_second > 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class TargetState:
     paused_since: float = 0.0
     #: While paused: when the next probe may be claimed.
     next_probe_at: float = 0.0
+    #: With max_per_second: the target's webhooks are not claimed before this (epoch s).
+    next_claim_at: float = 0.0
 
     @property
     def paused(self) -> bool:
@@ -77,13 +88,43 @@ def blocked_targets(
             blocked.add(target)
         if 0 < policy.max_concurrent <= busy:
             blocked.add(target)
+        if policy.max_per_second > 0 and state.next_claim_at > now:
+            blocked.add(target)
     return blocked
+
+
+def claimable_at(
+    policies: Mapping[str, TargetPolicy], states: Mapping[str, TargetState], now: float
+) -> float | None:
+    """When the first target held back by its rate may be claimed again; None if none is."""
+    waits = [
+        state.next_claim_at
+        for target, state in states.items()
+        if policies.get(target, TargetPolicy()).max_per_second > 0 and state.next_claim_at > now
+    ]
+    return min(waits, default=None)
+
+
+def sooner(at: float | None, next_claim_at: float, now: float) -> float | None:
+    """The earlier of ``at`` and a target's ``next_claim_at`` (when still to come)."""
+    if next_claim_at <= now:
+        return at
+    return next_claim_at if at is None else min(at, next_claim_at)
+
+
+def until_claimable(timeout: float, at: float | None, now: float) -> float:
+    """``timeout``, shortened so that a wait ends when a rate-limited target is claimable."""
+    if at is None:
+        return timeout
+    return max(0.0, min(timeout, at - now))
 
 
 def after_claim(state: TargetState, policy: TargetPolicy, now: float) -> TargetState:
     """The state once one of its webhooks was claimed (a probe, while paused)."""
     if state.paused:
-        return dataclasses.replace(state, next_probe_at=now + policy.breaker_probe_seconds)
+        state = dataclasses.replace(state, next_probe_at=now + policy.breaker_probe_seconds)
+    if policy.max_per_second > 0:
+        state = dataclasses.replace(state, next_claim_at=now + 1.0 / policy.max_per_second)
     return state
 
 

@@ -45,7 +45,10 @@ from lookup_server.webhooks.policy import (
     after_attempt,
     after_claim,
     blocked_targets,
+    claimable_at,
     log_change,
+    sooner,
+    until_claimable,
 )
 from lookup_server.webhooks.records import (
     LEASE_SECONDS,
@@ -71,10 +74,16 @@ _REFUSAL = "id, refused_at, target, size_bytes, limit_bytes, request_id"
 _ATTEMPT = "webhook_id, number, started_at, duration_ms, delivered, status, answer, error"
 _TABLES = {"webhooks": "outbox_webhooks", "refusals": "outbox_refusals"}
 _CLAIM = (
-    "WITH due AS (SELECT id FROM outbox_webhooks"
+    "WITH due AS (SELECT id FROM outbox_webhooks AS c"
     " WHERE ((state = 'pending' AND next_attempt_at <= %(now)s)"
     " OR (state = 'delivering' AND lease_expires_at <= %(now)s))"
     " AND NOT (target = ANY(%(held)s))"
+    # ordered: an earlier webhook of the same target and request still to deliver
+    # holds it back (through outbox_webhooks_by_request); a failed one does not.
+    " AND NOT (target = ANY(%(ordered)s) AND c.request_id <> '' AND EXISTS ("
+    "SELECT 1 FROM outbox_webhooks AS e WHERE e.target = c.target"
+    " AND e.request_id = c.request_id AND e.id < c.id"
+    " AND e.state IN ('pending', 'delivering')))"
     " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " UPDATE outbox_webhooks AS w SET state = 'delivering', attempts = w.attempts + 1,"
     " lease_owner = %(owner)s, lease_expires_at = %(until)s, updated_at = %(now)s"
@@ -118,6 +127,8 @@ class PostgresOutbox:
         self._listeners: list[threading.Event] = []
         self._listening: psycopg.Connection | None = None
         self._listening_pid = 0
+        #: When a target held back by its rate may be claimed again, as the last claim saw it.
+        self._claimable_at: float | None = None
         if not lazy:
             self._db.prepare()
 
@@ -134,18 +145,23 @@ class PostgresOutbox:
     # -- the HTTP side -------------------------------------------------------------
 
     def store(
-        self, target: str, payload: Mapping[str, Any], now: float | None = None
+        self,
+        target: str,
+        payload: Mapping[str, Any],
+        now: float | None = None,
+        *,
+        request_id: str = "",
     ) -> OutboxEntry:
-        """Store a webhook for delivery; it is committed when this returns."""
+        """Store a webhook for delivery (of request ``request_id``); committed on return."""
         moment = time.time() if now is None else now
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with self._db.transaction() as conn:
             row = _one(
                 conn,
                 "INSERT INTO outbox_webhooks (target, payload, idempotency_key, created_at,"
-                " updated_at, next_attempt_at, state)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'pending') RETURNING *",
-                (target, text, str(uuid.uuid4()), moment, moment, moment),
+                " updated_at, next_attempt_at, state, request_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s) RETURNING *",
+                (target, text, str(uuid.uuid4()), moment, moment, moment, request_id),
             )
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # sent at commit
         self._notify()
@@ -187,8 +203,10 @@ class PostgresOutbox:
         """Wait for ``wake``, a NOTIFY from any server's store, or ``timeout``.
 
         The LISTEN connection is opened in the calling thread (the delivery
-        worker's) and kept; while it cannot be had, this just polls.
+        worker's) and kept; while it cannot be had, this just polls. The wait ends
+        sooner when a target held back by its rate becomes claimable.
         """
+        timeout = until_claimable(timeout, self._claimable_at, time.time())
         deadline = time.monotonic() + timeout
         conn = self._listener()
         if conn is None:
@@ -230,6 +248,7 @@ class PostgresOutbox:
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
         """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
+        self._claimable_at = None
         with self._db.transaction() as conn:
             _expire_dead_leases(conn, moment)
             # SKIP LOCKED here too: a claim never waits for another server's claim.
@@ -249,14 +268,16 @@ class PostgresOutbox:
                     "owner": owner,
                     "until": moment + self.lease_seconds,
                     "held": held,
+                    "ordered": sorted(n for n, p in self.policies.items() if p.ordered),
                 },
             )
             if row is None:
                 return None
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
-                state = _target_state(conn, row["target"])
-                _write_state(conn, after_claim(state, policy, moment))
+                state = after_claim(_target_state(conn, row["target"]), policy, moment)
+                _write_state(conn, state)
+                self._claimable_at = sooner(self._claimable_at, state.next_claim_at, moment)
         return _entry(row)
 
     def _held_back(self, conn: psycopg.Connection, moment: float) -> list[str]:
@@ -277,6 +298,7 @@ class PostgresOutbox:
                 (moment,),
             )
         }
+        self._claimable_at = claimable_at(shared, states, moment)
         return sorted(blocked_targets(shared, states, in_flight, moment))
 
     def target_states(self) -> list[TargetState]:
@@ -669,8 +691,14 @@ def _target_state(conn: psycopg.Connection, target: str) -> TargetState:
 def _write_state(conn: psycopg.Connection, state: TargetState) -> None:
     conn.execute(
         "UPDATE outbox_target_states SET consecutive_failures = %s, paused_since = %s,"
-        " next_probe_at = %s WHERE target = %s",
-        (state.consecutive_failures, state.paused_since, state.next_probe_at, state.target),
+        " next_probe_at = %s, next_claim_at = %s WHERE target = %s",
+        (
+            state.consecutive_failures,
+            state.paused_since,
+            state.next_probe_at,
+            state.next_claim_at,
+            state.target,
+        ),
     )
 
 

@@ -51,6 +51,8 @@ class OutboxEntry:
     last_error: str
     lease_owner: str
     lease_expires_at: float
+    #: HelpSpot's request id (xRequest) when the payload had one, else "".
+    request_id: str = ""
 
     @property
     def webhook(self) -> Webhook:

@@ -41,7 +41,10 @@ from lookup_server.webhooks.policy import (
     after_attempt,
     after_claim,
     blocked_targets,
+    claimable_at,
     log_change,
+    sooner,
+    until_claimable,
 )
 from lookup_server.webhooks.records import (
     LEASE_SECONDS,
@@ -71,6 +74,31 @@ _BY_HOUR = (
     " WHERE state IN ('pending', 'delivering', 'delivered', 'failed') AND created_at >= ?"
     " GROUP BY hour, state ORDER BY hour, state"
 )
+#: ordered: an earlier webhook of the same target and request still to deliver holds
+#: ``w`` back (through webhooks_by_request); a failed one does not, nor a webhook
+#: without a request id.
+_EARLIER_WAITING = (
+    "w.request_id != '' AND EXISTS (SELECT 1 FROM webhooks AS e"
+    " WHERE e.target = w.target AND e.request_id = w.request_id AND e.id < w.id"
+    " AND e.state IN ('pending', 'delivering'))"
+)
+
+
+def claimable_query(held: int, ordered: int) -> str:
+    """The claim's pick: the next due webhook, skipping ``held`` targets, ordering ``ordered``.
+
+    Its parameters: now (twice), then the held targets, then the ordered ones.
+    """
+    return (
+        "SELECT id, target FROM webhooks AS w"
+        " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
+        " OR (state = 'delivering' AND lease_expires_at <= ?))"
+        f" AND target NOT IN ({', '.join('?' * held)})"
+        f" AND NOT (target IN ({', '.join('?' * ordered)}) AND {_EARLIER_WAITING})"
+        " ORDER BY next_attempt_at, id LIMIT 1"
+    )
+
+
 #: Received from the first time on, before the second (an open bound: -inf or inf).
 _RETRY_FAILED = (
     "UPDATE webhooks SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?"
@@ -122,6 +150,8 @@ class Outbox:
         self._db = Database(self.path, create_folder=create_folder)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
         self._listeners: list[threading.Event] = []
+        #: When a target held back by its rate may be claimed again, as the last claim saw it.
+        self._claimable_at: float | None = None
         if not lazy:
             self._db.prepare()
 
@@ -132,15 +162,22 @@ class Outbox:
         target: str,
         payload: Mapping[str, Any],
         now: float | None = None,
+        *,
+        request_id: str = "",
     ) -> OutboxEntry:
-        """Store a webhook for delivery; it is committed and on disk when this returns."""
+        """Store a webhook for delivery; it is committed and on disk when this returns.
+
+        ``request_id`` is HelpSpot's request (xRequest), which orders the
+        webhooks of an ``ordered`` target; "" when unknown (never held back).
+        """
         moment = time.time() if now is None else now
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with self._db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO webhooks (target, payload, idempotency_key, created_at,"
-                " updated_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                (target, text, str(uuid.uuid4()), moment, moment, moment),
+                " updated_at, next_attempt_at, state, request_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (target, text, str(uuid.uuid4()), moment, moment, moment, request_id),
             )
             entry = _entry(
                 conn.execute("SELECT * FROM webhooks WHERE id = ?", (cursor.lastrowid,)).fetchone()
@@ -179,9 +216,10 @@ class Outbox:
     def wait_for_work(self, wake: threading.Event, timeout: float) -> None:
         """Wait for ``wake`` (set by a store in this process) or ``timeout``.
 
-        Webhooks stored by other processes are found at the next poll.
+        Webhooks stored by other processes are found at the next poll; the wait
+        ends sooner when a target held back by its rate becomes claimable.
         """
-        wake.wait(timeout)
+        wake.wait(until_claimable(timeout, self._claimable_at, time.time()))
 
     def subscribe(self, event: threading.Event) -> None:
         """Have ``event`` set whenever this instance stores a webhook."""
@@ -197,6 +235,7 @@ class Outbox:
     def claim(self, owner: str, now: float | None = None) -> OutboxEntry | None:
         """Lease the next due webhook to ``owner`` (or take over an expired or dead lease)."""
         moment = time.time() if now is None else now
+        self._claimable_at = None
         with self._db.transaction(durable=False) as conn:
             _expire_dead_leases(conn, moment)
             # An expired lease at the last attempt: the worker died delivering it.
@@ -207,13 +246,9 @@ class Outbox:
                 (moment, moment, self.max_attempts),
             )
             held = self._held_back(conn, moment)
+            ordered = sorted(name for name, p in self.policies.items() if p.ordered)
             row = conn.execute(
-                "SELECT id, target FROM webhooks"
-                " WHERE ((state = 'pending' AND next_attempt_at <= ?)"
-                " OR (state = 'delivering' AND lease_expires_at <= ?))"
-                f" AND target NOT IN ({', '.join('?' * len(held))})"
-                " ORDER BY next_attempt_at, id LIMIT 1",
-                (moment, moment, *held),
+                claimable_query(len(held), len(ordered)), (moment, moment, *held, *ordered)
             ).fetchone()
             if row is None:
                 return None
@@ -224,8 +259,9 @@ class Outbox:
             )
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
-                state = _target_state(conn, row["target"])
-                _write_state(conn, after_claim(state, policy, moment))
+                state = after_claim(_target_state(conn, row["target"]), policy, moment)
+                _write_state(conn, state)
+                self._claimable_at = sooner(self._claimable_at, state.next_claim_at, moment)
             return _entry(
                 conn.execute("SELECT * FROM webhooks WHERE id = ?", (row["id"],)).fetchone()
             )
@@ -243,6 +279,7 @@ class Outbox:
                 (moment,),
             ).fetchall()
         )
+        self._claimable_at = claimable_at(shared, states, moment)
         return sorted(blocked_targets(shared, states, in_flight, moment))
 
     def target_states(self) -> list[TargetState]:
@@ -614,11 +651,18 @@ def _target_state(conn: sqlite3.Connection, target: str) -> TargetState:
 
 def _write_state(conn: sqlite3.Connection, state: TargetState) -> None:
     conn.execute(
-        "INSERT INTO target_states (target, consecutive_failures, paused_since, next_probe_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
+        "INSERT INTO target_states (target, consecutive_failures, paused_since, next_probe_at,"
+        " next_claim_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (target) DO UPDATE SET"
         " consecutive_failures = excluded.consecutive_failures,"
-        " paused_since = excluded.paused_since, next_probe_at = excluded.next_probe_at",
-        (state.target, state.consecutive_failures, state.paused_since, state.next_probe_at),
+        " paused_since = excluded.paused_since, next_probe_at = excluded.next_probe_at,"
+        " next_claim_at = excluded.next_claim_at",
+        (
+            state.target,
+            state.consecutive_failures,
+            state.paused_since,
+            state.next_probe_at,
+            state.next_claim_at,
+        ),
     )
 
 
@@ -628,6 +672,7 @@ def _state(row: sqlite3.Row) -> TargetState:
         consecutive_failures=row["consecutive_failures"],
         paused_since=row["paused_since"],
         next_probe_at=row["next_probe_at"],
+        next_claim_at=row["next_claim_at"],
     )
 
 
@@ -658,4 +703,5 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
         last_error=row["last_error"],
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
+        request_id=row["request_id"],
     )

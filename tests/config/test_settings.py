@@ -205,3 +205,27 @@ def test_breaker_settings_of_a_target_are_checked(tmp_path: Path) -> None:
     ok = config_from_mapping({"targets": {"c": {**hook, "breaker_failures": 5}}}, tmp_path)
     assert ok.targets["c"].settings.breaker_failures == 5
     assert ok.targets["c"].settings.breaker_probe_seconds == 60
+
+
+def test_delivery_rate_and_order_of_a_target_are_checked(tmp_path: Path) -> None:
+    hook = {"backend": "http", "url": "https://hooks.example/in"}
+    raw = {
+        "targets": {
+            "a": {**hook, "max_per_second": -1},
+            "b": {**hook, "max_per_second": "x", "ordered": "yes"},
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(raw, tmp_path)
+    found = [str(p) for p in info.value.problems]
+    for start in (
+        "targets.a.max_per_second: must be 0 (no limit) or more",
+        "targets.b.max_per_second: must be a number",
+        "targets.b.ordered: must be true or false",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)
+    ok = config_from_mapping(
+        {"targets": {"c": {**hook, "max_per_second": 1, "ordered": True}}}, tmp_path
+    )
+    assert ok.targets["c"].settings.max_per_second == 1.0
+    assert ok.targets["c"].settings.ordered

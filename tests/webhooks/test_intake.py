@@ -100,3 +100,21 @@ def test_the_outbox_holds_each_targets_breaker_settings(tmp_path: Path) -> None:
         "crm": TargetPolicy(breaker_failures=5, breaker_probe_seconds=30),
         "plain": TargetPolicy(),
     }
+
+
+def test_a_webhook_is_stored_with_its_request_id_and_its_target_s_order(tmp_path: Path) -> None:
+    hook = {"backend": "http", "url": "http://127.0.0.1:9/in", "store": "pushes.sqlite3"}
+    config = config_from_mapping(
+        {
+            "server": {"outbox": "outbox.sqlite3"},
+            "targets": {"slack": {**hook, "ordered": True, "max_per_second": 1}},
+        },
+        tmp_path,
+    )
+    webhooks = Webhooks(config.server, Targets(config))
+    assert webhooks.outbox.policies == {"slack": TargetPolicy(max_per_second=1.0, ordered=True)}
+    webhooks.enabled = False  # no worker: the test reads what was stored
+    assert webhooks.accept("slack", {"xRequest": "12345", "sTitle": "x"}).request_id == "12345"
+    assert webhooks.accept("slack", {"xRequest": 77}).request_id == "77"
+    assert webhooks.accept("slack", {"xRequest": "12a"}).request_id == ""
+    assert webhooks.accept("slack", {"sTitle": "no id"}).request_id == ""

@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from lookup_server.webhooks import OutboxEntry, TargetPolicy, TargetState, WebhookOutbox
-from tests.webhooks.conftest import PAYLOAD, T0, MakeOutbox, stored_entry
+from lookup_server.webhooks import (
+    DeliveryWorker,
+    OutboxEntry,
+    TargetPolicy,
+    TargetState,
+    WebhookOutbox,
+)
+from lookup_server.webhooks.policy import until_claimable
+from lookup_server.webhooks.store import claimable_query
+from tests.webhooks.conftest import (
+    HANG_GUARD,
+    PAYLOAD,
+    T0,
+    MakeOutbox,
+    Recorder,
+    sqlite_only,
+    stored_entry,
+    wait_for,
+)
 
 BREAKER = {"crm": TargetPolicy(breaker_failures=3, breaker_probe_seconds=60)}
 #: Far enough on that every backoff of a failed try is over.
@@ -155,3 +176,136 @@ def test_max_concurrent_caps_deliveries_in_flight_across_processes(
     # a lease that ran out no longer holds a place: its webhook is taken over
     taken = claimed(one, T0 + 12 + one.lease_seconds)
     assert taken.target == "crm"
+
+
+RATE = {"slack": TargetPolicy(max_per_second=2)}
+
+
+def test_max_per_second_spaces_the_claims_of_a_target_across_processes(
+    make_outbox: MakeOutbox,
+) -> None:
+    one, other = make_outbox(policies=RATE), make_outbox(policies=RATE)
+    for i in range(3):
+        one.store("slack", PAYLOAD, now=T0 + i)
+    erp = one.store("erp", PAYLOAD, now=T0 + 9)
+    first = claimed(one, T0 + 10)
+    assert first.target == "slack"
+    assert state_of(one, "slack").next_claim_at == T0 + 10.5
+    # half a second to go: the other process skips slack, and takes the other target's
+    assert claimed(other, T0 + 10.2).id == erp.id
+    assert other.claim("w", now=T0 + 10.4) is None
+    # in flight or not, the rate alone decides
+    second = claimed(other, T0 + 10.5)
+    assert second.target == "slack" and second.id != first.id
+    assert one.claim("w", now=T0 + 10.9) is None
+    assert claimed(one, T0 + 11).target == "slack"
+
+
+def test_a_rate_limited_target_wakes_the_waiting_worker_when_it_is_claimable(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(policies={"slack": TargetPolicy(max_per_second=4)})
+    now = time.time()
+    for _ in range(2):
+        outbox.store("slack", PAYLOAD, now=now)
+    assert claimed(outbox, now).target == "slack"
+    assert outbox.claim("w", now=now) is None  # a quarter of a second to go
+    started = time.monotonic()
+    outbox.wait_for_work(threading.Event(), timeout=HANG_GUARD)
+    waited = time.monotonic() - started
+    assert waited < 5, f"waited {waited:.2f} s for a target claimable 0.25 s on"
+    assert claimed(outbox, time.time()).target == "slack"
+
+
+def test_the_worker_delivers_a_rate_limited_target_without_waiting_a_poll(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(policies={"slack": TargetPolicy(max_per_second=10)})
+    recorder = Recorder()
+    worker = DeliveryWorker(outbox, recorder, poll_seconds=HANG_GUARD * 2)
+    for _ in range(3):
+        outbox.store("slack", PAYLOAD)
+    worker.start()
+    try:
+        wait_for(lambda: len(recorder.calls) == 3)
+    finally:
+        worker.stop(timeout=5)
+
+
+def test_until_claimable_shortens_a_wait_only_for_a_time_to_come() -> None:
+    assert until_claimable(5.0, None, T0) == 5.0
+    assert until_claimable(5.0, T0 + 1, T0) == 1.0
+    assert until_claimable(5.0, T0 + 9, T0) == 5.0
+    assert until_claimable(5.0, T0 - 1, T0) == 0.0
+
+
+ORDERED = {"crm": TargetPolicy(ordered=True)}
+
+
+def test_an_ordered_target_delivers_the_webhooks_of_a_request_in_order(
+    make_outbox: MakeOutbox,
+) -> None:
+    one, other = make_outbox(policies=ORDERED), make_outbox(policies=ORDERED)
+    first = one.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = one.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    elsewhere = one.store("crm", PAYLOAD, now=T0 + 2, request_id="2")
+    unknown = [one.store("crm", PAYLOAD, now=T0 + 3 + i).id for i in range(2)]
+    assert stored_entry(one, second.id).request_id == "1"
+    assert claimed(one, T0 + 10).id == first.id
+    # request 1's second waits while its first is delivering, in any process
+    assert claimed(other, T0 + 10).id == elsewhere.id
+    # webhooks without a request id are never held back
+    assert [claimed(other, T0 + 10).id, claimed(one, T0 + 10).id] == unknown
+    assert other.claim("w", now=T0 + 10) is None
+    assert one.mark_delivered(first.id, owner="w", now=T0 + 11)
+    assert claimed(other, T0 + 11).id == second.id
+
+
+def test_an_earlier_webhook_waiting_for_its_retry_holds_the_later_back(
+    make_outbox: MakeOutbox,
+) -> None:
+    outbox = make_outbox(policies=ORDERED, rng=random.Random(1))
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    fail(outbox, claimed(outbox, T0 + 10), T0 + 10)
+    assert stored_entry(outbox, first.id).state == "pending"
+    assert outbox.claim("w", now=T0 + 11) is None  # the second waits for the first's retry
+    assert claimed(outbox, LATER).id == first.id
+    assert outbox.mark_delivered(first.id, owner="w", now=LATER)
+    assert claimed(outbox, LATER).id == second.id
+
+
+def test_a_failed_webhook_no_longer_holds_its_request_back(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies=ORDERED)
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    fail(outbox, claimed(outbox, T0 + 10), T0 + 10, final=True)  # a dead letter
+    assert stored_entry(outbox, first.id).state == "failed"
+    assert claimed(outbox, T0 + 11).id == second.id
+
+
+def test_without_ordered_the_webhooks_of_a_request_go_at_once(make_outbox: MakeOutbox) -> None:
+    outbox = make_outbox(policies={"crm": TargetPolicy(), "erp": TargetPolicy(ordered=True)})
+    first = outbox.store("crm", PAYLOAD, now=T0, request_id="1")
+    second = outbox.store("crm", PAYLOAD, now=T0 + 1, request_id="1")
+    # another target's webhook of the same request holds nothing back either
+    outbox.store("erp", PAYLOAD, now=T0 + 2, request_id="1")
+    assert [claimed(outbox, T0 + 10).id for _ in range(2)] == [first.id, second.id]
+    assert claimed(outbox, T0 + 10).target == "erp"
+
+
+@sqlite_only
+def test_the_earlier_webhooks_of_a_request_are_found_through_their_index(
+    make_outbox: MakeOutbox, outbox_location: Path
+) -> None:
+    make_outbox(policies=ORDERED)
+    conn = sqlite3.connect(outbox_location)
+    try:
+        query = f"EXPLAIN QUERY PLAN {claimable_query(1, 1)}"
+        steps = [row[3] for row in conn.execute(query, (T0, T0, "erp", "crm"))]
+    finally:
+        conn.close()
+    earlier = [step for step in steps if step.startswith("SEARCH e ")]
+    assert earlier == [
+        "SEARCH e USING INDEX webhooks_by_request (target=? AND request_id=? AND id<?)"
+    ], steps
