@@ -16,8 +16,8 @@ then hands it to the target, retrying with exponential backoff.
   for the console, retry, purge.
 - :mod:`.pgdatabase`, :mod:`.postgres` — the same in PostgreSQL, for several
   servers on several hosts: claims with SKIP LOCKED, NOTIFY on store.
-- :mod:`.policy` — each target's circuit breaker, decided the same for
-  both stores, its state kept in the outbox for every process to share.
+- :mod:`.policy` — each target's circuit breaker, limits and order, decided
+  the same for both stores, their state kept in the outbox for every process.
 - :mod:`.leases` — who holds a lease, and whether that process is gone.
 - :mod:`.delivery` — the worker thread, the lease renewal while a delivery
   runs, and the retention purge.

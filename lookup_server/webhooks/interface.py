@@ -121,7 +121,7 @@ class WebhookOutbox(Protocol):
         ...
 
     def target_states(self) -> list[TargetState]:
-        """Every target's shared delivery state (its circuit breaker) ever written, by name."""
+        """Every target's shared delivery state (breaker, next claim) ever written, by name."""
         ...
 
     def get(self, entry_id: int) -> OutboxEntry | None:
