@@ -272,7 +272,14 @@ class Database:
         write waited tens to hundreds of milliseconds (bench/bench_outbox.py). A
         flock wakes the next writer the moment the lock is free.
         """
-        fd = os.open(f"{self.path}.writers", os.O_CREAT | os.O_RDWR, 0o600)
+        lock = f"{self.path}.writers"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:  # out of file descriptors, a read-only folder...
+            raise OutboxError(
+                f"the webhook outbox {self.path} cannot be written: its lock file {lock} "
+                f"cannot be opened ({exc.strerror}); check the folder and the server's limits"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -206,3 +206,12 @@ def test_probe_fails_a_folder_it_cannot_create_in(tmp_path: Path) -> None:
     folder.mkdir(mode=0o555)
     ok, detail = probe(folder / "outbox.sqlite3")
     assert not ok and "not writable" in detail
+
+
+def test_a_writers_lock_that_cannot_be_opened_is_an_outbox_error(tmp_path: Path) -> None:
+    # Out of file descriptors, or something else in the lock file's place: the
+    # delivery loop must get the outbox's own error, logged once, not a traceback.
+    path = tmp_path / "outbox.sqlite3"
+    (tmp_path / "outbox.sqlite3.writers").mkdir()
+    with pytest.raises(OutboxError, match=r"lock file .*outbox\.sqlite3\.writers cannot be opened"):
+        Outbox(path).store("crm", {"xRequest": "1"})
