@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -55,12 +54,6 @@ WEBHOOKS_SCHEMA = (
 def plain(text: str) -> str:
     """``text`` without control characters (tab and line feed stay; CR LF becomes LF)."""
     return _CONTROL.sub("", text.replace("\r\n", "\n"))
-
-
-def unencrypted(url: str) -> bool:
-    """True for an http:// address off this machine: the token would travel readable."""
-    parts = urlsplit(url)
-    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
 
 
 def one_line(text: str, limit: int) -> str:

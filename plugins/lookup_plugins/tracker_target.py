@@ -39,10 +39,10 @@ from .http_client import (
     Deadline,
     answer_excerpt,
     blank_out,
-    request_once,
     retry_after_seconds,
+    unencrypted_host,
 )
-from .issue_tracker import CreatedIssues
+from .issue_tracker import CreatedIssues, send_waiting
 from .state_store import store_path
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class TrackerTarget(TargetBackend[OptionsT]):
         self._session.close()
 
     def _plain_http_warning(self) -> list[str]:
-        parts = urlsplit(self.options.url)
-        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        if unencrypted_host(self.options.url):
             return [f"url: the token goes to {self.host} unencrypted (http://)"]
         return []
 
@@ -179,25 +178,19 @@ class TrackerTarget(TargetBackend[OptionsT]):
 
     def _send(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
         """One request, repeated on a rate limit while ``Retry-After`` fits in the deadline."""
-        while True:
-            response = request_once(
-                self._session, method, url, deadline, vendor=self.VENDOR, **kwargs
+        response = send_waiting(
+            self._session, method, url, deadline, vendor=self.VENDOR, wait_of=_wait_of, **kwargs
+        )
+        if response.status_code not in RETRY_STATUSES:
+            return response
+        wait = retry_after_seconds(response.headers.get("Retry-After"))
+        if response.status_code == 429 or "Retry-After" in response.headers:
+            raise self.refused(
+                f"{self.VENDOR} is rate-limiting requests and asks to wait {wait:.0f} s, "
+                f"longer than the timeout of {deadline.budget:g} s; try again shortly",
+                response,
             )
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            if not deadline.allows(wait):
-                if response.status_code == 429 or "Retry-After" in response.headers:
-                    raise self.refused(
-                        f"{self.VENDOR} is rate-limiting requests and asks to wait {wait:.0f} s, "
-                        f"longer than the timeout of {deadline.budget:g} s; try again shortly",
-                        response,
-                    )
-                raise self.refused(self._outage(response.status_code), response)
-            log.info(
-                "%s answered HTTP %s; retrying in %.1f s", self.VENDOR, response.status_code, wait
-            )
-            deadline.wait(wait)
+        raise self.refused(self._outage(response.status_code), response)
 
     def refused(self, message: str, response: requests.Response) -> DeliveryFailed:
         """The error for an answer that is not what was asked for, with its status and start."""
@@ -230,3 +223,10 @@ class TrackerTarget(TargetBackend[OptionsT]):
 
     def _outage(self, status: int) -> str:
         return f"{self.VENDOR} is having problems (HTTP {status}); try again later"
+
+
+def _wait_of(response: requests.Response) -> float | None:
+    """How long a tracker's rate limit or brief outage asks to wait; None for any other answer."""
+    if response.status_code not in RETRY_STATUSES:
+        return None
+    return retry_after_seconds(response.headers.get("Retry-After"))

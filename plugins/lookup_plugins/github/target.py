@@ -52,6 +52,7 @@ from ..http_client import (
     json_body,
     retry_after_seconds,
     text_of,
+    unencrypted_host,
 )
 from ..issue_tracker import (
     CreatedIssues,
@@ -60,7 +61,6 @@ from ..issue_tracker import (
     render,
     send_waiting,
     title_of,
-    unencrypted,
 )
 from ..state_store import store_path
 from .markdown import markdown_context
@@ -303,7 +303,7 @@ class GitHubTarget(TargetBackend[GitHubOptions]):
             warnings.append(
                 f"{self.repo} is public: anyone can read its issues, all the templates put in"
             )
-        if unencrypted(self.api):
+        if unencrypted_host(self.api):
             warnings.append(f"api_url: the token goes to {self.api} unencrypted (http://)")
         return warnings
 

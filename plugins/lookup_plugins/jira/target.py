@@ -54,13 +54,13 @@ from ..http_client import (
     json_body,
     retry_after_seconds,
     text_of,
+    unencrypted_host,
 )
 from ..issue_tracker import (
     CreatedIssues,
     render,
     send_waiting,
     title_of,
-    unencrypted,
 )
 from ..state_store import store_path
 from .adf import description_adf
@@ -282,7 +282,7 @@ class JiraTarget(TargetBackend[JiraOptions]):
             warnings.append("the create screen has no description: Jira will refuse every issue")
         if self.options.labels and "labels" not in ids:
             warnings.append("labels: the create screen has no Labels field; Jira will refuse them")
-        if unencrypted(self.site):
+        if unencrypted_host(self.site):
             warnings.append(f"url: the API token goes to {self.site} unencrypted (http://)")
         return warnings
 
