@@ -154,7 +154,13 @@ def _record_call(
     """
     import shlex
 
-    from lookup_server.telemetry import UNKNOWN_NAME, CallRecord, outcome_for, shortened
+    from lookup_server.telemetry import (
+        UNKNOWN_NAME,
+        CallRecord,
+        outcome_for,
+        reason_of,
+        shortened,
+    )
     from lookup_server.telemetry.activity import Activity, activity_file
 
     record = CallRecord(
@@ -165,9 +171,7 @@ def _record_call(
         status=answer.status,
         duration_ms=took_ms,
         count=answer.count,
-        detail=answer.body.decode("utf-8", "replace").removeprefix("lookup-server error: ").strip()
-        if answer.status != 200
-        else "",
+        detail=reason_of(answer.body.decode("utf-8", "replace")) if answer.status != 200 else "",
         path=shortened("command line: " + " ".join(map(shlex.quote, args))),
         remote_addr="command line",
     )

@@ -35,6 +35,15 @@ def shortened(text: str) -> str:
     return f"{text[:MAX_LOGGED_CHARS]}...[{len(text) - MAX_LOGGED_CHARS} more characters]"
 
 
+#: How every error answer to HelpSpot begins (helpspot/answers.py, web/app.py).
+ERROR_PREFIX = "lookup-server error: "
+
+
+def reason_of(text: str) -> str:
+    """The reason a plain-text error answer gave, for CallRecord.detail."""
+    return text.strip().removeprefix(ERROR_PREFIX).strip()
+
+
 #: What became of a call, read from its HTTP status (and for a lookup its count).
 _OUTCOME_BY_STATUS = {
     202: "accepted",

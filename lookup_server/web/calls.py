@@ -18,6 +18,7 @@ from lookup_server.telemetry import (
     CallRecord,
     Telemetry,
     outcome_for,
+    reason_of,
     shortened,
 )
 from lookup_server.web.auth import redact
@@ -33,7 +34,6 @@ _ENDPOINTS = {
 }
 #: A failed call's reason is read from the start of its answer.
 _DETAIL_BYTES = 2048
-_ERROR_PREFIX = "lookup-server error: "
 
 
 def record_calls(app: Flask, telemetry: Telemetry) -> None:
@@ -91,4 +91,4 @@ def _detail(response: Response) -> str:
             return str(json.loads(head).get("error", ""))
         except (ValueError, AttributeError):
             return ""
-    return head.strip().removeprefix(_ERROR_PREFIX)
+    return reason_of(head)
