@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,30 +45,67 @@ KEY = "bench-webhook-key-0123456789"
 
 
 class Receiver:
-    """A peer that answers 200 at once and notes when each webhook arrived."""
+    """A peer in a process of its own that answers 200 at once and notes when each webhook arrived.
+
+    Its own process: in the bench's, the clients' threads and its own would
+    share one GIL, and the clients would time the receiver's work as the server's.
+    """
 
     def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.lock = threading.Lock()
-        receiver = self
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--receive"], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        self.base = self.url.rsplit("/", 1)[0]
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+    def count(self) -> int:
+        with urllib.request.urlopen(f"{self.base}/count", timeout=10) as answer:
+            return int(answer.read())
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                marker = str(json.loads(body).get("bench_id", ""))
-                with receiver.lock:
-                    receiver.arrived.setdefault(marker, time.time())
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
+    def arrivals(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.base}/arrived", timeout=30) as answer:
+            arrived: dict[str, float] = json.loads(answer.read())
+        return arrived
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def receive() -> None:
+    """The receiver's process: print its URL, then serve until terminated."""
+    arrived: dict[str, float] = {}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            with lock:
+                body = (
+                    str(len(arrived)) if self.path == "/count" else json.dumps(arrived)
+                ).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            marker = str(json.loads(body).get("bench_id", ""))
+            with lock:
+                arrived.setdefault(marker, time.time())
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(f"http://127.0.0.1:{server.server_address[1]}/in", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve_forever()
 
 
 def free_port() -> int:
@@ -130,6 +167,18 @@ def post_webhook(urls: list[str], number: int) -> tuple[str, float, float]:
     return marker, sent, time.perf_counter() - started
 
 
+def post_many(
+    urls: list[str], numbers: range, pace: float = 0.0, start_at: float = 0.0
+) -> list[tuple[str, float, float]]:
+    """One client: post these webhooks one after another, or webhook n at start_at + n / pace."""
+    posted = []
+    for number in numbers:
+        due = start_at + number / pace if pace else start_at
+        time.sleep(max(0.0, due - time.time()))
+        posted.append(post_webhook(urls, number))
+    return posted
+
+
 def fsync_insert_ms(folder: Path, count: int = 200) -> float:
     """The median time of one synchronous=FULL WAL insert, alone: an accept's floor."""
     conn = sqlite3.connect(folder / "floor.sqlite3", isolation_level=None)
@@ -164,8 +213,14 @@ def postgres_schema(base: str) -> Iterator[str]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def measure(outbox: str, servers: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    """One configuration: its servers started, the webhooks posted, all delivered."""
+def measure(
+    outbox: str, servers: int, args: argparse.Namespace, work: Path, pace: float = 0.0
+) -> dict[str, float]:
+    """One configuration: its servers started, the webhooks posted, all delivered.
+
+    ``pace``: webhooks a second offered in all (an open loop, as HelpSpot's
+    triggers send them); 0 posts each as soon as the client's last was answered.
+    """
     receiver = Receiver()
     config = work / f"lookup-{uuid.uuid4().hex[:6]}.toml"
     config.write_text(
@@ -179,23 +234,30 @@ def measure(outbox: str, servers: int, args: argparse.Namespace, work: Path) -> 
         for port in ports:
             wait_until_up(f"http://127.0.0.1:{port}/healthz")
         urls = [f"http://127.0.0.1:{port}/webhook/hooks/{KEY}" for port in ports]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            posted = list(pool.map(lambda n: post_webhook(urls, n), range(args.webhooks)))
+        # a process per client: threads of one process would time each other's GIL waits
+        shares = [range(c, args.webhooks, args.clients) for c in range(args.clients)]
+        with ProcessPoolExecutor(args.clients) as pool:
+            pool.map(time.sleep, [0] * args.clients)  # the processes started before the clock
+            start_at = time.time() + 0.5
+            started = time.perf_counter()
+            count = len(shares)
+            posts = pool.map(post_many, [urls] * count, shares, [pace] * count, [start_at] * count)
+            posted = [p for share in posts for p in share]
         accepting = time.perf_counter() - started
         deadline = time.monotonic() + 120
-        while len(receiver.arrived) < args.webhooks and time.monotonic() < deadline:
+        while receiver.count() < args.webhooks and time.monotonic() < deadline:
             time.sleep(0.05)
+        arrived = receiver.arrivals()
     finally:
         for server in running:
             os.killpg(server.pid, signal.SIGTERM)
         for server in running:
             server.wait(timeout=30)
-        receiver.server.shutdown()
+        receiver.stop()
     accepts = [seconds * 1000 for _, _, seconds in posted]
-    delivered = [receiver.arrived[m] - sent for m, sent, _ in posted if m in receiver.arrived]
+    delivered = [arrived[m] - sent for m, sent, _ in posted if m in arrived]
     return {
-        "rate": args.webhooks / accepting,
+        "rate": args.webhooks / (accepting - 0.5),
         "p50": percentile(accepts, 0.5),
         "p99": percentile(accepts, 0.99),
         "d50": percentile(delivered, 0.5) * 1000 if delivered else float("nan"),
@@ -209,12 +271,20 @@ def main() -> None:
     parser.add_argument("--webhooks", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--pace", type=float, default=100.0, help="webhooks/s of the paced run")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--receive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.receive:
+        receive()
+        return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         results["SQLite, 1 server"] = measure(str(work / "outbox.sqlite3"), 1, args, work)
+        results[f"SQLite, 1, {args.pace:g}/s"] = measure(
+            str(work / "paced.sqlite3"), 1, args, work, pace=args.pace
+        )
         if not args.sqlite_only:
             for servers in (1, 3):
                 with postgres_schema(args.postgres) as url:

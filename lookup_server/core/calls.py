@@ -119,3 +119,40 @@ def shut_down(sock: socket.socket | None) -> None:
         return
     with suppress(OSError):  # already closed: nothing blocks on it
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class CallsInFlight:
+    """How many calls this process is answering, for background work that gives way to them.
+
+    HelpSpot waits for every answer, a webhook's accept included (it has no read
+    timeout), while a webhook's delivery can wait a few milliseconds without
+    anyone noticing. So the delivery worker starts its next delivery when no
+    call is being answered, or after ``at_most`` seconds at the latest, so that
+    a server that is never idle still delivers (bench/bench_outbox.py).
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def started(self) -> None:
+        """A call began."""
+        with self._idle:
+            self._count += 1
+
+    def ended(self) -> None:
+        """A call that began has been answered."""
+        with self._idle:
+            self._count -= 1
+            if self._count <= 0:
+                self._idle.notify_all()
+
+    @property
+    def count(self) -> int:
+        """The calls being answered now."""
+        return self._count
+
+    def wait_until_idle(self, at_most: float) -> None:
+        """Return when no call is being answered, or after ``at_most`` seconds."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._count <= 0, timeout=at_most)

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import run_simple
 
 from lookup_server.config.settings import Config, config_from_mapping, load_config
+from lookup_server.core.calls import CallsInFlight
 from lookup_server.runtime.service import Sources, Targets
 from lookup_server.telemetry import Fanout, Telemetry
 from lookup_server.telemetry.activity import Activity, activity_file
@@ -21,7 +22,7 @@ from lookup_server.telemetry.metrics import PrometheusMetrics
 from lookup_server.web.access_log import RedactingRequestHandler, install_key_filter
 from lookup_server.web.blueprints import ajax, health, livelookup, metrics, push, webhook
 from lookup_server.web.blueprints.common import EXTENSION, AppState
-from lookup_server.web.calls import record_calls
+from lookup_server.web.calls import count_calls, record_calls
 from lookup_server.web.console import install_console
 from lookup_server.webhooks.intake import Webhooks
 
@@ -62,7 +63,10 @@ def create_app(
     sources, targets = Sources(config, telemetry), Targets(config)
     sources.prepare()
     targets.prepare()
-    webhooks = Webhooks(config.server, targets, telemetry)
+    calls = CallsInFlight()
+    # first: every other before_request runs while the call is counted
+    count_calls(app, calls)
+    webhooks = Webhooks(config.server, targets, telemetry, calls)
     app.extensions[EXTENSION] = AppState(config, sources, targets, webhooks, telemetry, prometheus)
     for closing in (sources.close, targets.close, webhooks.close):
         atexit.register(closing)

@@ -1,5 +1,7 @@
 """A CallRecord for every call to a HelpSpot endpoint, handed to the app's Telemetry.
 
+And the count of calls being answered, which deliveries give way to.
+
 Recorded around the views, so that every answer counts, refusals and errors
 included; the console and ``/metrics`` are not HelpSpot's calls and are not
 recorded.
@@ -12,6 +14,7 @@ import time
 
 from flask import Flask, Response, g, request
 
+from lookup_server.core.calls import CallsInFlight
 from lookup_server.telemetry import (
     SOURCE_ENDPOINTS,
     UNKNOWN_NAME,
@@ -34,6 +37,21 @@ _ENDPOINTS = {
 }
 #: A failed call's reason is read from the start of its answer.
 _DETAIL_BYTES = 2048
+
+
+def count_calls(app: Flask, calls: CallsInFlight) -> None:
+    """Keep ``calls`` counting the requests ``app`` is answering (every endpoint)."""
+
+    @app.before_request
+    def begun() -> None:
+        calls.started()
+        g.call_counted = True
+
+    @app.teardown_request
+    def finished(_error: BaseException | None) -> None:
+        # only a request that was counted: a before_request may fail before ours
+        if g.pop("call_counted", False):
+            calls.ended()
 
 
 def record_calls(app: Flask, telemetry: Telemetry) -> None:

@@ -147,6 +147,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # WAL with synchronous=FULL syncs the log at every commit: a webhook we
     # answered 202 for survives a power cut, not just a process crash
     # (NORMAL would only sync at checkpoints). One fsync per webhook is cheap.
+    # Database.transaction sets it for each transaction.
     conn.execute("PRAGMA synchronous = FULL")
     return conn
 
@@ -170,14 +171,45 @@ def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
     return [] if not names or "webhooks" in names else names
 
 
+#: What identifies the outbox file a connection has open: its device, inode and
+#: modification time. A file deleted, replaced or written by something other
+#: than SQLite's WAL (a repair, a damaged header) shows as another identity.
+FileIdentity = tuple[int, int, int]
+
+
+def identity_of(path: Path) -> FileIdentity | None:
+    """The outbox file's identity now, or None when there is no such file."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_mtime_ns)
+
+
+#: Connections a forked child inherited: never used, never closed (see Database._acquire).
+_INHERITED: list[sqlite3.Connection] = []
+
+
 class Database:
-    """One outbox file; a connection per operation, so any thread or process may use it."""
+    """One outbox file, used by any thread or process through a pool of connections.
+
+    Opening and closing a connection cost as much as an accept's own write
+    (bench/README.md), so connections are kept for the next operation, by any
+    thread of this process. One is used again only while the file is the one
+    it opened (:func:`identity_of`): a commit goes to the write-ahead log and
+    leaves the file alone, while a file deleted, moved away or repaired is
+    opened afresh, as an outbox used without a restart must be. A checkpoint
+    rewrites the file too, which costs one new connection now and then.
+    """
 
     def __init__(self, path: Path, *, create_folder: bool = False) -> None:
         self.path = path
         self.create_folder = create_folder
         self._ready = False
         self._lock = threading.Lock()
+        #: Idle connections of this process, with the identity of the file each opened.
+        self._idle: list[tuple[sqlite3.Connection, FileIdentity]] = []
+        self._pid = os.getpid()
 
     def prepare(self) -> None:
         """Create the file if need be, in WAL mode and with its tables (once, until a failure)."""
@@ -228,17 +260,53 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A connection; any sqlite3 error in the block becomes an OutboxError."""
+        conn, opened = self._acquire()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._failed(exc) from None
+        except BaseException:
+            conn.close()  # in an unknown state: never used again
+            raise
+        self._release(conn, opened)
+
+    def _acquire(self) -> tuple[sqlite3.Connection, FileIdentity]:
+        """An idle connection to the file as it is now, else a new one."""
+        current = identity_of(self.path)
+        if current is None:
+            self._ready = False  # deleted or moved away: prepare() creates it again
         self.prepare()
+        current = current or identity_of(self.path)
+        with self._lock:
+            if self._pid != os.getpid():
+                # The parent's, inherited through fork(): SQLite must not use them
+                # here, nor close them (closing may touch the parent's WAL), so
+                # they are only kept from the garbage collector.
+                _INHERITED.extend(conn for conn, _ in self._idle)
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                conn, opened = self._idle.pop()
+                if opened == current:
+                    return conn, opened
+                conn.close()
         try:
             conn = connect(self.path)
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        finally:
+        # the identity seen before opening: if the file changed meanwhile, the
+        # next use finds it different and opens it again
+        return conn, current or (0, 0, 0)
+
+    def _release(self, conn: sqlite3.Connection, opened: FileIdentity) -> None:
+        if conn.in_transaction:  # a block that left one open: never lend it out so
             conn.close()
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append((conn, opened))
+                return
+        conn.close()
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -252,8 +320,8 @@ class Database:
         HelpSpot is answered. Writers take turns first (:meth:`_writers_turn`).
         """
         with self.reading() as conn, self._writers_turn():
-            if not durable:
-                conn.execute("PRAGMA synchronous = NORMAL")
+            # set each time: the pooled connection may come from the other kind
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -289,6 +357,10 @@ class Database:
     def _failed(self, exc: sqlite3.Error) -> OutboxError:
         # The file may have been replaced, deleted or repaired: open it afresh next time.
         self._ready = False
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
         return OutboxError(describe(self.path, exc))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lookup_server.core.backend import BackendError, DeliveryFailed
+from lookup_server.core.calls import CallsInFlight
 from lookup_server.core.models import Webhook
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.interface import WebhookOutbox
@@ -43,6 +44,10 @@ MAX_HOLD_SECONDS = 600.0
 PURGE_EVERY_SECONDS = 3600.0
 #: ...deleting at most this many rows before it lets deliveries run again.
 PURGE_ROWS_PER_PASS = 10_000
+#: A delivery waits at most this long for the process's calls to be answered
+#: (CallsInFlight): a process that is never idle still delivers at least about
+#: 1 / GIVE_WAY_SECONDS webhooks a second, and all of them once the calls stop.
+GIVE_WAY_SECONDS = 0.05
 
 
 def safe_error(exc: BaseException) -> str:
@@ -161,6 +166,7 @@ class DeliveryWorker:
     Start one in every server process (after any fork): it wakes at once when
     the same process stores a webhook and polls every ``poll_seconds``
     otherwise, which picks up retries and webhooks stored by other processes.
+    Given the process's ``calls``, each delivery first gives way to them.
     With ``retention_days`` above 0 it purges finished webhooks and refusals
     older than that, at most every ``purge_every`` seconds.
     """
@@ -177,8 +183,11 @@ class DeliveryWorker:
         renew_every: float | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        calls: CallsInFlight | None = None,
     ) -> None:
         self.outbox = outbox
+        #: The process's calls, which each delivery gives way to.
+        self.calls = calls
         self.deliver = deliver
         self.poll_seconds = poll_seconds
         self.owner = owner or new_owner()
@@ -287,6 +296,8 @@ class DeliveryWorker:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            if self.calls is not None:
+                self.calls.wait_until_idle(GIVE_WAY_SECONDS)
             try:
                 delivered = self.run_once()
                 if not delivered:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from lookup_server.config.settings import ServerSettings
 from lookup_server.core.backend import BackendError, DeliveryFailed
+from lookup_server.core.calls import CallsInFlight
 from lookup_server.core.models import Webhook
 from lookup_server.core.targets import TargetSettings
 from lookup_server.runtime.service import DeliveryRefused, ServiceError, Targets, UnknownTarget
@@ -81,11 +82,17 @@ class Webhooks:
     """Accepts webhooks for the configured targets and delivers them."""
 
     def __init__(
-        self, server: ServerSettings, targets: Targets, telemetry: Telemetry | None = None
+        self,
+        server: ServerSettings,
+        targets: Targets,
+        telemetry: Telemetry | None = None,
+        calls: CallsInFlight | None = None,
     ) -> None:
         self.server = server
         self.targets = targets
         self.telemetry = telemetry or Telemetry()
+        #: The server's calls in this process, which deliveries give way to.
+        self.calls = calls
         #: The targets that take webhooks.
         self.target_names = tuple(
             name for name, target in targets.items().items() if "webhook" in target.capabilities
@@ -164,7 +171,10 @@ class Webhooks:
                 return
             # A worker inherited through fork() has no thread here: start our own.
             self._worker = DeliveryWorker(
-                self.outbox, self._deliver, retention_days=self.server.outbox_retention_days
+                self.outbox,
+                self._deliver,
+                retention_days=self.server.outbox_retention_days,
+                calls=self.calls,
             )
             self._worker_pid = os.getpid()
         self._worker.start()

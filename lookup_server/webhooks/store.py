@@ -172,18 +172,32 @@ class Outbox:
         """
         moment = time.time() if now is None else now
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        key = str(uuid.uuid4())
         with self._db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO webhooks (target, payload, idempotency_key, created_at,"
                 " updated_at, next_attempt_at, state, request_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (target, text, str(uuid.uuid4()), moment, moment, moment, request_id),
+                (target, text, key, moment, moment, moment, request_id),
             )
-            entry = _entry(
-                conn.execute("SELECT * FROM webhooks WHERE id = ?", (cursor.lastrowid,)).fetchone()
-            )
+        assert cursor.lastrowid is not None
         self._notify()
-        return entry
+        # the row as stored, not read back: the columns not written have their defaults
+        return OutboxEntry(
+            id=cursor.lastrowid,
+            target=target,
+            payload=json.loads(text),
+            idempotency_key=key,
+            created_at=moment,
+            updated_at=moment,
+            attempts=0,
+            next_attempt_at=moment,
+            state="pending",
+            last_error="",
+            lease_owner="",
+            lease_expires_at=0.0,
+            request_id=request_id,
+        )
 
     def record_refusal(
         self,

@@ -12,6 +12,7 @@ from flask import Flask
 
 from lookup_server.telemetry import CallRecord
 from lookup_server.web.app import create_app
+from lookup_server.web.blueprints.common import EXTENSION as APP_STATE
 from lookup_server.web.console.blueprint import EXTENSION
 from tests.conftest import DEMO_CSV
 
@@ -87,3 +88,25 @@ def test_a_webhook_refusal_records_its_json_error(app: Flask) -> None:
     call = recorded(app)[0]
     assert (call.endpoint, call.outcome) == ("webhook", "unknown")
     assert call.name == "(unknown)" and "no target named 'crm'" in call.detail
+
+
+def test_calls_are_counted_while_they_are_answered_even_when_they_fail(app: Flask) -> None:
+    # deliveries give way to these (webhooks/delivery.py)
+    calls = app.extensions[APP_STATE].webhooks.calls
+    seen: list[int] = []
+
+    @app.get("/counting")
+    def counting() -> str:
+        seen.append(calls.count)
+        return "ok"
+
+    @app.get("/failing")
+    def failing() -> str:
+        seen.append(calls.count)
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    assert client.get("/counting").status_code == 200
+    assert client.get("/failing").status_code == 500
+    assert client.get("/no-such-page").status_code == 404
+    assert seen == [1, 1] and calls.count == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lookup_server.webhooks import Outbox, OutboxError, probe
+from lookup_server.webhooks.database import Database
 from tests.webhooks.conftest import (
     AS_ROOT,
     PAYLOAD,
@@ -215,3 +216,53 @@ def test_a_writers_lock_that_cannot_be_opened_is_an_outbox_error(tmp_path: Path)
     (tmp_path / "outbox.sqlite3.writers").mkdir()
     with pytest.raises(OutboxError, match=r"lock file .*outbox\.sqlite3\.writers cannot be opened"):
         Outbox(path).store("crm", {"xRequest": "1"})
+
+
+# -- the pool of connections ---------------------------------------------------------------------
+
+
+def test_a_durable_write_after_bookkeeping_on_the_same_connection_syncs(tmp_path: Path) -> None:
+    # Connections are used again: a store must not inherit synchronous=NORMAL
+    # from the claim or outcome that used its connection before.
+    database = Database(tmp_path / "outbox.sqlite3")
+    with database.transaction(durable=False) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with database.transaction() as again:
+        assert again is conn
+        assert again.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_file_replaced_under_an_open_connection_gets_the_webhooks(tmp_path: Path) -> None:
+    # An outbox moved away and another put in its place (a restore): a kept
+    # connection would write to the old file, lost to the server.
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    outbox.store("crm", PAYLOAD)
+    path.rename(tmp_path / "old.sqlite3")
+    Outbox(path).store("crm", {"xRequest": "elsewhere"})
+    outbox.store("crm", {"xRequest": "after"})
+    assert _requests(Outbox(path)) == ["elsewhere", "after"]
+
+
+def test_connections_are_not_used_in_a_forked_child(tmp_path: Path) -> None:
+    # SQLite forbids using a connection across fork(): gunicorn's workers are forked.
+    database = Database(tmp_path / "outbox.sqlite3")
+    with database.reading() as parents:
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status says whether it was lent the parent's
+        code = 1
+        try:
+            with database.reading() as childs:
+                code = 0 if childs is not parents else 3
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    with database.reading() as again:
+        assert again is parents  # the parent's own is still its own
+
+
+def _requests(outbox: Outbox) -> list[object]:
+    """Each stored webhook's xRequest, oldest first."""
+    found = [outbox.get(summary.id) for summary in outbox.summaries()]
+    return [entry.payload["xRequest"] for entry in found if entry is not None]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lookup_server.core.calls import CallsInFlight
 from lookup_server.plugin import BackendError, Webhook
 from lookup_server.webhooks import BACKOFF_CAP, LEASE_SECONDS, DeliveryWorker, Outbox, records
 from lookup_server.webhooks import delivery as delivery_module
@@ -73,6 +74,53 @@ def test_the_worker_thread_wakes_when_a_webhook_is_stored(outbox: Outbox) -> Non
         worker.stop()
     assert deliver.calls == [("crm", stored.webhook)]
     assert stored_entry(outbox, stored.id).state == "delivered"
+
+
+class WatchedCalls(CallsInFlight):
+    """CallsInFlight that says when the worker begins to wait for the calls to end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait_until_idle(self, at_most: float) -> None:
+        self.waiting.set()
+        super().wait_until_idle(at_most)
+
+
+def test_a_delivery_gives_way_to_the_calls_being_answered(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HelpSpot waits for every answer; a delivery can wait for them.
+    monkeypatch.setattr(delivery_module, "GIVE_WAY_SECONDS", HANG_GUARD)
+    calls = WatchedCalls()
+    seen: list[int] = []
+    worker = DeliveryWorker(
+        outbox, lambda target, webhook: seen.append(calls.count), poll_seconds=3600, calls=calls
+    )
+    calls.started()
+    outbox.store("crm", PAYLOAD)
+    worker.start()
+    try:
+        assert calls.waiting.wait(HANG_GUARD)
+        assert seen == []  # not while the call runs
+        calls.ended()
+        wait_for(lambda: seen == [0])
+    finally:
+        worker.stop()
+
+
+def test_a_server_that_is_never_idle_still_delivers(outbox: Outbox) -> None:
+    calls = CallsInFlight()
+    calls.started()  # never ends
+    deliver = Recorder()
+    worker = DeliveryWorker(outbox, deliver, poll_seconds=3600, calls=calls)
+    worker.start()
+    try:
+        outbox.store("crm", PAYLOAD)
+        assert deliver.called.wait(HANG_GUARD)
+    finally:
+        worker.stop()
 
 
 def test_the_worker_picks_up_what_was_stored_before_it_started(outbox: Outbox) -> None:
