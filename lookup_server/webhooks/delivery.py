@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from lookup_server.core.backend import BackendError, DeliveryFailed
 from lookup_server.core.calls import CallsInFlight
@@ -71,16 +73,18 @@ class _Outcome:
 
 
 class LeaseRenewal:
-    """Keeps one claimed webhook's lease alive while its delivery runs (a context manager).
+    """Keeps the lease of the webhook its worker is delivering alive, on a thread of its own.
 
-    Renewal stops when the lease was lost (another worker took the webhook over,
-    which it records) or after ``max_hold`` seconds.
+    One per delivery worker, its thread started with the first delivery and kept:
+    a thread started per delivery cost a millisecond of every delivery's time
+    (bench/bench_outbox.py). :meth:`holding` covers one delivery; renewal of it
+    stops when the lease was lost (another worker took the webhook over, which
+    it records) or after ``max_hold`` seconds.
     """
 
     def __init__(
         self,
         outbox: WebhookOutbox,
-        entry: OutboxEntry,
         owner: str,
         *,
         every: float,
@@ -88,53 +92,97 @@ class LeaseRenewal:
         max_hold: float = MAX_HOLD_SECONDS,
     ) -> None:
         self.outbox = outbox
-        self.entry = entry
         self.owner = owner
         self.every = every
         self.clock = clock
         self.max_hold = max_hold
-        #: Set once the lease is known to be someone else's.
+        #: Set once the lease of the current delivery is known to be someone else's.
         self.lost = threading.Event()
         #: How many renewals were written (for the curious and the tests).
         self.renewals = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webhook-lease", daemon=True)
+        #: Whether the current delivery's lease is being kept alive (False once it stops).
+        self.renewing = False
+        self._changed = threading.Condition()
+        #: The delivery being covered: its webhook and when it began (monotonic).
+        self._held: tuple[OutboxEntry, float] | None = None
+        #: Held while a renewal is written, so that none is written after holding() ends.
+        self._writing = threading.Lock()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> LeaseRenewal:
-        self._thread.start()
-        return self
+    @contextmanager
+    def holding(self, entry: OutboxEntry) -> Iterator[None]:
+        """Keep ``entry``'s lease alive for the block (the delivery)."""
+        self.lost.clear()
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhook-lease", daemon=True)
+                self._thread.start()
+            self._held = (entry, time.monotonic())
+            self.renewing = True
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._writing, self._changed:  # a renewal being written ends first
+                self._held = None
+                self.renewing = False
+                self._changed.notify()
 
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+    def stop(self) -> None:
+        """End the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
 
     def _run(self) -> None:
-        started = time.monotonic()
-        while not self._done.wait(self.every):
-            if time.monotonic() - started > self.max_hold:
-                log.error(
-                    "webhook %s to target %r: still delivering after %g s; its lease is "
-                    "left to expire",
-                    self.entry.id,
-                    self.entry.target,
-                    self.max_hold,
-                )
-                return
-            try:
-                kept = self.outbox.renew(self.entry.id, self.owner, now=self.clock())
-            except OutboxError as exc:  # try again; the lease lasts a few more renewals
-                log.warning("webhook %s: cannot renew its lease: %s", self.entry.id, exc)
-                continue
-            if not kept:
-                log.warning(
-                    "webhook %s to target %r: lease lost to another worker, which "
-                    "will record the outcome",
-                    self.entry.id,
-                    self.entry.target,
-                )
-                self.lost.set()
-                return
-            self.renewals += 1
+        with self._changed:
+            while not self._stopping:
+                held = self._held
+                if held is None:
+                    self._changed.wait()
+                elif self._changed.wait_for(partial(self._moved_on, held), timeout=self.every):
+                    continue  # that delivery ended: look at what is held now
+                elif not self._renew(*held):  # renewing it stops: wait for its end
+                    self.renewing = False
+                    self._changed.wait_for(partial(self._moved_on, held))
+
+    def _moved_on(self, held: tuple[OutboxEntry, float]) -> bool:
+        return self._stopping or self._held is not held
+
+    def _renew(self, entry: OutboxEntry, began: float) -> bool:
+        """One renewal, called with _changed held; False when renewing this delivery stops."""
+        if time.monotonic() - began > self.max_hold:
+            log.error(
+                "webhook %s to target %r: still delivering after %g s; its lease is left to expire",
+                entry.id,
+                entry.target,
+                self.max_hold,
+            )
+            return False
+        self._changed.release()  # the database write must not hold up holding()
+        try:
+            with self._writing:
+                if self._held is None or self._held[0] is not entry:
+                    return False  # the delivery ended meanwhile
+                try:
+                    kept = self.outbox.renew(entry.id, self.owner, now=self.clock())
+                except OutboxError as exc:  # try again; the lease lasts a few more renewals
+                    log.warning("webhook %s: cannot renew its lease: %s", entry.id, exc)
+                    return True
+        finally:
+            self._changed.acquire()
+        if not kept:
+            log.warning(
+                "webhook %s to target %r: lease lost to another worker, which "
+                "will record the outcome",
+                entry.id,
+                entry.target,
+            )
+            self.lost.set()
+            return False
+        self.renewals += 1
+        return True
 
 
 class _StateLog:
@@ -198,6 +246,8 @@ class DeliveryWorker:
         #: Measures how long a delivery took (monotonic: the wall clock may jump).
         self.timer = timer
         self._next_purge = 0.0
+        #: Keeps the lease of the webhook being delivered alive.
+        self.renewal = LeaseRenewal(outbox, self.owner, every=self.renew_every, clock=clock)
         self._state = _StateLog(f"webhook outbox {outbox.description}")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -217,6 +267,7 @@ class DeliveryWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.renewal.stop()
         self.outbox.unsubscribe(self._wake)
 
     def run_once(self, now: float | None = None) -> bool:
@@ -226,7 +277,7 @@ class DeliveryWorker:
         if entry is None:
             return False
         began = self.timer()
-        with LeaseRenewal(self.outbox, entry, self.owner, every=self.renew_every, clock=self.clock):
+        with self.renewal.holding(entry):
             outcome = self._deliver(entry)
         duration_ms = round((self.timer() - began) * 1000)
         # Recorded only while we hold the lease (owner=): after a takeover the new

@@ -8,8 +8,11 @@ string is a secret: only :func:`safe_url` of it is ever shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +28,8 @@ SCHEMA_VERSION = 1
 CHANNEL = "lookup_server_outbox"
 #: Seconds a caller waits for a pooled connection before the webhook is refused.
 POOL_TIMEOUT = 10.0
+#: A pooled connection handed back this recently is lent again without a round trip first.
+CHECK_AFTER_SECONDS = 1.0
 #: Serialises the creation of the tables across servers starting together.
 _CREATE_LOCK = 0x6C6F6F6B7570  # "lookup"
 
@@ -127,23 +132,46 @@ class PgDatabase:
         self._pid = 0
         self._ready = False
         self._lock = threading.Lock()
+        #: When each pooled connection was last handed back (monotonic), for _check.
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Set when this process stored webhooks that no NOTIFY has announced yet.
+        self._unannounced = threading.Event()
+        self._announcer_pid = 0
 
     def _connections(self) -> ConnectionPool:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 # An inherited pool's connections are the parent's: never close them here.
+                self._returned = weakref.WeakKeyDictionary()
                 self._pool = ConnectionPool(
                     self.url,
                     min_size=1,
                     max_size=self.max_connections,
                     kwargs={"autocommit": True},
-                    check=ConnectionPool.check_connection,
+                    check=self._check,
+                    reset=self._stamp,
                     timeout=POOL_TIMEOUT,
                     open=True,
                     name="webhook-outbox",
                 )
                 self._pid = os.getpid()
             return self._pool
+
+    def _stamp(self, conn: psycopg.Connection) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """Before a connection is lent: one round trip, unless it was in use a moment ago.
+
+        A round trip before every statement was a third of an accept's; a
+        connection handed back within CHECK_AFTER_SECONDS was just seen working,
+        and one that broke since (the server restarted) fails its statement,
+        after which :meth:`_connected` checks the rest and the caller tries again.
+        """
+        if time.monotonic() - self._returned.get(conn, 0.0) > CHECK_AFTER_SECONDS:
+            ConnectionPool.check_connection(conn)
 
     def prepare(self) -> None:
         """Create the tables if need be and check the schema version (once, until a failure)."""
@@ -176,6 +204,10 @@ class PgDatabase:
                 yield conn
         except (psycopg.Error, OSError) as exc:
             self._ready = False  # the database may have been replaced: check it again
+            if isinstance(exc, psycopg.OperationalError) and self._pool is not None:
+                # lost connections: the others may be lost too; keep only live ones
+                with contextlib.suppress(Exception):
+                    self._pool.check()
             raise OutboxError(describe(self.url, exc)) from None
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout and kin
@@ -196,6 +228,35 @@ class PgDatabase:
         self.prepare()
         with self._connected() as conn, conn.transaction():
             yield conn
+
+    def announce(self) -> None:
+        """Have every server's delivery workers woken (NOTIFY), soon, outside the caller's work.
+
+        A NOTIFY in the storing transaction made every accept wait for it, and
+        PostgreSQL commits notifying transactions one at a time (they take a lock
+        on the notification queue until their commit is flushed). So this process
+        sends them from a thread of its own, one for any number of stores since
+        the last: each store is committed before it asks, so a NOTIFY sent after
+        the ask finds it.
+        """
+        if self._announcer_pid != os.getpid():
+            with self._lock:
+                if self._announcer_pid != os.getpid():  # after a fork: a thread of our own
+                    self._announcer_pid = os.getpid()
+                    threading.Thread(
+                        target=self._announce, name="outbox-notify", daemon=True
+                    ).start()
+        self._unannounced.set()
+
+    def _announce(self) -> None:
+        while True:
+            self._unannounced.wait()
+            self._unannounced.clear()
+            try:
+                with self._connected() as conn:
+                    conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            except OutboxError:
+                pass  # the others find the webhooks at their next poll; claims report outages
 
     def listen(self) -> psycopg.Connection:
         """A new connection of its own that LISTENs on CHANNEL (the delivery worker's)."""

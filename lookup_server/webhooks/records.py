@@ -7,6 +7,7 @@ test may shrink them for both at once.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +59,27 @@ class OutboxEntry:
     def webhook(self) -> Webhook:
         """The webhook as handed to a target's ``deliver``."""
         return Webhook(self.id, self.idempotency_key, self.payload)
+
+
+def stored_entry(
+    entry_id: int, target: str, text: str, key: str, moment: float, request_id: str
+) -> OutboxEntry:
+    """A webhook as a store just wrote it (``text``: its payload's JSON), not read back."""
+    return OutboxEntry(
+        id=entry_id,
+        target=target,
+        payload=json.loads(text),
+        idempotency_key=key,
+        created_at=moment,
+        updated_at=moment,
+        attempts=0,
+        next_attempt_at=moment,
+        state="pending",
+        last_error="",
+        lease_owner="",
+        lease_expires_at=0.0,
+        request_id=request_id,
+    )
 
 
 @dataclass(frozen=True)

@@ -182,22 +182,7 @@ class Outbox:
             )
         assert cursor.lastrowid is not None
         self._notify()
-        # the row as stored, not read back: the columns not written have their defaults
-        return OutboxEntry(
-            id=cursor.lastrowid,
-            target=target,
-            payload=json.loads(text),
-            idempotency_key=key,
-            created_at=moment,
-            updated_at=moment,
-            attempts=0,
-            next_attempt_at=moment,
-            state="pending",
-            last_error="",
-            lease_owner="",
-            lease_expires_at=0.0,
-            request_id=request_id,
-        )
+        return records.stored_entry(cursor.lastrowid, target, text, key, moment, request_id)
 
     def record_refusal(
         self,
