@@ -19,10 +19,12 @@ from lookup_server.plugin import (
     NotFound,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetSettings,
     Webhook,
 )
 from tests.conftest import assert_not_revealed
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import serve
 from tests.plugins.emulators.github import GitHubEmulator, GitHubIssue, GitHubRepo
 from tests.plugins.test_jira import README, readme_targets
@@ -36,7 +38,7 @@ ZWSP = "\u200b"
 
 def make_target(
     url: str,
-    store: Path,
+    store: Path | StoreLocation,
     token: str = TOKEN,
     timeout: float = 5.0,
     helpspot_url: str = HELPSPOT,
@@ -44,7 +46,11 @@ def make_target(
 ) -> GitHubTarget:
     """A github target for the emulated repository example/helpdesk."""
     opts = GitHubOptions(
-        repository="example/helpdesk", token=Secret(token), api_url=url, store=store, **options
+        repository="example/helpdesk",
+        token=Secret(token),
+        api_url=url,
+        store=store if isinstance(store, StoreLocation) else file_store(store),
+        **options,
     )
     return GitHubTarget(opts, TargetSettings("gh", "github", timeout, helpspot_url))
 

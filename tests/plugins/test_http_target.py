@@ -31,6 +31,7 @@ from lookup_server.plugin import (
     TargetSettings,
     Webhook,
 )
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import Running, serve
 from tests.support.hanging import (
     HTTP_HEADERS_DRIP,
@@ -96,7 +97,9 @@ def receiver() -> Iterator[tuple[Receiver, Running]]:
 
 
 def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: Any) -> HttpTarget:
-    opts = HttpTargetOptions(url=f"{base_url}/items", store=tmp_path / "pushes.sqlite3", **options)
+    opts = HttpTargetOptions(
+        url=f"{base_url}/items", store=file_store(tmp_path / "pushes.sqlite3"), **options
+    )
     return HttpTarget(opts, TargetSettings(name="crm", backend="http", timeout=timeout))
 
 
@@ -277,7 +280,9 @@ def test_a_push_that_cannot_be_recorded_still_returns_its_id(
     _, running = receiver
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    opts = HttpTargetOptions(url=f"{running.base_url}/items", store=blocker / "pushes.sqlite3")
+    opts = HttpTargetOptions(
+        url=f"{running.base_url}/items", store=file_store(blocker / "pushes.sqlite3")
+    )
     target = HttpTarget(opts, TargetSettings(name="crm", backend="http"))
     assert target.push(PushRequest(PUSHED)) == "crm-1"
     with pytest.raises(BackendError, match="cannot open the push record"):
@@ -364,7 +369,7 @@ def test_the_answer_never_shows_the_secret_the_headers_or_the_url_past_the_host(
             url=f"{running.base_url}/items?token=q-token-77",
             secret=Secret(SECRET),
             headers={"X-Api-Key": "hdr key/0815"},
-            store=tmp_path / "pushes.sqlite3",
+            store=file_store(tmp_path / "pushes.sqlite3"),
         ),
         TargetSettings(name="crm", backend="http"),
     )
@@ -421,7 +426,9 @@ def test_validate_and_check(tmp_path: Path) -> None:
     )
     assert HttpTarget.validate(HttpTargetOptions(url="https://h/items"), settings) == []
     plain = HttpTarget(
-        HttpTargetOptions(url="http://crm.example.com/items", store=tmp_path / "p.sqlite3"),
+        HttpTargetOptions(
+            url="http://crm.example.com/items", store=file_store(tmp_path / "p.sqlite3")
+        ),
         settings,
     )
     assert plain.check() == ["url: pushes and webhooks go to crm.example.com unencrypted (http://)"]
