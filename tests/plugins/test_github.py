@@ -477,12 +477,16 @@ def test_a_webhook_creates_an_issue_once(target: GitHubTarget, github: GitHubEmu
     assert sorted(github.repo().issues) == [1, 2]
 
 
-def test_a_webhook_redelivered_to_another_process_is_not_duplicated(
-    emulator: tuple[GitHubEmulator, str], tmp_path: Path
+def test_a_webhook_redelivered_by_another_server_is_not_duplicated(
+    emulator: tuple[GitHubEmulator, str], store_location: StoreLocation
 ) -> None:
-    store = tmp_path / "shared.sqlite3"
-    make_target(emulator[1], store).deliver(WEBHOOK)
-    make_target(emulator[1], store).deliver(WEBHOOK)
+    one, other = (make_target(emulator[1], store_location) for _ in range(2))
+    try:
+        one.deliver(WEBHOOK)
+        other.deliver(WEBHOOK)
+    finally:
+        one.close()
+        other.close()
     assert len(emulator[0].created) == 1
 
 

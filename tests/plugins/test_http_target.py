@@ -28,6 +28,7 @@ from lookup_server.plugin import (
     DeliveryFailed,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetSettings,
     Webhook,
 )
@@ -96,9 +97,16 @@ def receiver() -> Iterator[tuple[Receiver, Running]]:
         state.release.set()
 
 
-def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: Any) -> HttpTarget:
+def make_target(
+    base_url: str,
+    tmp_path: Path,
+    timeout: float = 5.0,
+    store: StoreLocation | None = None,
+    **options: Any,
+) -> HttpTarget:
+    """An http target posting to ``base_url``; its pushes in ``store`` (default: a file)."""
     opts = HttpTargetOptions(
-        url=f"{base_url}/items", store=file_store(tmp_path / "pushes.sqlite3"), **options
+        url=f"{base_url}/items", store=store or file_store(tmp_path / "pushes.sqlite3"), **options
     )
     return HttpTarget(opts, TargetSettings(name="crm", backend="http", timeout=timeout))
 
@@ -250,13 +258,20 @@ def test_a_target_dripping_its_headers_gets_its_threads_and_connections_back(
 
 
 def test_details_show_the_recorded_push_and_answer(
-    receiver: tuple[Receiver, Running], tmp_path: Path
+    receiver: tuple[Receiver, Running], tmp_path: Path, store_location: StoreLocation
 ) -> None:
     _, running = receiver
-    push_id = make_target(running.base_url, tmp_path).push(PushRequest(PUSHED))
-    # A new instance (another worker, or after a restart) reads the same record.
-    again = make_target(running.base_url, tmp_path, link="https://crm.example/items/{id}")
-    details = again.details(push_id)
+    one = make_target(running.base_url, tmp_path, store=store_location)
+    push_id = one.push(PushRequest(PUSHED))
+    # Another server on the same store (another worker, host, or a restart) reads it.
+    again = make_target(
+        running.base_url, tmp_path, store=store_location, link="https://crm.example/items/{id}"
+    )
+    try:
+        details = again.details(push_id)
+    finally:
+        one.close()
+        again.close()
     rows = dict(details.rows)
     assert details.title == "Pushed to 127.0.0.1"
     assert details.link == "https://crm.example/items/crm-1"

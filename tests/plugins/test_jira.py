@@ -460,6 +460,20 @@ def test_the_record_survives_a_restart_and_is_private(
     assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
 
 
+def test_two_servers_on_one_store_make_one_issue_of_a_webhook(
+    emulator: tuple[JiraEmulator, str], store_location: StoreLocation
+) -> None:
+    # a webhook redelivered by another server (after a crash) finds the first one's issue
+    one, other = (make_target(emulator[1], store_location) for _ in range(2))
+    try:
+        one.deliver(WEBHOOK)
+        other.deliver(WEBHOOK)
+    finally:
+        one.close()
+        other.close()
+    assert len(emulator[0].created) == 1
+
+
 def test_an_attempt_that_never_finished_is_warned_about(
     target: JiraTarget, jira: JiraEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
