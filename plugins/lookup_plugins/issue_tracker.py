@@ -196,7 +196,7 @@ class CreatedIssues:
         return issue
 
     def _claim(self, webhook: Webhook, started: float) -> str:
-        """"" once this attempt holds the record and may create; else the recorded issue."""
+        """The recorded issue, or "" once this attempt holds the record and may create it."""
         key = webhook.idempotency_key
         request = str(webhook.payload.get("xRequest", ""))[:40]
         fresh = {"issue": "", "request_id": request, "started_at": started}
