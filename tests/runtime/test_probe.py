@@ -26,7 +26,7 @@ from lookup_server.plugin import (
 )
 from lookup_server.runtime.probe import breaker_lines, probe_all
 from lookup_server.webhooks import TargetPolicy, open_outbox
-from tests.support.postgres import schema_of_its_own
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
 from tests.webhooks.conftest import T0
 
 HERE = "tests.runtime.test_probe"
@@ -174,14 +174,11 @@ def test_each_breaker_shows_its_state_and_a_paused_target_is_no_failure(tmp_path
     assert not any("targets.off:" in line for line in found)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=OUTBOX_KINDS)
 def outbox_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The outbox check reads: a SQLite file, or a PostgreSQL database (a schema of its own)."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "outbox.sqlite3")
-        return
-    with schema_of_its_own("probe_test") as url:
-        yield url
+    """The outbox read: a SQLite file, or a PostgreSQL database (a schema of its own)."""
+    with outbox_of_kind(request.param, tmp_path) as location:
+        yield location
 
 
 def test_each_target_shows_its_breaker_failures_limits_and_next_claim(

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tests.support.requirements import need
 
@@ -33,3 +34,17 @@ def schema_of_its_own(prefix: str) -> Iterator[str]:
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
         admin.close()
+
+
+#: Both outboxes, for ``pytest.mark.parametrize`` or a fixture's params.
+OUTBOX_KINDS = ("sqlite", "postgres")
+
+
+@contextmanager
+def outbox_of_kind(kind: str, folder: Path) -> Iterator[str]:
+    """``[server] outbox`` for a test: a SQLite file in ``folder``, or a PostgreSQL schema."""
+    if kind == "sqlite":
+        yield str(folder / "outbox.sqlite3")
+        return
+    with schema_of_its_own("outbox_test") as url:
+        yield url

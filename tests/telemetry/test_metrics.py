@@ -22,7 +22,7 @@ from lookup_server.web.app import create_app
 from lookup_server.webhooks import Outbox, TargetPolicy, open_outbox
 from tests.conftest import MakeApp
 from tests.support.fake_backends import FakeBackend, fake_registry
-from tests.support.postgres import schema_of_its_own
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
 from tests.support.prometheus import CONSOLE, Scrape
 from tests.webhooks.conftest import PAYLOAD, T0, stored_entry, under_a_file, wait_for
 
@@ -326,14 +326,11 @@ def test_a_gauge_per_target_says_whether_its_breaker_holds_it_back(tmp_path: Pat
     assert metrics.value("lookup_server_webhook_target_paused", target="idle") == 0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=OUTBOX_KINDS)
 def outbox_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The outbox a scrape reads: a SQLite file, or a PostgreSQL database (a schema of its own)."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "outbox.sqlite3")
-        return
-    with schema_of_its_own("metrics_test") as url:
-        yield url
+    """The outbox read: a SQLite file, or a PostgreSQL database (a schema of its own)."""
+    with outbox_of_kind(request.param, tmp_path) as location:
+        yield location
 
 
 def test_metrics_show_each_targets_breaker_and_consecutive_failures(
