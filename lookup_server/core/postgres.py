@@ -52,9 +52,17 @@ class PostgresDatabase:
     """
 
     def __init__(
-        self, url: str, schema: Sequence[str], what: str, *, max_connections: int = 2
+        self,
+        url: str,
+        schema: Sequence[str],
+        what: str,
+        *,
+        max_connections: int = 2,
+        timeout: float = POOL_TIMEOUT,
     ) -> None:
         self.url = url
+        #: Seconds a call waits for a connection (the database down: then it fails).
+        self.timeout = timeout
         self.schema = tuple(schema)
         self.what = what
         self.max_connections = max_connections
@@ -106,7 +114,7 @@ class PostgresDatabase:
                     max_size=self.max_connections,
                     kwargs={"autocommit": True},
                     check=ConnectionPool.check_connection,
-                    timeout=POOL_TIMEOUT,
+                    timeout=self.timeout,
                     open=True,
                     name="plugin-records",
                 )
