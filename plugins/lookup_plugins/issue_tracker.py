@@ -153,6 +153,8 @@ class CreatedIssues:
         self.tracker = tracker
         #: What the tracker calls what is made (an issue, a case, a task), for the log.
         self.item = item
+        #: How long this attempt waits for another one at work on the same webhook.
+        self.attempt_seconds = attempt_seconds
         self.in_flight_seconds = attempt_seconds + CLOCK_MARGIN
         #: The wall clock attempts are timed by.
         self.clock: Callable[[], float] = time.time
@@ -200,7 +202,7 @@ class CreatedIssues:
         key = webhook.idempotency_key
         request = str(webhook.payload.get("xRequest", ""))[:40]
         fresh = {"issue": "", "request_id": request, "started_at": started}
-        give_up = time.monotonic() + self.in_flight_seconds - CLOCK_MARGIN
+        give_up = time.monotonic() + self.attempt_seconds
         while True:
             if self.records.add(key, fresh):  # an insert only one of two racing can win
                 return ""
@@ -214,8 +216,9 @@ class CreatedIssues:
                     self._warn_second(webhook)
                     return ""
             if time.monotonic() >= give_up:
-                wait = self.in_flight_seconds if found is None else found.started_at - started
-                raise self._busy(webhook, wait + self.in_flight_seconds)
+                other_started = started if found is None else found.started_at
+                abandoned_at = other_started + self.in_flight_seconds
+                raise self._busy(webhook, abandoned_at - self.clock())
             time.sleep(WAIT_STEP)  # another attempt is at it: its issue, or its failure, comes
 
     def _warn_second(self, webhook: Webhook) -> None:
