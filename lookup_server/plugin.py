@@ -6,13 +6,16 @@ A source backend subclasses :class:`SourceBackend` and registers in the
 search terms and models below, raise :class:`BackendError` with a message for
 staff (:class:`DeliveryFailed`, with the peer's status and answer, when a peer
 refused a webhook), and wrap each blocking step in :func:`abort_on_timeout`.
+A plugin that keeps records of its own takes a :class:`StoreLocation` option
+(a file, or a PostgreSQL database every server shares) and, for the latter,
+gets its connections and tables from :class:`PostgresDatabase`.
 A source with background work (a sync) gets a :data:`WebhookSubmitter` in
 ``start_background``, its one way to hand work to a target through the outbox.
 The rest of ``lookup_server`` is private and may change between releases; see
 docs/plugins.md for a complete example.
 """
 
-from lookup_server.config.schema import Secret
+from lookup_server.config.schema import Secret, StoreLocation
 from lookup_server.core.backend import (
     BackendError,
     BackendTimeout,
@@ -39,6 +42,7 @@ from lookup_server.core.models import (
 )
 from lookup_server.core.paths import cache_dir, state_dir
 from lookup_server.core.pool import ConnectionPool
+from lookup_server.core.postgres import PostgresDatabase
 from lookup_server.core.search import (
     MIN_NAME_PREFIX,
     PHONE_SUFFIX_DIGITS,
@@ -77,12 +81,14 @@ __all__ = [
     "Note",
     "Option",
     "OptionsQuery",
+    "PostgresDatabase",
     "PushDetails",
     "PushRequest",
     "SearchTerm",
     "Secret",
     "SourceBackend",
     "SourceSettings",
+    "StoreLocation",
     "TargetBackend",
     "TargetSettings",
     "TemplateProblem",

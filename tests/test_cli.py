@@ -13,8 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from lookup_server.cli import cli, split_own_options
+from lookup_server.webhooks import TargetPolicy, open_outbox
 from tests.conftest import write_csv
 from tests.support.helpspot import assert_livelookup, helpspot_error
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
 from tests.webhooks.conftest import stored_entry, under_a_file
 
 #: The installed console script, as an admin enters it in HelpSpot.
@@ -675,3 +677,33 @@ def test_outbox_purge_deletes_the_attempts_with_their_webhook(tmp_path: Path) ->
         assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone() == (0,)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("kind", OUTBOX_KINDS)
+def test_check_shows_a_paused_target_and_its_limits_with_its_records_in_the_store(
+    tmp_path: Path, kind: str
+) -> None:
+    with outbox_of_kind(kind, tmp_path) as outbox:
+        # with PostgreSQL, the target's push record lives in the same database as the outbox
+        store = outbox if kind == "postgres" else str(tmp_path / "pushes.sqlite3")
+        config = tmp_path / "lookup.toml"
+        config.write_text(
+            f'[server]\noutbox = "{outbox}"\n'
+            '[targets.crm]\nbackend = "http"\nurl = "https://crm.example.com/in"\n'
+            f'store = "{store}"\nbreaker_failures = 1\nmax_concurrent = 3\n'
+        )
+        box = open_outbox(outbox, policies={"crm": TargetPolicy(breaker_failures=1)})
+        try:
+            box.store("crm", {"xRequest": "1"})
+            entry = box.claim("test")
+            assert entry is not None
+            assert box.mark_failed(entry.id, "HTTP 503", owner="test")
+        finally:
+            getattr(box, "close", lambda: None)()
+        result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ok   targets.crm (http: details, push, webhook)" in result.output
+    paused = [line for line in result.output.splitlines() if "targets.crm: paused since" in line]
+    assert len(paused) == 1 and paused[0].startswith("     warning: ")
+    assert "after 1 consecutive failed attempts; next probe " in paused[0]
+    assert paused[0].endswith("; limits: max_concurrent = 3")

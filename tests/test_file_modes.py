@@ -11,6 +11,7 @@ def test_folders_and_lock_files_it_creates_are_the_servers_only(tmp_path: Path) 
 
     from lookup_plugins.http_target import PushLog
 
+    from lookup_server.plugin import StoreLocation
     from lookup_server.web.app import create_app
     from tests.conftest import write_csv
 
@@ -40,7 +41,10 @@ def test_folders_and_lock_files_it_creates_are_the_servers_only(tmp_path: Path) 
         )
         client = app.test_client()
         assert client.post("/webhook/t", data={"xRequest": "1"}).status_code == 202
-        assert PushLog(tmp_path / "ps" / "pushes.sqlite3").find("none") is None
+        assert (
+            PushLog(StoreLocation(path=tmp_path / "ps" / "pushes.sqlite3"), "t").find("none")
+            is None
+        )
     finally:
         os.umask(old)
     for folder in ("ob", "ix", "ps"):

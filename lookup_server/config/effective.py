@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lookup_server.config.schema import Secret
+from lookup_server.config.schema import Secret, StoreLocation
 from lookup_server.config.settings import Config
 
 #: Query parameters whose values are credentials.
@@ -58,7 +58,7 @@ def _table(name: str, values: Mapping[str, Any]) -> Iterator[str]:
 
 def shown(value: Any) -> str:
     """One value as TOML would write it, with credentials masked."""
-    if isinstance(value, Secret):
+    if isinstance(value, Secret | StoreLocation):  # a store's URL is a secret
         return json.dumps(str(value))
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+#: What a ``store`` option starts with when it names a PostgreSQL database.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,22 @@ class Secret:
 
     def __str__(self) -> str:
         return f"<secret from {self.origin}>"
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a plugin keeps its records (a ``store`` option): a file, or a PostgreSQL database.
+
+    Written as a path (relative to the config file) or a ``postgresql://`` URL,
+    either literally or as ``{ env = "NAME" }``. The URL is a :class:`Secret`:
+    it may hold a password, which the config file itself may not.
+    """
+
+    path: Path | None = None
+    url: Secret | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.url is None else str(self.url)
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,8 @@ def _convert_scalar(tp: Any, value: Any, path: str, ctx: Context) -> Any:
         return value
     if tp is Secret:
         return _convert_secret(value, path, ctx)
+    if tp is StoreLocation:
+        return _convert_store(value, path, ctx)
     if tp is Path:
         if not isinstance(value, str) or not value:
             return _fail(ctx, path, "must be a file path (a string)")
@@ -185,6 +207,26 @@ def _convert_secret(value: Any, path: str, ctx: Context) -> Any:
     return _fail(ctx, path, 'must be a string or { env = "VARIABLE" }')
 
 
+def _convert_store(value: Any, path: str, ctx: Context) -> Any:
+    secret = _convert_secret(value, path, ctx)
+    if secret is _MISSING:
+        return _MISSING
+    text = secret.reveal()
+    if not text:
+        return _fail(ctx, path, "must be a file path or a postgresql:// URL")
+    if not text.startswith(POSTGRES_SCHEMES):
+        return StoreLocation(path=(ctx.base_dir / os.path.expanduser(text)).resolve())
+    parts = urlsplit(text)
+    if secret.origin == "literal" and (parts.password or "password=" in parts.query.lower()):
+        return _fail(
+            ctx,
+            path,
+            "holds a password in the config file: put the whole URL in an environment "
+            'variable (store = { env = "NAME" }), or the password in PGPASSWORD or ~/.pgpass',
+        )
+    return StoreLocation(url=secret)
+
+
 def _describe(tp: Any) -> str:
     names = {
         str: "a string",
@@ -193,6 +235,7 @@ def _describe(tp: Any) -> str:
         bool: "true or false",
         Path: "a file path",
         Secret: 'a string or { env = "VARIABLE" }',
+        StoreLocation: "a file path or a postgresql:// URL",
     }
     if tp in names:
         return names[tp]

@@ -23,8 +23,15 @@ from lookup_server.runtime.service import (
     ServiceError,
     create_backend,
 )
-from lookup_server.webhooks import OutboxError, TargetState, is_postgres, open_outbox
+from lookup_server.webhooks import (
+    OutboxError,
+    TargetStatus,
+    is_postgres,
+    open_outbox,
+    target_statuses,
+)
 from lookup_server.webhooks import probe as probe_outbox
+from lookup_server.webhooks.intake import policy_of
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
@@ -43,14 +50,25 @@ def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
             yield from breaker_lines(config)
 
 
-def breaker_lines(config: Config) -> Iterator[tuple[str, bool]]:
-    """Each target's circuit breaker as the outbox holds it (a paused target is no failure)."""
+def breaker_lines(config: Config, now: float | None = None) -> Iterator[tuple[str, bool]]:
+    """Each target's breaker and limits as the outbox holds them (a paused target is no failure).
+
+    Only targets with a breaker or a limit get a line: the others are never held back.
+    """
     location = config.server.outbox_location
     if not is_postgres(location) and not Path(location).exists():
         return  # no webhook yet: nothing to say, and check creates nothing
+    policies = {
+        name: policy_of(target.settings)
+        for name, target in config.targets.items()
+        if "webhook" in target.backend_class.capabilities()
+    }
+    shown = [name for name, policy in policies.items() if policy.shared or policy.ordered]
+    if not shown:
+        return
     outbox = open_outbox(location, lazy=True)
     try:
-        states = {state.target: state for state in outbox.target_states()}
+        statuses = target_statuses(shown, policies, outbox.target_states())
     except OutboxError as exc:
         yield f"FAIL server.outbox: {exc}", False
         return
@@ -58,27 +76,32 @@ def breaker_lines(config: Config) -> Iterator[tuple[str, bool]]:
         close = getattr(outbox, "close", None)  # PostgreSQL's pool
         if close is not None:
             close()
-    for name, target in config.targets.items():
-        if target.settings.breaker_failures <= 0:
-            continue
-        state = states.get(name, TargetState(name))
-        if state.paused:
-            yield (
-                (
-                    f"     warning: targets.{name}: paused since {_when(state.paused_since)} after "
-                    f"{state.consecutive_failures} consecutive failed attempts; next probe "
-                    f"{_when(state.next_probe_at)}"
-                ),
-                True,
-            )
-        else:
-            yield (
-                (
-                    f"     targets.{name}: delivering (breaker closed, "
-                    f"{state.consecutive_failures} consecutive failed attempts)"
-                ),
-                True,
-            )
+    moment = time.time() if now is None else now
+    for status in statuses:
+        yield delivery_line(status, moment), True
+
+
+def delivery_line(status: TargetStatus, now: float) -> str:
+    """One target's breaker, consecutive failures, limits and next claim, as ``check`` says it."""
+    state, name = status.state, status.target
+    if status.paused:
+        line = (
+            f"     warning: targets.{name}: paused since {_when(state.paused_since)} after "
+            f"{state.consecutive_failures} consecutive failed attempts; next probe "
+            f"{_when(state.next_probe_at)}"
+        )
+    else:
+        breaker = "breaker closed" if status.has_breaker else "no breaker"
+        line = (
+            f"     targets.{name}: delivering ({breaker}, "
+            f"{state.consecutive_failures} consecutive failed attempts)"
+        )
+    if status.limits():
+        line += "; limits: " + ", ".join(status.limits())
+    next_claim = status.next_claim_at(now)
+    if next_claim is not None:
+        line += f"; rate-limited, next claim {_when(next_claim)}"
+    return line
 
 
 def _when(moment: float) -> str:

@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from lookup_server.telemetry import UNKNOWN_NAME, CallRecord, Telemetry
-from lookup_server.webhooks import STATES, OutboxError, WebhookOutbox
+from lookup_server.webhooks import STATES, OutboxError, TargetState, WebhookOutbox
 
 #: prometheus_client chose where its counts live when it was imported, from this
 #: variable (either spelling); read at that same moment, to read them back from there.
@@ -165,7 +165,7 @@ class OutboxGauges:
         try:
             counts = self.outbox.counts()
             oldest = self.outbox.oldest_pending()
-            paused = {state.target for state in self.outbox.target_states() if state.paused}
+            states = {state.target: state for state in self.outbox.target_states()}
         except OutboxError:  # the delivery worker logs it; the scrape still answers
             up.add_metric([], 0)
             yield up
@@ -190,14 +190,29 @@ class OutboxGauges:
             "0 when there is none",
             value=0.0 if oldest is None else max(0.0, self.clock() - oldest),
         )
-        breakers = GaugeMetricFamily(
-            "lookup_server_webhook_target_paused",
-            "1 while the target's circuit breaker holds its webhooks back (open), else 0",
-            labels=("target",),
+        yield from _breaker_gauges(
+            [states.get(target, TargetState(target)) for target in sorted(self.targets)]
         )
-        for target in sorted(self.targets):
-            breakers.add_metric([target], 1 if target in paused else 0)
-        yield breakers
+
+
+def _breaker_gauges(states: Iterable[TargetState]) -> Iterator[Metric]:
+    """Each target's breaker as the outbox's shared row holds it (no row yet: at rest)."""
+    paused = GaugeMetricFamily(
+        "lookup_server_webhook_target_paused",
+        "1 while the target's circuit breaker holds its webhooks back (open), else 0",
+        labels=("target",),
+    )
+    failures = GaugeMetricFamily(
+        "lookup_server_webhook_consecutive_failures",
+        "Failed attempts in a row at delivering the target's webhooks, as its breaker counts "
+        "them (a delivery sets it to 0)",
+        labels=("target",),
+    )
+    for state in states:
+        paused.add_metric([state.target], 1 if state.paused else 0)
+        failures.add_metric([state.target], state.consecutive_failures)
+    yield paused
+    yield failures
 
 
 class _Together:

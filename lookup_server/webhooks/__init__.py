@@ -35,7 +35,7 @@ from lookup_server.webhooks.delivery import (
     safe_error,
 )
 from lookup_server.webhooks.interface import WebhookOutbox, is_postgres, open_outbox, probe
-from lookup_server.webhooks.policy import TargetPolicy, TargetState
+from lookup_server.webhooks.policy import TargetPolicy, TargetState, TargetStatus, target_statuses
 from lookup_server.webhooks.records import (
     BACKOFF_CAP,
     LEASE_SECONDS,
@@ -70,6 +70,7 @@ __all__ = [
     "State",
     "TargetPolicy",
     "TargetState",
+    "TargetStatus",
     "WebhookOutbox",
     "backoff_delay",
     "is_postgres",
@@ -77,4 +78,5 @@ __all__ = [
     "parse_moment",
     "probe",
     "safe_error",
+    "target_statuses",
 ]

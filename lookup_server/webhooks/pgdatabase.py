@@ -15,11 +15,11 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from lookup_server.core.postgres import safe_url as safe_url  # one rule, also for plugins
 from lookup_server.webhooks.database import OutboxError
 
 #: The outbox's schema as this version writes it (recorded in outbox_schema).
@@ -99,18 +99,6 @@ AFTER_COLUMNS = """
 CREATE INDEX IF NOT EXISTS outbox_webhooks_by_request
     ON outbox_webhooks (target, request_id, id)
 """
-
-
-def safe_url(url: str) -> str:
-    """The connection URL as it may be shown: no password, no query (it may hold one)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def describe(url: str, exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -165,3 +165,54 @@ def log_change(before: TargetState, after: TargetState, policy: TargetPolicy) ->
             after.target,
             before.consecutive_failures,
         )
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """One target's delivery as the console, ``check`` and /metrics show it: breaker and limits."""
+
+    policy: TargetPolicy
+    state: TargetState
+
+    @property
+    def target(self) -> str:
+        """The target's name."""
+        return self.state.target
+
+    @property
+    def has_breaker(self) -> bool:
+        """Whether the target is ever paused (``breaker_failures`` set)."""
+        return self.policy.breaker_failures > 0
+
+    @property
+    def paused(self) -> bool:
+        """Whether its breaker holds its webhooks back now (open)."""
+        return self.state.paused
+
+    def limits(self) -> list[str]:
+        """The limits configured, as the config writes them (none: an empty list)."""
+        policy, shown = self.policy, []
+        if policy.max_concurrent > 0:
+            shown.append(f"max_concurrent = {policy.max_concurrent}")
+        if policy.max_per_second > 0:
+            shown.append(f"max_per_second = {policy.max_per_second:g}")
+        if policy.ordered:
+            shown.append("ordered = true")
+        return shown
+
+    def next_claim_at(self, now: float) -> float | None:
+        """While its rate holds it back: when its next webhook may be claimed; else None."""
+        if self.policy.max_per_second > 0 and self.state.next_claim_at > now:
+            return self.state.next_claim_at
+        return None
+
+
+def target_statuses(
+    names: Iterable[str], policies: Mapping[str, TargetPolicy], states: Iterable[TargetState]
+) -> list[TargetStatus]:
+    """The status of each named target, by name, from the outbox's rows (none yet: at rest)."""
+    rows = {state.target: state for state in states}
+    return [
+        TargetStatus(policies.get(name, TargetPolicy()), rows.get(name, TargetState(name)))
+        for name in sorted(names)
+    ]

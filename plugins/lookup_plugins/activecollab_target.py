@@ -18,7 +18,6 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -28,6 +27,7 @@ from lookup_server.plugin import (
     NotFound,
     PushDetails,
     Secret,
+    StoreLocation,
     TargetSettings,
 )
 
@@ -53,7 +53,7 @@ class ActiveCollabOptions:
     #: The task's description (a template; plain text, sent as HTML).
     body: str = DEFAULT_BODY
     #: The record of delivered webhooks; default: the user's state folder.
-    store: Path | None = None
+    store: StoreLocation | None = None
 
 
 def body_html(text: str) -> str:

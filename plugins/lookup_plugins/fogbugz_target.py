@@ -26,7 +26,6 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
@@ -37,6 +36,7 @@ from lookup_server.plugin import (
     NotFound,
     PushDetails,
     Secret,
+    StoreLocation,
     TargetSettings,
 )
 
@@ -81,7 +81,7 @@ class FogBugzOptions:
     #: The case's first event, its text (a template).
     body: str = DEFAULT_BODY
     #: The record of delivered webhooks; default: the user's state folder.
-    store: Path | None = None
+    store: StoreLocation | None = None
 
 
 @dataclass(frozen=True)

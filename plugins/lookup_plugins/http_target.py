@@ -10,17 +10,17 @@ the secrets, the header values and the URL past its host are blanked out (an
 error page may echo them).
 
 ``details`` must show "the stored push and the answer", and the other system
-offers no standard way to read a push back. So every push is recorded in a
-small SQLite file (``store``; by default in the user's state folder), shared
-by all server processes: details work for any push this server made, even
-after a restart, without asking the other system anything.
+offers no standard way to read a push back. So every push is recorded
+(``store``: a small SQLite file, by default in the user's state folder, shared
+by the server processes of one host; or a PostgreSQL database shared by every
+server): details work for any push recorded there, even after a restart,
+without asking the other system anything.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from lookup_server.plugin import (
     PushDetails,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetBackend,
     TargetSettings,
     Webhook,
@@ -51,7 +52,7 @@ from .http_client import (
     request_once,
     unencrypted_host,
 )
-from .state_store import open_store, store_path
+from .state_store import Table, open_records, store_path
 from .webhook_signature import BadSigningSecret, signature_headers, signing_key
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,19 @@ MAX_ID_CHARS = 255
 MAX_ANSWER_CHARS = 4000
 #: Enough of an error message from the other system for staff to act on.
 MAX_REMOTE_MESSAGE = 200
-#: One row per push: what HelpSpot sent and what the other system answered.
-PUSHES_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS pushes (push_id TEXT PRIMARY KEY,"
-    " request_id TEXT, title TEXT, customer TEXT, pushed_at REAL,"
-    " status INTEGER, answer TEXT)"
+#: One record per push: what HelpSpot sent and what the other system answered.
+PUSHES = Table(
+    name="pushes",
+    shared_name="target_pushes",
+    key="push_id",
+    columns=(
+        ("request_id", "text"),
+        ("title", "text"),
+        ("customer", "text"),
+        ("pushed_at", "real"),
+        ("status", "integer"),
+        ("answer", "text"),
+    ),
 )
 
 
@@ -85,8 +94,9 @@ class HttpTargetOptions:
     signing_secret: Secret | None = None
     #: While rotating: the secret being replaced, whose signature is sent too.
     signing_secret_previous: Secret | None = None
-    #: Where pushes are recorded for ``details``; default: the user's state folder.
-    store: Path | None = None
+    #: Where pushes are recorded for ``details``: a file (default: in the user's state
+    #: folder) or a postgresql:// URL, shared by every server.
+    store: StoreLocation | None = None
     #: The pushed item's address in the other system, ``{id}`` replaced by its id.
     link: str = ""
 
@@ -99,7 +109,8 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
     def __init__(self, options: HttpTargetOptions, target: TargetSettings) -> None:
         super().__init__(options, target)
         self.host = urlsplit(options.url).hostname or "the target"
-        self.log = PushLog(options.store or default_store(target.name))
+        location = options.store or StoreLocation(path=default_store(target.name))
+        self.log = PushLog(location, target.name)
         self._session = AbortableSession()
         self._hidden = hidden_texts(options)
         self._signing_keys = [signing_key(s.reveal()) for s in signing_secrets(options)]
@@ -136,8 +147,9 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         return []
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the push record's connections."""
         self._session.close()
+        self.log.close()
 
     # -- capabilities --------------------------------------------------------------
 
@@ -156,7 +168,7 @@ class HttpTarget(TargetBackend[HttpTargetOptions]):
         push_id = str(value)[:MAX_ID_CHARS]
         try:
             self.log.record(push_id, request, response.status_code, response.text)
-        except (BackendError, sqlite3.Error) as exc:
+        except BackendError as exc:
             # The item exists over there now: failing would make staff push it twice.
             log.error(
                 "target %r: push %r went through but was not recorded: %s",
@@ -310,47 +322,34 @@ class RecordedPush:
 
 
 class PushLog:
-    """Pushes made through one target, in a SQLite file shared by every process."""
+    """Pushes made through one target: in its own file, or in a database every server shares."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        return open_store(self.path, PUSHES_SCHEMA, "the push record")
+    def __init__(self, location: StoreLocation, target: str) -> None:
+        self.records = open_records(location, PUSHES, target=target, what="the push record")
 
     def record(self, push_id: str, request: PushRequest, status: int, answer: str) -> None:
         """Remember one push (the latest wins when the target reuses an id)."""
-        conn = self._connect()
-        try:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO pushes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        push_id,
-                        request.request_id,
-                        request.text("sTitle"),
-                        customer_of(request),
-                        time.time(),
-                        status,
-                        answer[:MAX_ANSWER_CHARS],
-                    ),
-                )
-        finally:
-            conn.close()
+        self.records.put(
+            push_id,
+            {
+                "request_id": request.request_id,
+                "title": request.text("sTitle"),
+                "customer": customer_of(request),
+                "pushed_at": time.time(),
+                "status": status,
+                "answer": answer[:MAX_ANSWER_CHARS],
+            },
+        )
 
     def find(self, push_id: str) -> RecordedPush | None:
         """The recorded push with this id, or None."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT * FROM pushes WHERE push_id = ?", (push_id,)).fetchone()
-        finally:
-            conn.close()
-        return None if row is None else RecordedPush(*row)
+        found = self.records.get(push_id)
+        return None if found is None else RecordedPush(push_id=push_id, **found)
 
     def count(self) -> int:
-        """How many pushes are recorded (opens the file: a check that it works)."""
-        conn = self._connect()
-        try:
-            return int(conn.execute("SELECT count(*) FROM pushes").fetchone()[0])
-        finally:
-            conn.close()
+        """How many pushes are recorded (opens the store: a check that it works)."""
+        return self.records.count()
+
+    def close(self) -> None:
+        """Let go of the store's connections."""
+        self.records.close()

@@ -5,10 +5,13 @@ rendered from templates (README, "Templates"). A title is one line, cut to
 what the tracker accepts; control characters go, as no tracker takes them.
 
 The outbox delivers a webhook at least once: after a crash it delivers it
-again. So :class:`CreatedIssues` remembers, by the webhook's idempotency key,
-which issue it created (a SQLite file under the target's ``store``, as the
-http target keeps its pushes), and a redelivery returns that issue instead
-of creating another. One window remains: the tracker has created the issue
+again, perhaps from another server. So :class:`CreatedIssues` remembers, by
+the webhook's idempotency key, which issue it created (under the target's
+``store``: its own SQLite file, or a PostgreSQL database every server shares,
+as the http target keeps its pushes), and a redelivery returns that issue
+instead of creating another. The record of an attempt is made before the
+issue, by an insert only one of two racing servers can win: the other is told
+to try again later. One window remains: the tracker has created the issue
 but the server dies, or loses the answer (a timeout, a dropped connection),
 before the record holds the issue. The next attempt then creates a second
 issue; it logs a warning saying so, because the record shows that an
@@ -19,11 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -31,13 +32,14 @@ import requests
 from lookup_server.plugin import (
     BackendError,
     DeliveryFailed,
+    StoreLocation,
     TemplateProblem,
     TextTemplate,
     Webhook,
 )
 
 from .http_client import Deadline, request_once
-from .state_store import open_store
+from .state_store import Table, open_records
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,23 @@ log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: What a title made of nothing HelpSpot sent says.
 UNTITLED = "HelpSpot request"
-WEBHOOKS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS created (idempotency_key TEXT PRIMARY KEY,"
-    " issue TEXT NOT NULL, request_id TEXT, started_at REAL, created_at REAL)"
+#: Which webhook created which issue: "" while an attempt to create it runs.
+CREATED = Table(
+    name="created",
+    shared_name="target_webhook_issues",
+    key="idempotency_key",
+    columns=(
+        ("issue", "text"),
+        ("request_id", "text"),
+        ("started_at", "real"),
+        ("created_at", "real"),
+    ),
 )
+#: Seconds added to an attempt's time before its record counts as abandoned: the
+#: servers' clocks may differ (NTP keeps them within far less).
+CLOCK_MARGIN = 60.0
+#: Seconds between two looks at a record another attempt is creating the issue of.
+WAIT_STEP = 0.05
 
 
 def plain(text: str) -> str:
@@ -118,87 +133,132 @@ class Created:
 
 
 class CreatedIssues:
-    """Which issue each webhook created, by idempotency key, in a SQLite file."""
+    """Which issue each webhook created, by idempotency key: in a file, or in a shared database.
 
-    def __init__(self, path: Path, tracker: str, item: str = "issue") -> None:
-        self.path = path
+    ``attempt_seconds`` is how long an attempt to create an issue may run (the
+    target's timeout): a record younger than that, and a minute more for the
+    servers' clocks, is another attempt still at work, which this one leaves alone.
+    """
+
+    def __init__(
+        self,
+        location: StoreLocation,
+        target: str,
+        tracker: str,
+        item: str = "issue",
+        *,
+        attempt_seconds: float = 10.0,
+    ) -> None:
+        self.records = open_records(location, CREATED, target=target, what="the webhook record")
         self.tracker = tracker
         #: What the tracker calls what is made (an issue, a case, a task), for the log.
         self.item = item
-
-    def _connect(self) -> sqlite3.Connection:
-        return open_store(self.path, WEBHOOKS_SCHEMA, "the webhook record")
-
-    def _run(self, sql: str, *args: object) -> list[tuple[object, ...]]:
-        conn = self._connect()
-        try:
-            with conn:
-                return conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise BackendError(
-                f"cannot use the webhook record {self.path} ({type(exc).__name__}); "
-                "is its disk full, or the file damaged?"
-            ) from None
-        finally:
-            conn.close()
+        #: How long this attempt waits for another one at work on the same webhook.
+        self.attempt_seconds = attempt_seconds
+        self.in_flight_seconds = attempt_seconds + CLOCK_MARGIN
+        #: The wall clock attempts are timed by.
+        self.clock: Callable[[], float] = time.time
 
     def find(self, key: str) -> Created | None:
         """What was recorded for the webhook with this idempotency key."""
-        rows = self._run("SELECT issue, started_at FROM created WHERE idempotency_key = ?", key)
-        return Created(str(rows[0][0]), float(str(rows[0][1] or 0))) if rows else None
+        found = self.records.get(key)
+        if found is None:
+            return None
+        return Created(str(found["issue"] or ""), float(found["started_at"] or 0))
 
     def count(self) -> int:
-        """How many webhooks made an issue (opens the file: a check that it works)."""
-        return int(str(self._run("SELECT count(*) FROM created WHERE issue != ''")[0][0]))
+        """How many webhooks are recorded (opens the store: a check that it works)."""
+        return self.records.count()
+
+    def close(self) -> None:
+        """Let go of the store's connections."""
+        self.records.close()
 
     def create_once(self, webhook: Webhook, create: Callable[[], str]) -> str:
-        """The issue of this webhook: the recorded one, else the one ``create`` makes."""
+        """The issue of this webhook: the recorded one, else the one ``create`` makes.
+
+        Of two servers (or threads) delivering the same webhook at once, one
+        creates the issue and the other waits for it, up to the attempt's time.
+        """
+        started = self.clock()
+        found = self._claim(webhook, started)
+        if found:
+            log.info("webhook %s made %s %s %s already", webhook.id, self.tracker, self.item, found)
+            return found
         key = webhook.idempotency_key
-        found = self.find(key)
-        if found is not None and found.issue:
-            log.info(
-                "webhook %s made %s %s %s already", webhook.id, self.tracker, self.item, found.issue
-            )
-            return found.issue
-        if found is not None:
-            log.warning(
-                "webhook %s: an earlier attempt to create its %s %s never finished (a "
-                "crash, or an answer lost to a timeout); if %s created it then, the one "
-                "created now is a second one",
-                webhook.id,
-                self.tracker,
-                self.item,
-                self.tracker,
-            )
-        else:
-            request = str(webhook.payload.get("xRequest", ""))[:40]
-            self._run(
-                "INSERT OR IGNORE INTO created VALUES (?, '', ?, ?, NULL)",
-                key,
-                request,
-                time.time(),
-            )
         try:
             issue = create()
         except DeliveryFailed:
-            self._forget(key)  # the tracker answered "no": nothing was created
+            self._forget(key, started)  # the tracker answered "no": nothing was created
+            raise
+        except BackendError:
+            self._abandon(key, started)  # perhaps created, answer lost: the next try may take over
             raise
         self._finish(webhook, issue)
         return issue
 
-    def _forget(self, key: str) -> None:
+    def _claim(self, webhook: Webhook, started: float) -> str:
+        """The recorded issue, or "" once this attempt holds the record and may create it."""
+        key = webhook.idempotency_key
+        request = str(webhook.payload.get("xRequest", ""))[:40]
+        fresh = {"issue": "", "request_id": request, "started_at": started}
+        give_up = time.monotonic() + self.attempt_seconds
+        while True:
+            if self.records.add(key, fresh):  # an insert only one of two racing can win
+                return ""
+            found = self.find(key)
+            if found is not None and found.issue:
+                return found.issue
+            if found is not None and self.clock() - found.started_at >= self.in_flight_seconds:
+                # abandoned: the row's old time lets one of two attempts taking over win
+                expect = {"issue": "", "started_at": found.started_at}
+                if self.records.change(key, {"started_at": started}, expect):
+                    self._warn_second(webhook)
+                    return ""
+            if time.monotonic() >= give_up:
+                other_started = started if found is None else found.started_at
+                abandoned_at = other_started + self.in_flight_seconds
+                raise self._busy(webhook, abandoned_at - self.clock())
+            time.sleep(WAIT_STEP)  # another attempt is at it: its issue, or its failure, comes
+
+    def _warn_second(self, webhook: Webhook) -> None:
+        log.warning(
+            "webhook %s: an earlier attempt to create its %s %s never finished (a "
+            "crash, or an answer lost to a timeout); if %s created it then, the one "
+            "created now is a second one",
+            webhook.id,
+            self.tracker,
+            self.item,
+            self.tracker,
+        )
+
+    def _busy(self, webhook: Webhook, wait: float) -> DeliveryFailed:
+        return DeliveryFailed(
+            f"another attempt is creating the {self.tracker} {self.item} of webhook "
+            f"{webhook.id} now (another server, or a process still at it); tried again later",
+            final=False,
+            retry_after=max(1.0, wait),
+        )
+
+    def _forget(self, key: str, started: float) -> None:
         try:
-            self._run("DELETE FROM created WHERE idempotency_key = ? AND issue = ''", key)
+            self.records.remove(key, {"issue": "", "started_at": started})
+        except BackendError as exc:
+            log.warning("%s", exc)
+
+    def _abandon(self, key: str, started: float) -> None:
+        """Mark this attempt over without an answer: no later one need wait for it."""
+        try:
+            self.records.change(key, {"started_at": 0.0}, {"issue": "", "started_at": started})
         except BackendError as exc:
             log.warning("%s", exc)
 
     def _finish(self, webhook: Webhook, issue: str) -> None:
         try:
-            self._run(
-                "UPDATE created SET issue = ?, created_at = ? WHERE idempotency_key = ?",
-                issue,
-                time.time(),
+            done = self.records.change(
                 webhook.idempotency_key,
+                {"issue": issue, "created_at": self.clock()},
+                {"issue": ""},
             )
         except BackendError as exc:
             # The issue exists now: failing would have the outbox create it again.
@@ -209,4 +269,14 @@ class CreatedIssues:
                 self.item,
                 issue,
                 exc,
+            )
+            return
+        if not done:
+            log.error(
+                "webhook %s created %s %s %s, but another attempt had recorded its own "
+                "meanwhile (one of them is a second one)",
+                webhook.id,
+                self.tracker,
+                self.item,
+                issue,
             )

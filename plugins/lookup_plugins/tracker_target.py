@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +24,7 @@ from lookup_server.plugin import (
     DeliveryFailed,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetBackend,
     TargetSettings,
     TextTemplate,
@@ -87,7 +87,7 @@ class TrackerOptions(Protocol):
         """The item's text, a template."""
 
     @property
-    def store(self) -> Path | None:
+    def store(self) -> StoreLocation | None:
         """The record of delivered webhooks (None: the default)."""
 
 
@@ -112,7 +112,11 @@ class TrackerTarget(TargetBackend[OptionsT]):
         super().__init__(options, target)
         self.host = urlsplit(options.url).hostname or options.url
         self.record = CreatedIssues(
-            options.store or store_path("webhooks", target.name), self.VENDOR, self.ITEM
+            options.store or StoreLocation(path=store_path("webhooks", target.name)),
+            target.name,
+            self.VENDOR,
+            self.ITEM,
+            attempt_seconds=target.timeout,
         )
         self._title = TextTemplate(options.title)
         self._body = TextTemplate(options.body)
@@ -152,8 +156,9 @@ class TrackerTarget(TargetBackend[OptionsT]):
         self.record.create_once(webhook, lambda: self._create(title, body, webhook.payload))
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the webhook record's connections."""
         self._session.close()
+        self.record.close()
 
     def _plain_http_warning(self) -> list[str]:
         if unencrypted_host(self.options.url):

@@ -42,3 +42,16 @@ def test_masking_keeps_what_is_not_a_credential() -> None:
         masked("https://a.example/p?api_key=abc&page=2") == "https://a.example/p?api_key=***&page=2"
     )
     assert masked("ldaps://svc:pw@dc.example") == "ldaps://svc:***@dc.example"
+
+
+def test_a_store_in_postgresql_is_shown_as_where_its_url_comes_from(tmp_path: Path) -> None:
+    url = "postgresql://lookup:hunter2@db.example/helpspot"
+    targets = {
+        "crm": {"backend": "http", "url": "https://crm.example/in", "store": {"env": "STORE"}},
+        "erp": {"backend": "http", "url": "https://erp.example/in", "store": "erp.sqlite3"},
+    }
+    config = config_from_mapping({"targets": targets}, tmp_path, environ={"STORE": url})
+    text = effective_config(config)
+    assert 'store = "<secret from env STORE>"' in text
+    assert f'store = "{tmp_path / "erp.sqlite3"}"' in text
+    assert "hunter2" not in text and "db.example" not in text

@@ -11,7 +11,7 @@ import pytest
 from lookup_server.config.settings import ConfigError, config_from_mapping, load_config
 from lookup_server.core.registry import SOURCES_GROUP as GROUP
 from lookup_server.core.registry import Registry
-from lookup_server.plugin import Secret
+from lookup_server.plugin import Secret, StoreLocation
 from tests.support.fake_backends import fake_registry
 
 
@@ -182,6 +182,36 @@ def test_an_outbox_password_comes_only_from_the_environment(tmp_path: Path) -> N
     server = config_from_mapping(raw, tmp_path, environ={"OUTBOX_URL": url}).server
     assert server.outbox_location == url
     assert "hunter2" not in repr(server) and "hunter2" not in str(server.outbox_url)
+
+
+def test_a_targets_store_is_a_file_or_a_postgresql_url_its_password_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    def store_of(store: object, environ: Mapping[str, str] | None = None) -> StoreLocation:
+        target = {"backend": "http", "url": "https://crm.example/in", "store": store}
+        config = config_from_mapping({"targets": {"crm": target}}, tmp_path, environ=environ)
+        location = config.targets["crm"].options.store
+        assert isinstance(location, StoreLocation)
+        return location
+
+    assert store_of("state/pushes.sqlite3") == StoreLocation(
+        path=tmp_path / "state" / "pushes.sqlite3"
+    )
+    shared = store_of("postgresql://lookup@db.example/helpspot")
+    assert shared.path is None and shared.url is not None
+    assert shared.url.reveal() == "postgresql://lookup@db.example/helpspot"
+    secret = "postgresql://lookup:hunter2@db.example/helpspot"
+    from_env = store_of({"env": "CRM_STORE"}, {"CRM_STORE": secret})
+    assert from_env.url is not None and from_env.url.reveal() == secret
+    assert "hunter2" not in repr(from_env) and "hunter2" not in str(from_env)
+    hook = {"backend": "http", "url": "https://crm.example/in"}
+    for written, said in (
+        (secret, "holds a password in the config file"),
+        ("", "must be a file path or a postgresql:// URL"),
+        (7, 'must be a string or { env = "VARIABLE" }'),
+    ):
+        (problem,) = problems({"targets": {"crm": {**hook, "store": written}}}, tmp_path)
+        assert problem.startswith(f"targets.crm.store: {said}") and "hunter2" not in problem
 
 
 def test_breaker_settings_of_a_target_are_checked(tmp_path: Path) -> None:

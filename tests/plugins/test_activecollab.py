@@ -26,6 +26,7 @@ from lookup_server.plugin import (
 )
 from lookup_server.webhooks import Outbox
 from tests.conftest import assert_not_revealed
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import readme_tables, serve
 from tests.plugins.emulators.activecollab import ActiveCollabEmulator
 from tests.plugins.target_server import post_webhook, push_through_the_bridge, serving
@@ -42,7 +43,7 @@ def make_target(
     """A target for project 7 of the emulated account, recording webhooks under ``tmp_path``."""
     options.setdefault("project_id", 7)
     opts = ActiveCollabOptions(
-        url=url, token=Secret(token), store=tmp_path / "webhooks.sqlite3", **options
+        url=url, token=Secret(token), store=file_store(tmp_path / "webhooks.sqlite3"), **options
     )
     settings = TargetSettings("tasks", "activecollab", timeout=timeout, helpspot_url=HELPSPOT)
     return ActiveCollabTarget(opts, settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from lookup_server.plugin import (
 )
 from lookup_server.webhooks import Outbox
 from tests.conftest import assert_not_revealed
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import readme_tables, serve
 from tests.plugins.emulators.fogbugz import FogBugzEmulator
 from tests.plugins.target_server import post_webhook, push_through_the_bridge, serving
@@ -37,7 +38,7 @@ def make_target(
 ) -> FogBugzTarget:
     """A target for the emulated site, recording webhooks under ``tmp_path``."""
     opts = FogBugzOptions(
-        url=url, token=Secret(token), store=tmp_path / "webhooks.sqlite3", **options
+        url=url, token=Secret(token), store=file_store(tmp_path / "webhooks.sqlite3"), **options
     )
     settings = TargetSettings("bugs", "fogbugz", timeout=timeout, helpspot_url=HELPSPOT)
     return FogBugzTarget(opts, settings)
@@ -184,7 +185,7 @@ def test_no_link_back_without_helpspot_url(
     site: tuple[FogBugzEmulator, str], tmp_path: Path
 ) -> None:
     emulator, url = site
-    opts = FogBugzOptions(url=url, token=Secret(TOKEN), store=tmp_path / "w.sqlite3")
+    opts = FogBugzOptions(url=url, token=Secret(TOKEN), store=file_store(tmp_path / "w.sqlite3"))
     number = FogBugzTarget(opts, TargetSettings("bugs", "fogbugz")).push(PushRequest(PUSHED))
     event = emulator.cases[number].fields["sEvent"]
     assert "HelpSpot request #12400" in event and "http" not in event
@@ -298,7 +299,7 @@ def test_an_unopenable_record_makes_nothing(
     emulator, url = site
     blocker = tmp_path / "file"
     blocker.write_text("")
-    opts = FogBugzOptions(url=url, token=Secret(TOKEN), store=blocker / "w.sqlite3")
+    opts = FogBugzOptions(url=url, token=Secret(TOKEN), store=file_store(blocker / "w.sqlite3"))
     target = FogBugzTarget(opts, TargetSettings("bugs", "fogbugz"))
     with pytest.raises(BackendError, match=r"cannot open the webhook record"):
         target.deliver(Webhook(3, "key-1", WEBHOOK))
@@ -313,13 +314,15 @@ def test_a_case_made_but_not_recorded_counts_as_delivered(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def full_disk(sql: str, *args: object) -> list[tuple[object, ...]]:
-        if sql.startswith("UPDATE"):  # the case exists: recording it is what fails
+    def full_disk(
+        key: str, values: Mapping[str, object], expect: Mapping[str, object] | None = None
+    ) -> bool:
+        if values.get("issue"):  # the case exists: recording it is what fails
             raise BackendError("cannot write the record (OperationalError)")
-        return real_run(sql, *args)
+        return real_change(key, values, expect)
 
-    real_run = target.record._run
-    monkeypatch.setattr(target.record, "_run", full_disk)
+    real_change = target.record.records.change
+    monkeypatch.setattr(target.record.records, "change", full_disk)
     target.deliver(Webhook(3, "key-1", WEBHOOK))  # failing now would make the case twice
     assert len(site[0].cases) == 1
     assert "webhook 3 created FogBugz case 1001, but it was not recorded" in caplog.text

@@ -19,10 +19,12 @@ from lookup_server.plugin import (
     NotFound,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetSettings,
     Webhook,
 )
 from tests.conftest import assert_not_revealed
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import serve
 from tests.plugins.emulators.github import GitHubEmulator, GitHubIssue, GitHubRepo
 from tests.plugins.test_jira import README, readme_targets
@@ -36,7 +38,7 @@ ZWSP = "\u200b"
 
 def make_target(
     url: str,
-    store: Path,
+    store: Path | StoreLocation,
     token: str = TOKEN,
     timeout: float = 5.0,
     helpspot_url: str = HELPSPOT,
@@ -44,7 +46,11 @@ def make_target(
 ) -> GitHubTarget:
     """A github target for the emulated repository example/helpdesk."""
     opts = GitHubOptions(
-        repository="example/helpdesk", token=Secret(token), api_url=url, store=store, **options
+        repository="example/helpdesk",
+        token=Secret(token),
+        api_url=url,
+        store=store if isinstance(store, StoreLocation) else file_store(store),
+        **options,
     )
     return GitHubTarget(opts, TargetSettings("gh", "github", timeout, helpspot_url))
 
@@ -471,12 +477,16 @@ def test_a_webhook_creates_an_issue_once(target: GitHubTarget, github: GitHubEmu
     assert sorted(github.repo().issues) == [1, 2]
 
 
-def test_a_webhook_redelivered_to_another_process_is_not_duplicated(
-    emulator: tuple[GitHubEmulator, str], tmp_path: Path
+def test_a_webhook_redelivered_by_another_server_is_not_duplicated(
+    emulator: tuple[GitHubEmulator, str], store_location: StoreLocation
 ) -> None:
-    store = tmp_path / "shared.sqlite3"
-    make_target(emulator[1], store).deliver(WEBHOOK)
-    make_target(emulator[1], store).deliver(WEBHOOK)
+    one, other = (make_target(emulator[1], store_location) for _ in range(2))
+    try:
+        one.deliver(WEBHOOK)
+        other.deliver(WEBHOOK)
+    finally:
+        one.close()
+        other.close()
     assert len(emulator[0].created) == 1
 
 

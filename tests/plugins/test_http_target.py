@@ -28,9 +28,11 @@ from lookup_server.plugin import (
     DeliveryFailed,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetSettings,
     Webhook,
 )
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import Running, serve
 from tests.support.hanging import (
     HTTP_HEADERS_DRIP,
@@ -95,8 +97,17 @@ def receiver() -> Iterator[tuple[Receiver, Running]]:
         state.release.set()
 
 
-def make_target(base_url: str, tmp_path: Path, timeout: float = 5.0, **options: Any) -> HttpTarget:
-    opts = HttpTargetOptions(url=f"{base_url}/items", store=tmp_path / "pushes.sqlite3", **options)
+def make_target(
+    base_url: str,
+    tmp_path: Path,
+    timeout: float = 5.0,
+    store: StoreLocation | None = None,
+    **options: Any,
+) -> HttpTarget:
+    """An http target posting to ``base_url``; its pushes in ``store`` (default: a file)."""
+    opts = HttpTargetOptions(
+        url=f"{base_url}/items", store=store or file_store(tmp_path / "pushes.sqlite3"), **options
+    )
     return HttpTarget(opts, TargetSettings(name="crm", backend="http", timeout=timeout))
 
 
@@ -247,13 +258,20 @@ def test_a_target_dripping_its_headers_gets_its_threads_and_connections_back(
 
 
 def test_details_show_the_recorded_push_and_answer(
-    receiver: tuple[Receiver, Running], tmp_path: Path
+    receiver: tuple[Receiver, Running], tmp_path: Path, store_location: StoreLocation
 ) -> None:
     _, running = receiver
-    push_id = make_target(running.base_url, tmp_path).push(PushRequest(PUSHED))
-    # A new instance (another worker, or after a restart) reads the same record.
-    again = make_target(running.base_url, tmp_path, link="https://crm.example/items/{id}")
-    details = again.details(push_id)
+    one = make_target(running.base_url, tmp_path, store=store_location)
+    push_id = one.push(PushRequest(PUSHED))
+    # Another server on the same store (another worker, host, or a restart) reads it.
+    again = make_target(
+        running.base_url, tmp_path, store=store_location, link="https://crm.example/items/{id}"
+    )
+    try:
+        details = again.details(push_id)
+    finally:
+        one.close()
+        again.close()
     rows = dict(details.rows)
     assert details.title == "Pushed to 127.0.0.1"
     assert details.link == "https://crm.example/items/crm-1"
@@ -277,7 +295,9 @@ def test_a_push_that_cannot_be_recorded_still_returns_its_id(
     _, running = receiver
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    opts = HttpTargetOptions(url=f"{running.base_url}/items", store=blocker / "pushes.sqlite3")
+    opts = HttpTargetOptions(
+        url=f"{running.base_url}/items", store=file_store(blocker / "pushes.sqlite3")
+    )
     target = HttpTarget(opts, TargetSettings(name="crm", backend="http"))
     assert target.push(PushRequest(PUSHED)) == "crm-1"
     with pytest.raises(BackendError, match="cannot open the push record"):
@@ -364,7 +384,7 @@ def test_the_answer_never_shows_the_secret_the_headers_or_the_url_past_the_host(
             url=f"{running.base_url}/items?token=q-token-77",
             secret=Secret(SECRET),
             headers={"X-Api-Key": "hdr key/0815"},
-            store=tmp_path / "pushes.sqlite3",
+            store=file_store(tmp_path / "pushes.sqlite3"),
         ),
         TargetSettings(name="crm", backend="http"),
     )
@@ -421,7 +441,9 @@ def test_validate_and_check(tmp_path: Path) -> None:
     )
     assert HttpTarget.validate(HttpTargetOptions(url="https://h/items"), settings) == []
     plain = HttpTarget(
-        HttpTargetOptions(url="http://crm.example.com/items", store=tmp_path / "p.sqlite3"),
+        HttpTargetOptions(
+            url="http://crm.example.com/items", store=file_store(tmp_path / "p.sqlite3")
+        ),
         settings,
     )
     assert plain.check() == ["url: pushes and webhooks go to crm.example.com unencrypted (http://)"]

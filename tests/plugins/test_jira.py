@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,12 @@ from lookup_server.plugin import (
     NotFound,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetSettings,
     Webhook,
 )
 from tests.conftest import assert_not_revealed
+from tests.plugins.conftest import file_store
 from tests.plugins.emulators import serve
 from tests.plugins.emulators.jira import JiraEmulator
 from tests.support import php_bridge
@@ -39,7 +40,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def make_target(
     url: str,
-    store: Path,
+    store: Path | StoreLocation,
     token: str = TOKEN,
     timeout: float = 5.0,
     helpspot_url: str = HELPSPOT,
@@ -47,7 +48,12 @@ def make_target(
 ) -> JiraTarget:
     """A jira target for the emulated site, its webhook record at ``store``."""
     opts = JiraOptions(
-        url=url, email=EMAIL, token=Secret(token), project="HS", store=store, **options
+        url=url,
+        email=EMAIL,
+        token=Secret(token),
+        project="HS",
+        store=store if isinstance(store, StoreLocation) else file_store(store),
+        **options,
     )
     return JiraTarget(opts, TargetSettings("jira", "jira", timeout, helpspot_url))
 
@@ -454,17 +460,26 @@ def test_the_record_survives_a_restart_and_is_private(
     assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
 
 
+def test_two_servers_on_one_store_make_one_issue_of_a_webhook(
+    emulator: tuple[JiraEmulator, str], store_location: StoreLocation
+) -> None:
+    # a webhook redelivered by another server (after a crash) finds the first one's issue
+    one, other = (make_target(emulator[1], store_location) for _ in range(2))
+    try:
+        one.deliver(WEBHOOK)
+        other.deliver(WEBHOOK)
+    finally:
+        one.close()
+        other.close()
+    assert len(emulator[0].created) == 1
+
+
 def test_an_attempt_that_never_finished_is_warned_about(
     target: JiraTarget, jira: JiraEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the process died between sending the create and recording its answer
-    target.created.count()  # the file and its table
-    conn = sqlite3.connect(target.created.path)
-    with conn:
-        conn.execute(
-            "INSERT INTO created VALUES (?, '', '12500', 1.0, NULL)", (WEBHOOK.idempotency_key,)
-        )
-    conn.close()
+    started = {"issue": "", "request_id": "12500", "started_at": 1.0}
+    target.created.records.put(WEBHOOK.idempotency_key, started)
     target.deliver(WEBHOOK)
     assert "never finished" in caplog.text and "a second one" in caplog.text
     assert len(jira.created) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -24,8 +24,9 @@ from lookup_server.plugin import (
     TargetBackend,
     Webhook,
 )
-from lookup_server.runtime.probe import probe_all
+from lookup_server.runtime.probe import breaker_lines, probe_all
 from lookup_server.webhooks import TargetPolicy, open_outbox
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
 from tests.webhooks.conftest import T0
 
 HERE = "tests.runtime.test_probe"
@@ -171,3 +172,46 @@ def test_each_breaker_shows_its_state_and_a_paused_target_is_no_failure(tmp_path
     ) in found
     assert "     targets.u: delivering (breaker closed, 0 consecutive failed attempts)" in found
     assert not any("targets.off:" in line for line in found)
+
+
+@pytest.fixture(params=OUTBOX_KINDS)
+def outbox_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The outbox read: a SQLite file, or a PostgreSQL database (a schema of its own)."""
+    with outbox_of_kind(request.param, tmp_path) as location:
+        yield location
+
+
+def test_each_target_shows_its_breaker_failures_limits_and_next_claim(
+    tmp_path: Path, outbox_location: str
+) -> None:
+    targets = {
+        "paced": {"backend": "hook", "max_per_second": 0.5, "max_concurrent": 2, "ordered": True},
+        "shaky": {"backend": "hook", "breaker_failures": 3, "max_concurrent": 1},
+        "free": {"backend": "hook"},
+    }
+    cfg = config(tmp_path, {"server": {"outbox": outbox_location}, "targets": targets})
+    policies = {
+        "paced": TargetPolicy(max_per_second=0.5, max_concurrent=2, ordered=True),
+        "shaky": TargetPolicy(breaker_failures=3, max_concurrent=1),
+    }
+    outbox = open_outbox(cfg.server.outbox_location, policies=policies)
+    try:
+        for target in ("paced", "shaky"):
+            outbox.store(target, {"xRequest": "1"}, now=T0)
+        claimed = [outbox.claim("w", now=T0 + 100) for _ in range(2)]
+        for entry in claimed:
+            assert entry is not None
+            outbox.mark_failed(entry.id, "HTTP 503", owner="w", now=T0 + 100)
+    finally:
+        getattr(outbox, "close", lambda: None)()
+    found = [line for line, _ in breaker_lines(cfg, now=T0 + 101)]
+    assert found == [
+        "     targets.paced: delivering (no breaker, 1 consecutive failed attempts); "
+        "limits: max_concurrent = 2, max_per_second = 0.5, ordered = true; "
+        "rate-limited, next claim 2027-01-15 08:01:42 UTC",
+        "     targets.shaky: delivering (breaker closed, 1 consecutive failed attempts); "
+        "limits: max_concurrent = 1",
+    ]
+    # once the rate allows a claim again, no next claim is shown
+    later = [line for line, _ in breaker_lines(cfg, now=T0 + 103)]
+    assert later[0].endswith("ordered = true")

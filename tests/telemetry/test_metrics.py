@@ -19,9 +19,10 @@ from lookup_server.config.settings import config_from_mapping
 from lookup_server.telemetry import CallRecord
 from lookup_server.telemetry.metrics import MULTIPROCESS, OutboxGauges, PrometheusMetrics
 from lookup_server.web.app import create_app
-from lookup_server.webhooks import Outbox, TargetPolicy
+from lookup_server.webhooks import Outbox, TargetPolicy, open_outbox
 from tests.conftest import MakeApp
 from tests.support.fake_backends import FakeBackend, fake_registry
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
 from tests.support.prometheus import CONSOLE, Scrape
 from tests.webhooks.conftest import PAYLOAD, T0, stored_entry, under_a_file, wait_for
 
@@ -323,3 +324,39 @@ def test_a_gauge_per_target_says_whether_its_breaker_holds_it_back(tmp_path: Pat
     metrics = Scrape(generate_latest(registry).decode())
     assert metrics.value("lookup_server_webhook_target_paused", target="hooks") == 1
     assert metrics.value("lookup_server_webhook_target_paused", target="idle") == 0
+
+
+@pytest.fixture(params=OUTBOX_KINDS)
+def outbox_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The outbox read: a SQLite file, or a PostgreSQL database (a schema of its own)."""
+    with outbox_of_kind(request.param, tmp_path) as location:
+        yield location
+
+
+def test_metrics_show_each_targets_breaker_and_consecutive_failures(
+    make_app: MakeApp, outbox_location: str
+) -> None:
+    hook = {"backend": "http", "url": "http://127.0.0.1:9/in", "store": "pushes.sqlite3"}
+    targets = {"hooks": {**hook, "breaker_failures": 2}, "calm": {**hook, "breaker_failures": 2}}
+    app = make_app({"console": CONSOLE, "server": {"outbox": outbox_location}, "targets": targets})
+    webhooks = app.extensions["lookup_server"].webhooks
+    webhooks.close()  # its worker stays out of the way: the attempts are made by hand
+    policy = TargetPolicy(breaker_failures=2)
+    outbox = open_outbox(outbox_location, policies={"hooks": policy, "calm": policy})
+    try:
+        for moment in (T0, T0 + 1):
+            outbox.store("hooks", PAYLOAD, now=moment)
+            entry = outbox.claim("test", now=moment + 100)
+            assert entry is not None
+            assert outbox.mark_failed(entry.id, "HTTP 503", owner="test", now=moment + 100)
+        outbox.store("hooks", PAYLOAD, now=T0 + 2)  # waits while the breaker is open
+        metrics = scrape(app.test_client())
+    finally:
+        for box in (outbox, webhooks.outbox):
+            getattr(box, "close", lambda: None)()
+    assert metrics.types["lookup_server_webhook_consecutive_failures"] == "gauge"
+    assert metrics.value("lookup_server_webhook_consecutive_failures", target="hooks") == 2
+    assert metrics.value("lookup_server_webhook_consecutive_failures", target="calm") == 0
+    assert metrics.value("lookup_server_webhook_target_paused", target="hooks") == 1
+    assert metrics.value("lookup_server_webhook_target_paused", target="calm") == 0
+    assert metrics.label_values("target") >= {"hooks", "calm"}

@@ -11,7 +11,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from lookup_server.plugin import Webhook
 from lookup_server.webhooks import Outbox, OutboxEntry, WebhookOutbox, open_outbox
-from tests.support.requirements import need
+from tests.support.postgres import schema_of_its_own
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -40,8 +39,6 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 
 
-#: The PostgreSQL the tests use (trust auth); LOOKUP_TEST_POSTGRES names another.
-POSTGRES = os.environ.get("LOOKUP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ("sqlite", "postgres")
 #: Runs a test that reads the SQLite file itself against that store only.
 sqlite_only = pytest.mark.parametrize("store_kind", ["sqlite"])
@@ -57,20 +54,8 @@ def outbox(path: Path) -> Outbox:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose search_path is a new schema of its own, dropped afterwards."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
-    except Exception as exc:  # not installed, or no server
-        need(False, f"PostgreSQL at {POSTGRES} is not reachable ({type(exc).__name__}: {exc})")
-        raise
-    schema = f"outbox_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+    with schema_of_its_own("outbox_test") as url:
+        yield url
 
 
 @pytest.fixture(params=STORES)

@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, request, url_for
 from lookup_server.web.blueprints.common import state
 from lookup_server.web.console.blueprint import bp, local_path, page
 from lookup_server.web.console.charts import chart
-from lookup_server.webhooks import STATES, OutboxError, parse_moment
+from lookup_server.webhooks import STATES, OutboxError, parse_moment, target_statuses
 
 #: Webhooks listed at most on one page.
 LISTED = 100
@@ -20,7 +20,7 @@ CHART_HOURS = 24
 
 @bp.route("/console/webhooks")
 def webhooks() -> Any:
-    """Counts by state and target, a day's chart, and the newest webhooks (filterable)."""
+    """Counts by state and target, each target's breaker and limits, a day's chart, the newest."""
     wanted = {key: request.args.get(key, "") for key in ("state", "target")}
     box = state().webhooks.outbox
     try:
@@ -34,6 +34,9 @@ def webhooks() -> Any:
         listed = [
             e for e in box.summaries(states, after_id=after) if wanted["target"] in ("", e.target)
         ]
+        deliveries = target_statuses(
+            state().webhooks.target_names, box.policies, box.target_states()
+        )
     except OutboxError as exc:
         return page("webhooks.html", error=str(exc), wanted=wanted, states=STATES, targets=[])
     hours = range(first_hour, first_hour + CHART_HOURS)
@@ -55,6 +58,8 @@ def webhooks() -> Any:
         chart=chart(series, unit="hour"),
         listed=list(reversed(listed)),
         wanted=wanted,
+        deliveries=deliveries,
+        now=now,
     )
 
 

@@ -22,7 +22,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -35,6 +34,7 @@ from lookup_server.plugin import (
     PushDetails,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetBackend,
     TargetSettings,
     TextTemplate,
@@ -103,7 +103,7 @@ class GitHubOptions:
     body: str = DEFAULT_BODY
     labels: tuple[str, ...] = ()
     #: Which webhook created which issue; default: the user's state folder.
-    store: Path | None = None
+    store: StoreLocation | None = None
     #: GitHub rejects requests without a User-Agent.
     user_agent: str = "lookup-server (HelpSpot integration)"
 
@@ -117,7 +117,12 @@ class GitHubTarget(TargetBackend[GitHubOptions]):
         super().__init__(options, target)
         self.api = options.api_url.rstrip("/")
         self.repo = options.repository
-        self.created = CreatedIssues(options.store or store_path("webhooks", target.name), VENDOR)
+        self.created = CreatedIssues(
+            options.store or StoreLocation(path=store_path("webhooks", target.name)),
+            target.name,
+            VENDOR,
+            attempt_seconds=target.timeout,
+        )
         self._title = TextTemplate(options.title)
         self._body = TextTemplate(options.body)
         self._session = AbortableSession()
@@ -151,8 +156,9 @@ class GitHubTarget(TargetBackend[GitHubOptions]):
         return problems
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the webhook record's connections."""
         self._session.close()
+        self.created.close()
 
     # -- capabilities --------------------------------------------------------------
 

@@ -24,7 +24,6 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -37,6 +36,7 @@ from lookup_server.plugin import (
     PushDetails,
     PushRequest,
     Secret,
+    StoreLocation,
     TargetBackend,
     TargetSettings,
     TextTemplate,
@@ -112,7 +112,7 @@ class JiraOptions:
     #: Labels every issue gets (Jira labels hold no spaces).
     labels: tuple[str, ...] = ()
     #: Which webhook created which issue; default: the user's state folder.
-    store: Path | None = None
+    store: StoreLocation | None = None
 
 
 class JiraTarget(TargetBackend[JiraOptions]):
@@ -123,7 +123,12 @@ class JiraTarget(TargetBackend[JiraOptions]):
     def __init__(self, options: JiraOptions, target: TargetSettings) -> None:
         super().__init__(options, target)
         self.site = options.url.rstrip("/")
-        self.created = CreatedIssues(options.store or store_path("webhooks", target.name), VENDOR)
+        self.created = CreatedIssues(
+            options.store or StoreLocation(path=store_path("webhooks", target.name)),
+            target.name,
+            VENDOR,
+            attempt_seconds=target.timeout,
+        )
         self._summary = TextTemplate(options.summary)
         self._description = TextTemplate(options.description)
         self._session = AbortableSession()
@@ -158,8 +163,9 @@ class JiraTarget(TargetBackend[JiraOptions]):
         return problems
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the webhook record's connections."""
         self._session.close()
+        self.created.close()
 
     # -- capabilities --------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -73,6 +74,13 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def base_url(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
+    with serving(tmp_path, receiver) as url:
+        yield url
+
+
+@contextmanager
+def serving(tmp_path: Path, receiver: Receiver, **target: object) -> Iterator[str]:
+    """The console served on a free port; crm (options ``target``) posts to ``receiver``."""
     config = console_config(tmp_path)
     crm = write_csv(
         tmp_path / "crm.csv",
@@ -83,13 +91,15 @@ def base_url(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
         ],
     )
     config["sources"]["crm"] = {"backend": "csv", "path": str(crm), "html_fields": ["profile"]}
-    config["targets"]["crm"]["url"] = receiver.url
+    config["targets"]["crm"] |= {"url": receiver.url, **target}
     app = create_app(config, base_dir=tmp_path)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    app.extensions["lookup_server"].webhooks.close()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        app.extensions["lookup_server"].webhooks.close()
 
 
 @pytest.fixture
@@ -306,6 +316,40 @@ def test_retry_a_failed_webhook_and_see_it_delivered(
     assert "delivered" in outcomes[1]
     screenshot(browser, "webhook", tmp_path)
     no_console_errors(browser)
+
+
+def test_a_target_paused_by_its_breaker_shows_so_and_resumes_after_a_retry(
+    browser: WebDriver, receiver: Receiver, tmp_path: Path
+) -> None:
+    import requests
+
+    breaker = {"breaker_failures": 1, "breaker_probe_seconds": 1, "max_concurrent": 1}
+    with serving(tmp_path, receiver, **breaker) as base_url:
+        answer = requests.post(f"{base_url}/webhook/crm/{KEY}", data={"xRequest": "1"}, timeout=10)
+        assert answer.status_code == 202
+        webhook_id = answer.json()["id"]
+        log_in(browser, base_url)
+        wait_until(browser, lambda d: d.find_element(By.ID, "source-people"))
+
+        def breaker_shown(d: WebDriver) -> str:
+            d.get(f"{base_url}/console/webhooks")
+            return str(d.find_element(By.CSS_SELECTOR, "#delivery-crm .breaker").text)
+
+        paused = wait_until(browser, lambda d: breaker_shown(d).startswith("paused since"), 30)
+        assert paused
+        row = browser.find_element(By.ID, "delivery-crm")
+        assert row.find_element(By.CLASS_NAME, "failures").text == "1"
+        assert row.find_element(By.CLASS_NAME, "limits").text == "max_concurrent = 1"
+        assert "next probe" in row.find_element(By.CLASS_NAME, "breaker").text
+        screenshot(browser, "webhooks-paused", tmp_path)
+        receiver.status = 200
+        browser.find_element(By.ID, f"webhook-{webhook_id}").find_element(
+            By.TAG_NAME, "button"
+        ).click()  # due now: the next probe delivers it
+        assert wait_until(browser, lambda d: breaker_shown(d).startswith("closed"), 30)
+        assert browser.find_element(By.CSS_SELECTOR, "#delivery-crm .failures").text == "0"
+        assert [w.get("xRequest") for w in receiver.received] == ["1"]
+        no_console_errors(browser)
 
 
 def test_every_page_renders_under_its_policy(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lookup_server.webhooks import Outbox
-from tests.web.console.conftest import LOCAL, csrf_of, log_in
+from lookup_server.web.app import create_app
+from lookup_server.webhooks import Outbox, TargetPolicy, open_outbox
+from tests.support.postgres import OUTBOX_KINDS, outbox_of_kind
+from tests.web.console.conftest import LOCAL, console_config, csrf_of, log_in
 
 
 @pytest.fixture
@@ -140,3 +147,67 @@ def test_purge_says_what_it_did_and_what_it_needs(admin: FlaskClient, box: Outbo
     failed_webhook(box)
     assert b"Give the age in days" in post(admin, "/console/webhooks/purge", days="soon")
     assert b"Purged 1 webhook(s)" in post(admin, "/console/webhooks/purge", days="0")
+
+
+@pytest.fixture(params=OUTBOX_KINDS)
+def outbox_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The console's outbox: a SQLite file, or a PostgreSQL database (a schema of its own)."""
+    with outbox_of_kind(request.param, tmp_path) as location:
+        yield location
+
+
+def delivery_config(tmp_path: Path, outbox: str) -> dict[str, Any]:
+    """The console's config with a breaker and every limit on crm, and erp left free."""
+    config = console_config(tmp_path)
+    config["server"]["outbox"] = outbox
+    config["targets"]["crm"] |= {
+        "breaker_failures": 2,
+        "breaker_probe_seconds": 60,
+        "max_concurrent": 2,
+        "max_per_second": 0.01,  # one claim every 100 s
+        "ordered": True,
+    }
+    config["targets"]["erp"] = {**config["targets"]["crm"], "store": str(tmp_path / "e.sqlite3")}
+    for key in ("breaker_failures", "max_concurrent", "max_per_second", "ordered"):
+        del config["targets"]["erp"][key]
+    return config
+
+
+def delivery_row(page: str, target: str) -> list[str]:
+    """The text of each cell of ``target``'s row in the page's Delivery table."""
+    row = re.search(rf'<tr id="delivery-{target}"[^>]*>(.*?)</tr>', page, re.S)
+    assert row, page[:2000]
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.S)
+    return [" ".join(re.sub(r"<[^>]+>", "", cell).split()) for cell in cells]
+
+
+def test_the_page_shows_each_targets_breaker_failures_limits_and_next_claim(
+    tmp_path: Path, outbox_location: str
+) -> None:
+    app = create_app(delivery_config(tmp_path, outbox_location), base_dir=tmp_path)
+    webhooks = app.extensions["lookup_server"].webhooks
+    webhooks.close()  # the attempts below are made by hand
+    client = app.test_client()
+    log_in(client)
+    policy = TargetPolicy(breaker_failures=2, max_concurrent=2, max_per_second=0.01, ordered=True)
+    box = open_outbox(outbox_location, policies={"crm": policy})
+    now = time.time()
+    try:
+        before = delivery_row(client.get("/console/webhooks", environ_base=LOCAL).text, "crm")
+        for moment in (now - 200, now - 50):
+            box.store("crm", {"xRequest": "1"}, now=moment)
+            entry = box.claim("test", now=moment)
+            assert entry is not None
+            assert box.mark_failed(entry.id, "HTTP 503", owner="test", now=moment)
+        page = client.get("/console/webhooks", environ_base=LOCAL).text
+    finally:
+        for outbox in (box, webhooks.outbox):
+            getattr(outbox, "close", lambda: None)()
+    limits = "max_concurrent = 2, max_per_second = 0.01, ordered = true"
+    assert before == ["crm", "closed (pauses after 2 failed attempts in a row)", "0", limits, "now"]
+    crm = delivery_row(page, "crm")
+    assert crm[0] == "crm" and crm[1].startswith("paused since ") and "; next probe " in crm[1]
+    assert crm[2:4] == ["2", limits]
+    assert crm[4].startswith("rate-limited until ")  # the last claim was 50 s ago: 50 s to go
+    assert delivery_row(page, "erp") == ["erp", "none", "0", "none", "now"]
+    assert '<tr id="delivery-crm" class="paused">' in page
