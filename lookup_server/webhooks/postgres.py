@@ -35,8 +35,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from lookup_server.core.backend import ANSWER_EXCERPT_CHARS, showable_excerpt
 from lookup_server.webhooks import records
+from lookup_server.webhooks.base import OutboxBase, Tried
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.leases import dead_owners
 from lookup_server.webhooks.pgdatabase import CHANNEL, PgDatabase, safe_url
@@ -55,7 +55,6 @@ from lookup_server.webhooks.policy import (
 from lookup_server.webhooks.records import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
-    MAX_ERROR_CHARS,
     STATES,
     Attempt,
     OutboxEntry,
@@ -63,7 +62,6 @@ from lookup_server.webhooks.records import (
     Purged,
     Refusal,
     State,
-    next_try_at,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +75,11 @@ _SUMMARY = "id, target, created_at, updated_at, state, attempts, last_error"
 _REFUSAL = "id, refused_at, target, size_bytes, limit_bytes, request_id"
 _ATTEMPT = "webhook_id, number, started_at, duration_ms, delivered, status, answer, error"
 _TABLES = {"webhooks": "outbox_webhooks", "refusals": "outbox_refusals"}
+#: An attempt's columns: the webhook id and number, then Tried.values in their order.
+_ATTEMPT_INSERT = (
+    "INSERT INTO outbox_attempts (webhook_id, number, started_at, duration_ms,"
+    " delivered, status, answer, error)"
+)
 _CLAIM = (
     "WITH due AS (SELECT id FROM outbox_webhooks AS c"
     " WHERE ((state = 'pending' AND next_attempt_at <= %(now)s)"
@@ -106,7 +109,7 @@ _OLDEST_WAITING = (
 )
 
 
-class PostgresOutbox:
+class PostgresOutbox(OutboxBase):
     """The webhooks stored in one PostgreSQL database, shared by every server.
 
     ``url`` is a postgresql:// connection URL (a secret: :attr:`description`
@@ -123,17 +126,12 @@ class PostgresOutbox:
         lazy: bool = False,
         policies: Mapping[str, TargetPolicy] | None = None,
     ) -> None:
-        self.max_attempts = max_attempts
-        #: Each target's delivery settings; a target without one is never held back.
-        self.policies = dict(policies or {})
-        self.lease_seconds = lease_seconds
+        super().__init__(
+            max_attempts=max_attempts, lease_seconds=lease_seconds, rng=rng, policies=policies
+        )
         self._db = PgDatabase(url)
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
-        self._listeners: list[threading.Event] = []
         self._listening: psycopg.Connection | None = None
         self._listening_pid = 0
-        #: When a target held back by its rate may be claimed again, as the last claim saw it.
-        self._claimable_at: float | None = None
         #: Whether this process's delivery worker waits for work (and a store wakes it).
         self._waiting = False
         #: When _tidy_leases last ran (the claims' clock).
@@ -198,19 +196,6 @@ class PostgresOutbox:
                 (moment, target, size_bytes, limit_bytes, request_id),
             )
         return Refusal(row["id"], moment, target, size_bytes, limit_bytes, request_id)
-
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            listener.set()
-
-    def subscribe(self, event: threading.Event) -> None:
-        """Have ``event`` set whenever this instance stores a webhook."""
-        self._listeners.append(event)
-
-    def unsubscribe(self, event: threading.Event) -> None:
-        """Stop setting ``event``."""
-        if event in self._listeners:
-            self._listeners.remove(event)
 
     def wait_for_work(self, wake: threading.Event, timeout: float) -> None:
         """Wait for ``wake``, a NOTIFY from any server's store, or ``timeout``.
@@ -355,83 +340,17 @@ class PostgresOutbox:
             )
             return cursor.rowcount == 1
 
-    def mark_delivered(
-        self,
-        entry_id: int,
-        *,
-        owner: str | None = None,
-        now: float | None = None,
-        started_at: float | None = None,
-        duration_ms: int = 0,
-    ) -> bool:
-        """Record a delivery and its attempt; False when ``owner`` no longer holds the lease."""
-        moment = time.time() if now is None else now
-        tried = _Tried(moment if started_at is None else started_at, duration_ms, True)
-        return self._finish(
-            entry_id,
-            owner,
-            "state = 'delivered', last_error = '', updated_at = %s",
-            (moment,),
-            tried,
-            "delivered",
-            moment,
-        )
-
-    def mark_failed(
-        self,
-        entry_id: int,
-        error: str,
-        *,
-        owner: str | None = None,
-        now: float | None = None,
-        started_at: float | None = None,
-        duration_ms: int = 0,
-        status: int | None = None,
-        answer: str = "",
-        final: bool = False,
-        retry_after: float | None = None,
-    ) -> bool:
-        """Record a failed try and its attempt: retry later with backoff, or give up."""
-        moment = time.time() if now is None else now
-        entry = self.get(entry_id)
-        if entry is None:
-            return False
-        message = error[:MAX_ERROR_CHARS]
-        began = moment if started_at is None else started_at
-        tried = _Tried(began, duration_ms, False, status, answer, message)
-        retry_at = next_try_at(
-            entry.attempts, self.max_attempts, final, retry_after, moment, self._rng
-        )
-        if retry_at is None:
-            return self._finish(
-                entry_id,
-                owner,
-                "state = 'failed', last_error = %s, updated_at = %s",
-                (message, moment),
-                tried,
-                "final" if final else "retryable",
-                moment,
-            )
-        return self._finish(
-            entry_id,
-            owner,
-            "state = 'pending', last_error = %s, next_attempt_at = %s, updated_at = %s",
-            (message, retry_at, moment),
-            tried,
-            "retryable",
-            moment,
-        )
-
     def _finish(
         self,
         entry_id: int,
         owner: str | None,
-        assignments: str,
-        values: tuple[Any, ...],
-        tried: _Tried,
+        changes: Mapping[str, object],
+        tried: Tried,
         outcome: Outcome,
         moment: float,
     ) -> bool:
+        assignments = ", ".join(f"{column} = %s" for column in changes)
+        values = tuple(changes.values())
         where = "id = %s AND state = 'delivering'"
         params: list[object] = [entry_id]
         if owner is not None:
@@ -447,7 +366,7 @@ class PostgresOutbox:
             with self._db.reading() as conn:
                 done = _first(
                     conn,
-                    f"WITH done AS ({update}) {_Tried.INSERT} SELECT done.id, COALESCE("
+                    f"WITH done AS ({update}) {_ATTEMPT_INSERT} SELECT done.id, COALESCE("
                     "(SELECT MAX(number) FROM outbox_attempts WHERE webhook_id = done.id), 0)"
                     " + 1, %s, %s, %s, %s, %s, %s FROM done RETURNING webhook_id",
                     (*values, *params, *tried.values),
@@ -458,7 +377,11 @@ class PostgresOutbox:
             row = _first(conn, update, (*values, *params))
             if row is None:
                 return False
-            tried.record(conn, entry_id)
+            conn.execute(
+                f"{_ATTEMPT_INSERT} SELECT %s, COALESCE(MAX(number), 0) + 1,"
+                " %s, %s, %s, %s, %s, %s FROM outbox_attempts WHERE webhook_id = %s",
+                (entry_id, *tried.values, entry_id),
+            )
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
                 before = _target_state(conn, row["target"])
@@ -663,42 +586,6 @@ class PostgresOutbox:
             if len(ids) < batch:
                 break
         return removed
-
-
-class _Tried:
-    """A try as the worker saw it, to record with its outcome (see Attempt)."""
-
-    #: Its columns: the webhook id and number, then ``values`` in their order.
-    INSERT = (
-        "INSERT INTO outbox_attempts (webhook_id, number, started_at, duration_ms,"
-        " delivered, status, answer, error)"
-    )
-
-    def __init__(
-        self,
-        started_at: float,
-        duration_ms: int,
-        delivered: bool,
-        status: int | None = None,
-        answer: str = "",
-        error: str = "",
-    ) -> None:
-        self.values = (
-            started_at,
-            max(0, duration_ms),
-            delivered,
-            status,
-            showable_excerpt(answer, ANSWER_EXCERPT_CHARS),
-            error[:MAX_ERROR_CHARS],
-        )
-
-    def record(self, conn: psycopg.Connection, webhook_id: int) -> None:
-        """Insert it as the webhook's next attempt (in the caller's transaction)."""
-        conn.execute(
-            f"{self.INSERT} SELECT %s, COALESCE(MAX(number), 0) + 1,"
-            " %s, %s, %s, %s, %s, %s FROM outbox_attempts WHERE webhook_id = %s",
-            (webhook_id, *self.values, webhook_id),
-        )
 
 
 def _in_states(states: Collection[State] | None) -> tuple[str, list[object]]:

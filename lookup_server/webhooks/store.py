@@ -26,12 +26,11 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lookup_server.core.backend import ANSWER_EXCERPT_CHARS, showable_excerpt
 from lookup_server.webhooks import records
+from lookup_server.webhooks.base import OutboxBase, Tried
 from lookup_server.webhooks.database import Database, OutboxError
 from lookup_server.webhooks.leases import dead_owners
 from lookup_server.webhooks.policy import (
@@ -49,7 +48,6 @@ from lookup_server.webhooks.policy import (
 from lookup_server.webhooks.records import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
-    MAX_ERROR_CHARS,
     STATES,
     Attempt,
     OutboxEntry,
@@ -57,7 +55,6 @@ from lookup_server.webhooks.records import (
     Purged,
     Refusal,
     State,
-    next_try_at,
 )
 
 #: The columns of OutboxSummary, Refusal and Attempt, in the order of their fields.
@@ -122,9 +119,15 @@ _WEBHOOK_ROWS = (
     "DELETE FROM webhooks WHERE id IN ({ids})",
 )
 _REFUSAL_ROWS = ("DELETE FROM refusals WHERE id IN ({ids})",)
+#: A Tried as the webhook's next attempt: its id, Tried.values, its id again.
+_RECORD_ATTEMPT = (
+    "INSERT INTO attempts (webhook_id, number, started_at, duration_ms, delivered,"
+    " status, answer, error) SELECT ?, COALESCE(MAX(number), 0) + 1, ?, ?, ?, ?, ?, ?"
+    " FROM attempts WHERE webhook_id = ?"
+)
 
 
-class Outbox:
+class Outbox(OutboxBase):
     """The webhooks stored in one SQLite file (WAL mode), shared by every process.
 
     ``lazy`` leaves the file alone until first use (the server: a bad outbox
@@ -142,16 +145,11 @@ class Outbox:
         create_folder: bool = False,
         policies: Mapping[str, TargetPolicy] | None = None,
     ) -> None:
+        super().__init__(
+            max_attempts=max_attempts, lease_seconds=lease_seconds, rng=rng, policies=policies
+        )
         self.path = Path(path)
-        self.max_attempts = max_attempts
-        #: Each target's delivery settings; a target without one is never held back.
-        self.policies = dict(policies or {})
-        self.lease_seconds = lease_seconds
         self._db = Database(self.path, create_folder=create_folder)
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not a secret)
-        self._listeners: list[threading.Event] = []
-        #: When a target held back by its rate may be claimed again, as the last claim saw it.
-        self._claimable_at: float | None = None
         if not lazy:
             self._db.prepare()
 
@@ -203,10 +201,6 @@ class Outbox:
             assert cursor.lastrowid is not None
         return Refusal(cursor.lastrowid, moment, target, size_bytes, limit_bytes, request_id)
 
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            listener.set()
-
     @property
     def description(self) -> str:
         """The outbox for messages and logs: its file."""
@@ -219,15 +213,6 @@ class Outbox:
         ends sooner when a target held back by its rate becomes claimable.
         """
         wake.wait(until_claimable(timeout, self._claimable_at, time.time()))
-
-    def subscribe(self, event: threading.Event) -> None:
-        """Have ``event`` set whenever this instance stores a webhook."""
-        self._listeners.append(event)
-
-    def unsubscribe(self, event: threading.Event) -> None:
-        """Stop setting ``event``."""
-        if event in self._listeners:
-            self._listeners.remove(event)
 
     # -- the worker side -----------------------------------------------------------
 
@@ -298,89 +283,16 @@ class Outbox:
             )
             return cursor.rowcount == 1
 
-    def mark_delivered(
-        self,
-        entry_id: int,
-        *,
-        owner: str | None = None,
-        now: float | None = None,
-        started_at: float | None = None,
-        duration_ms: int = 0,
-    ) -> bool:
-        """Record a delivery and its attempt; False when ``owner`` no longer holds the lease."""
-        moment = time.time() if now is None else now
-        tried = _Tried(moment if started_at is None else started_at, duration_ms, True)
-        return self._finish(
-            entry_id,
-            owner,
-            "state = 'delivered', last_error = '', updated_at = ?",
-            (moment,),
-            tried,
-            "delivered",
-            moment,
-        )
-
-    def mark_failed(
-        self,
-        entry_id: int,
-        error: str,
-        *,
-        owner: str | None = None,
-        now: float | None = None,
-        started_at: float | None = None,
-        duration_ms: int = 0,
-        status: int | None = None,
-        answer: str = "",
-        final: bool = False,
-        retry_after: float | None = None,
-    ) -> bool:
-        """Record a failed try and its attempt: retry later with backoff, or give up.
-
-        It gives up after max_attempts, or at once when ``final`` (the peer said
-        a retry cannot succeed). ``retry_after`` puts the next try no sooner than
-        that many seconds from now. ``status`` and ``answer`` are what the peer
-        said, if anything; False when ``owner`` no longer holds the lease.
-        """
-        moment = time.time() if now is None else now
-        entry = self.get(entry_id)
-        if entry is None:
-            return False
-        message = error[:MAX_ERROR_CHARS]
-        began = moment if started_at is None else started_at
-        tried = _Tried(began, duration_ms, False, status, answer, message)
-        retry_at = next_try_at(
-            entry.attempts, self.max_attempts, final, retry_after, moment, self._rng
-        )
-        if retry_at is None:
-            return self._finish(
-                entry_id,
-                owner,
-                "state = 'failed', last_error = ?, updated_at = ?",
-                (message, moment),
-                tried,
-                "final" if final else "retryable",
-                moment,
-            )
-        return self._finish(
-            entry_id,
-            owner,
-            "state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ?",
-            (message, retry_at, moment),
-            tried,
-            "retryable",
-            moment,
-        )
-
     def _finish(
         self,
         entry_id: int,
         owner: str | None,
-        assignments: str,
-        values: tuple[Any, ...],
-        tried: _Tried,
+        changes: Mapping[str, object],
+        tried: Tried,
         outcome: Outcome,
         moment: float,
     ) -> bool:
+        assignments = ", ".join(f"{column} = ?" for column in changes)
         where = "id = ? AND state = 'delivering'"
         params: list[object] = [entry_id]
         if owner is not None:
@@ -392,11 +304,11 @@ class Outbox:
             row = conn.execute(
                 f"UPDATE webhooks SET {assignments}, lease_owner = '', lease_expires_at = 0"
                 f" WHERE {where} RETURNING target",
-                (*values, *params),
+                (*changes.values(), *params),
             ).fetchone()
             if row is None:
                 return False
-            tried.record(conn, entry_id)
+            conn.execute(_RECORD_ATTEMPT, (entry_id, *tried.values, entry_id))
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
                 before = _target_state(conn, row["target"])
@@ -586,36 +498,6 @@ class Outbox:
             if len(ids) < batch:
                 break
         return removed
-
-
-@dataclass(frozen=True)
-class _Tried:
-    """A try as the worker saw it, to record with its outcome (see Attempt)."""
-
-    started_at: float
-    duration_ms: int
-    delivered: bool
-    status: int | None = None
-    answer: str = ""
-    error: str = ""
-
-    def record(self, conn: sqlite3.Connection, webhook_id: int) -> None:
-        """Insert it as the webhook's next attempt (in the caller's transaction)."""
-        conn.execute(
-            "INSERT INTO attempts (webhook_id, number, started_at, duration_ms, delivered,"
-            " status, answer, error) SELECT ?, COALESCE(MAX(number), 0) + 1, ?, ?, ?, ?, ?, ?"
-            " FROM attempts WHERE webhook_id = ?",
-            (
-                webhook_id,
-                self.started_at,
-                max(0, self.duration_ms),
-                int(self.delivered),
-                self.status,
-                showable_excerpt(self.answer, ANSWER_EXCERPT_CHARS),
-                self.error[:MAX_ERROR_CHARS],
-                webhook_id,
-            ),
-        )
 
 
 def _in_states(states: Collection[State] | None) -> tuple[str, list[object]]:
