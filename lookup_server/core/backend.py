@@ -135,6 +135,13 @@ class Backend(Generic[OptionsT]):
         """
         return []
 
+    def status(self) -> list[str]:
+        """What ``check`` and the console show of the backend's own state (a mirror's age).
+
+        Read locally and at once: no network. Empty unless the backend keeps state.
+        """
+        return []
+
     def close(self) -> None:
         """Release connections and files."""
 

@@ -1,0 +1,137 @@
+"""What a mirror of an ldap source reads from the directory (see lookup_plugins.mirror).
+
+Every entry the person filter matches under base_dn, with the attributes the
+source's fields use, read page by page. Changes: Active Directory's
+``uSNChanged`` (one counter per domain controller), OpenLDAP's
+``modifyTimestamp``; both only grow, so ``>=`` the newest one seen finds
+every entry changed since (and the few seen last time, again). Deletions:
+the DNs of every entry there is, without attributes (``1.1``).
+
+``attr>other`` fields (a manager's name) are resolved within the copy: the
+entry a DN names is almost always a mirrored person; one outside the filter
+falls back to the field's next alternative (``manager:cn``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ldap3.core import exceptions as lx
+from ldap3.utils.conv import escape_filter_chars
+
+from lookup_server.plugin import BackendError
+
+from ..mirror.feed import Data, Marker, Record
+from .backend import _OK_CODES, _PAGED, Entry, _texts, _unbind
+
+if TYPE_CHECKING:
+    from .backend import LdapBackend
+
+#: Entries per page of a mirror's searches (AD's MaxPageSize is 1000).
+MIRROR_PAGE_SIZE = 1000
+MARKERS = {"active_directory": "uSNChanged", "openldap": "modifyTimestamp"}
+
+
+class LdapMirrorFeed:
+    """Reads the entries an ldap source can find, for its mirror."""
+
+    drops_empty = True
+
+    def __init__(self, backend: LdapBackend) -> None:
+        self.backend = backend
+        self.marker = MARKERS[backend.options.preset]
+        self.elements = tuple(backend.elements)
+        specs = [s for alternatives in backend.elements.values() for s in alternatives]
+        self._follows = sorted({(s.attribute.lower(), s.follow) for s in specs if s.follow})
+        self.attributes = sorted({*backend.attributes, *(f for _, f in self._follows), self.marker})
+
+    def signature(self) -> str:
+        """Base, filter and attribute specs: a change of any needs a new full copy."""
+        b = self.backend
+        specs = {e: [repr(s) for s in specs] for e, specs in b.elements.items()}
+        return json.dumps([1, b.options.base_dn, b.person_filter, specs, self.marker])
+
+    def read_all(self) -> Iterator[Record]:
+        """Every entry of the person filter."""
+        return self._records(self.backend.person_filter)
+
+    def read_changed(self, since: Marker) -> Iterator[Record]:
+        """Entries whose marker is ``since`` or later."""
+        clause = f"({self.marker}>={_escaped(str(since))})"
+        return self._records(f"(&{self.backend.person_filter}{clause})")
+
+    def read_keys(self) -> set[str]:
+        """The DN of every entry of the person filter."""
+        return {_key(item["dn"]) for item in self._search(self.backend.person_filter, ["1.1"])}
+
+    def newest(self, markers: Iterable[Marker]) -> Marker:
+        """The highest uSN, or the latest timestamp (generalized time sorts as text)."""
+        present = [str(m) for m in markers if m not in (None, "")]
+        if not present:
+            return None
+        if self.marker == "uSNChanged":
+            numbers = [int(m) for m in present if m.isdigit()]
+            return str(max(numbers)) if numbers else None
+        return max(present)
+
+    def customers(self, stored: Mapping[str, Data]) -> Iterator[Mapping[str, str]]:
+        """Each entry's fields as the live source renders them."""
+        entries = {key: _entry(data) for key, data in stored.items()}
+        for entry in entries.values():
+            followed: dict[tuple[str, str], str] = {}
+            for attribute, follow in self._follows:
+                for dn in _texts(entry, attribute):
+                    target = entries.get(_key(dn))
+                    if target is not None:
+                        followed[(dn, follow)] = ", ".join(_texts(target, follow))
+            yield self.backend._fields(entry, followed)
+
+    def _records(self, wanted: str) -> Iterator[Record]:
+        marker = self.marker.lower()
+        for item in self._search(wanted, self.attributes):
+            raw = {k.lower(): list(v) for k, v in item["raw_attributes"].items()}
+            values = _texts(raw, marker)
+            data = {k: [v.decode("utf-8", "surrogateescape") for v in vs] for k, vs in raw.items()}
+            yield Record(_key(item["dn"]), values[0] if values else None, data)
+
+    def _search(self, wanted: str, attributes: list[str]) -> list[dict[str, Any]]:
+        """Every entry of a paged search over base_dn, on a connection of its own."""
+        b = self.backend
+        conn = b._connect()
+        found: list[dict[str, Any]] = []
+        cookie: bytes | None = None
+        try:
+            while True:
+                conn.search(
+                    b.options.base_dn,
+                    wanted,
+                    attributes=attributes,
+                    paged_size=MIRROR_PAGE_SIZE,
+                    paged_cookie=cookie,
+                )
+                if conn.result.get("result") not in _OK_CODES:
+                    b._raise_for(conn.result)
+                found += [i for i in conn.response or () if i.get("type") == "searchResEntry"]
+                control = conn.result.get("controls", {}).get(_PAGED, {})
+                cookie = control.get("value", {}).get("cookie") or None
+                if cookie is None:
+                    return found
+        except (lx.LDAPException, OSError) as exc:
+            raise BackendError(f"the directory failed while mirroring: {exc}") from None
+        finally:
+            _unbind(conn)
+
+
+def _key(dn: str) -> str:
+    """A DN compared as directories do, well enough: case and spaces around commas ignored."""
+    return ",".join(part.strip() for part in dn.casefold().split(","))
+
+
+def _entry(data: Data) -> Entry:
+    return {k: [v.encode("utf-8", "surrogateescape") for v in vs] for k, vs in data.items()}
+
+
+def _escaped(value: str) -> str:
+    return str(escape_filter_chars(value))
