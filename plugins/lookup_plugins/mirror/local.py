@@ -43,6 +43,7 @@ class Mirror:
         copy = SourceSettings(name=source.name, backend="csv", max_results=source.max_results)
         self._copy = CsvBackend(CsvOptions(self.files.csv, self.files.index), copy)
         self._timeout = source.timeout
+        self._copy_open = False
         self._status = MirrorStatus()
         self._status_read = -STATUS_INTERVAL
         self._stop = threading.Event()
@@ -139,6 +140,7 @@ class Mirror:
                     self._refresh(raise_errors=True)
         self._status_read = -STATUS_INTERVAL
         self._copy.prepare()
+        self._copy_open = True
 
     def start(self) -> None:
         """Refresh in the background of this process (a daemon thread)."""
@@ -163,6 +165,12 @@ class Mirror:
         with lock_unless_held(self.files.lock) as held:
             if not held or not self._due(read_status(self.files.status)):
                 return None  # another process refreshes, or just did
+            return self._refresh(raise_errors=False)
+
+    def refresh_now(self) -> PassResult | None:
+        """One pass now, after any other process's pass; None when it failed (logged)."""
+        self.files.make_folder()
+        with exclusive_lock(self.files.lock):
             return self._refresh(raise_errors=False)
 
     def _due(self, status: MirrorStatus) -> bool:
@@ -197,6 +205,8 @@ class Mirror:
             MirrorStatus(started, result.entries, result.kind, took, started),
         )
         self._status_read = -STATUS_INTERVAL
+        if self._copy_open:
+            self._copy.prepare()  # this process switches now; the others within a second
         log.info(
             "%s: mirror refreshed (%s): %d entries, %d changed, %d gone, in %.1f s",
             self.where,

@@ -1,0 +1,505 @@
+"""Mirrored ldap and odbc sources: lookups from a local copy, against the real servers.
+
+The shared contract runs on each mirrored store with the store itself gone
+(slapd stopped, the table dropped) once the first copy is made, so every
+answer provably comes from the mirror. The other tests change the real
+directory or table and watch the copy follow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ldap3
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from lookup_plugins.index_files import lock_unless_held
+from lookup_plugins.mirror.feed import MirrorFeed, Record
+from lookup_plugins.mirror.local import Mirror
+from lookup_plugins.mirror.settings import parse_duration
+from lookup_plugins.mirror.state import read_status
+
+from lookup_server.config.settings import ConfigError, config_from_mapping
+from lookup_server.helpspot.view import LiveLookupView
+from lookup_server.plugin import BackendError, ById, ByName, Customer, SourceBackend
+from lookup_server.runtime.probe import probe_all
+from lookup_server.runtime.service import create_backend
+from lookup_server.web.app import create_app
+from lookup_server.web.blueprints.common import EXTENSION
+from tests.plugins.databases import (
+    FIELDS,
+    MARIADB,
+    POSTGRES,
+    Database,
+    people_source,
+    sqlite_database,
+)
+from tests.plugins.ldap_directory import CONTRACT_AD, CONTRACT_OPENLDAP, directory
+from tests.plugins.slapd import (
+    ROOT_DN,
+    ROOT_PASSWORD,
+    SERVICE_DN,
+    SERVICE_PASSWORD,
+    Slapd,
+    slapd_available,
+)
+from tests.support.backend_contract import PEOPLE, BackendContract
+from tests.support.hanging import wait_for
+from tests.support.helpspot import assert_livelookup, helpspot_error, request_page_params
+from tests.support.requirements import need
+
+#: Long enough for a wait-for-condition to see a refresh through a loaded machine.
+SETTLE = 60.0
+
+
+def _need_slapd() -> None:
+    need(slapd_available(), "slapd not installed (apt-get install slapd ldap-utils openssl)")
+
+
+def ldap_table(
+    slapd: Slapd, base_dn: str, preset: str, folder: Path, **extra: Any
+) -> dict[str, Any]:
+    """A mirrored ldap source over ``base_dn`` of ``slapd``."""
+    return {
+        "backend": "ldap",
+        "url": slapd.url,
+        "bind_dn": SERVICE_DN,
+        "password": SERVICE_PASSWORD,
+        "base_dn": base_dn,
+        "preset": preset,
+        "mirror": "1h",
+        "mirror_path": str(folder),
+        **extra,
+    }
+
+
+def backend_of(table: dict[str, Any], base_dir: Path) -> SourceBackend[Any]:
+    """The backend the config layer builds for ``table`` (closed by the caller)."""
+    config = config_from_mapping({"sources": {"people": table}}, base_dir=base_dir)
+    backend = create_backend(config.sources["people"])
+    assert isinstance(backend, SourceBackend)
+    return backend
+
+
+def first_copy(table: dict[str, Any], base_dir: Path) -> None:
+    """Make the mirror's first copy as a server starting up would."""
+    backend = backend_of(table, base_dir)
+    try:
+        backend.prepare()
+    finally:
+        backend.close()
+
+
+def mirror_of(backend: SourceBackend[Any]) -> Mirror:
+    """The mirror a mirrored source answers from."""
+    mirror = getattr(backend, "mirror", None)
+    assert isinstance(mirror, Mirror)
+    return mirror
+
+
+# -- the shared contract, answered from a mirror with its store gone ------------------------
+
+
+class _MirroredLdap(BackendContract):
+    backend_name = "ldap"
+    mirrored = True
+    base_dn = CONTRACT_OPENLDAP
+    preset = "openldap"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+        _need_slapd()
+        root = tmp_path_factory.mktemp("mirrored-slapd")
+        slapd = Slapd(root / "slapd", tls=False)
+        slapd.load(directory())
+        slapd.start()
+        try:
+            table = ldap_table(slapd, cls.base_dn, cls.preset, root / "mirror")
+            first_copy(table, root)
+        finally:
+            slapd.stop()  # from here on only the mirror can answer
+        yield {**table, "_base_dir": str(root)}
+
+
+class TestMirroredOpenLdapContract(_MirroredLdap):
+    pass
+
+
+class TestMirroredActiveDirectoryContract(_MirroredLdap):
+    base_dn = CONTRACT_AD
+    preset = "active_directory"
+
+
+def _mirrored_table(db: Database, root: Path) -> dict[str, Any]:
+    db.require()
+    with db.people_table() as name:
+        table = people_source(db, name, mirror="1h", mirror_path=str(root / "mirror"))
+        first_copy(table, root)
+    return {**table, "_base_dir": str(root)}  # the table is dropped: only the mirror answers
+
+
+class TestMirroredPostgresContract(BackendContract):
+    backend_name = "odbc"
+    mirrored = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        return _mirrored_table(POSTGRES, tmp_path_factory.mktemp("mirrored-pg"))
+
+
+class TestMirroredMariaDbContract(BackendContract):
+    backend_name = "odbc"
+    mirrored = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        return _mirrored_table(MARIADB, tmp_path_factory.mktemp("mirrored-mariadb"))
+
+
+class TestMirroredSqliteContract(BackendContract):
+    backend_name = "odbc"
+    mirrored = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        root = tmp_path_factory.mktemp("mirrored-sqlite")
+        return _mirrored_table(sqlite_database(str(root / "people.db")), root)
+
+
+# -- a directory that changes, stops, freezes ---------------------------------------------------
+
+
+@pytest.fixture
+def slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A directory of the test's own, which it may change, stop or freeze."""
+    _need_slapd()
+    server = Slapd(tmp_path / "slapd", tls=False)
+    server.load(directory())
+    server.start()
+    yield server
+    if server.process is not None:
+        server.resume()
+        server.stop()
+
+
+def admin(slapd: Slapd) -> ldap3.Connection:
+    """A connection as the directory's root, to change entries."""
+    return ldap3.Connection(slapd.url, ROOT_DN, ROOT_PASSWORD, auto_bind=True)
+
+
+Lookup = Callable[..., LiveLookupView]
+
+
+Serve = Callable[[dict[str, Any], Path], FlaskClient]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """Servers (background refreshes included) answering a source as ``people``; closed after."""
+    apps: list[Flask] = []
+
+    def serve(table: dict[str, Any], base_dir: Path) -> FlaskClient:
+        apps.append(create_app({"sources": {"people": table}}, base_dir=base_dir))
+        return apps[-1].test_client()
+
+    yield serve
+    for app in apps:
+        app.extensions[EXTENSION].sources.close()  # their refresh threads stop
+
+
+def last_names(client: FlaskClient, **params: str) -> list[str]:
+    """The last names of what a request-page lookup finds."""
+    response = client.get("/livelookup/people", query_string=request_page_params(**params))
+    return [c["last_name"] for c in assert_livelookup(response.data).customers]
+
+
+def test_a_change_in_the_directory_shows_within_one_interval(
+    slapd: Slapd, tmp_path: Path, serve: Serve
+) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror", mirror="1s")
+    client = serve(table, tmp_path)
+    assert last_names(client, customer_id="1001") == ["Lovelace"]
+    conn = admin(slapd)
+    conn.modify(_dn_of(conn, "1001"), {"sn": [(ldap3.MODIFY_REPLACE, ["Byron"])]})
+    wait_for(lambda: last_names(client, customer_id="1001") == ["Byron"], "the change", SETTLE)
+    assert read_status(tmp_path / "mirror" / "status.json").kind == "changes"
+
+
+def test_an_entry_deleted_from_the_directory_leaves_the_mirror(
+    slapd: Slapd, tmp_path: Path, serve: Serve
+) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror", mirror="1s")
+    client = serve(table, tmp_path)
+    assert last_names(client, customer_id="1004") == ["Wild*Card"]
+    conn = admin(slapd)
+    conn.delete(_dn_of(conn, "1004"))
+    wait_for(lambda: last_names(client, customer_id="1004") == [], "the deletion", SETTLE)
+    assert last_names(client, customer_id="1001") == ["Lovelace"]
+
+
+def _dn_of(conn: ldap3.Connection, uid: str) -> str:
+    conn.search(CONTRACT_OPENLDAP, f"(uid={uid})", attributes=["1.1"])
+    (entry,) = conn.response
+    return str(entry["dn"])
+
+
+def test_lookups_answer_from_the_mirror_while_the_directory_is_down_or_frozen(
+    slapd: Slapd, tmp_path: Path, serve: Serve
+) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror", timeout=2)
+    client = serve(table, tmp_path)
+    slapd.pause()  # frozen: connections open, nothing answers
+    assert last_names(client, last_name="smith", first_name="ma") == ["Smith", "Smith"]
+    slapd.resume()
+    slapd.stop()
+    assert last_names(client, email="ada@example.com") == ["Lovelace"]
+    backend = backend_of(table, tmp_path)
+    try:
+        warnings = backend.check()
+        (age,) = backend.status()
+    finally:
+        backend.close()
+    assert any("answered from the mirror, but its source fails" in w for w in warnings)
+    assert f"{len(PEOPLE)} entries as of" in age
+
+
+def test_a_mirror_older_than_its_limit_is_an_error_not_stale_data(
+    slapd: Slapd, tmp_path: Path, serve: Serve
+) -> None:
+    table = ldap_table(
+        slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror", mirror="1s", mirror_max_age="3s"
+    )
+    client = serve(table, tmp_path)
+    assert last_names(client, customer_id="1001") == ["Lovelace"]
+    slapd.stop()
+
+    def refused() -> bool:
+        body = client.get("/livelookup/people", query_string={"customer_id": "1001"}).data
+        return b"<customer>" not in body and b"over mirror_max_age" in body
+
+    wait_for(refused, "the stale mirror refused", SETTLE)
+    body = client.get("/livelookup/people", query_string={"customer_id": "1001"}).data
+    assert helpspot_error(body)  # staff see "An Error Occurred", not stale data
+    assert b"cannot connect" in body  # and why the refreshes fail
+    config = config_from_mapping({"sources": {"people": table}}, base_dir=tmp_path)
+    lines = [line for line, _ok in probe_all(config)]
+    assert any(
+        line.startswith("FAIL sources.people") and "over mirror_max_age" in line for line in lines
+    )
+
+
+class _FailingFeed:
+    """The real feed, failing after it has read ``good`` records (a directory dying mid-pass)."""
+
+    def __init__(self, feed: MirrorFeed, good: int) -> None:
+        self._feed, self._good = feed, good
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._feed, name)
+
+    def read_all(self) -> Iterator[Record]:
+        return self._cut(self._feed.read_all())
+
+    def read_changed(self, since: Any) -> Iterator[Record]:
+        return self._cut(self._feed.read_changed(since))
+
+    def _cut(self, records: Iterator[Record]) -> Iterator[Record]:
+        for n, record in enumerate(records):
+            if n == self._good:
+                raise BackendError("the directory went away mid-pass")
+            yield record
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["changes", "full-copy"])
+def test_a_refresh_failing_midway_leaves_the_previous_copy_serving(
+    slapd: Slapd, tmp_path: Path, full: bool
+) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror")
+    backend = backend_of(table, tmp_path)
+    try:
+        backend.prepare()
+        mirror = mirror_of(backend)
+        conn = admin(slapd)
+        for uid in ("1001", "1002"):
+            conn.modify(_dn_of(conn, uid), {"title": [(ldap3.MODIFY_REPLACE, ["Changed"])]})
+        conn.delete(_dn_of(conn, "1004"))
+        real = mirror.feed
+        if full:
+            mirror.files.records.path.unlink()  # no records: the pass must copy everything
+        mirror.feed = _FailingFeed(real, good=1)
+        assert mirror.refresh_now() is None
+        status = read_status(mirror.files.status)
+        assert "mid-pass" in status.error
+        before = {c.customer_id: c.fields.get("title") for c in _everyone(backend)}
+        assert (before["1001"], before["1002"]) == ("Analyst", "R&D <Lead>")
+        assert "1004" in before
+        assert not [p for p in mirror.files.folder.iterdir() if p.name.endswith(".tmp")]
+        mirror.feed = real
+        assert mirror.refresh_now() is not None
+        after = {c.customer_id: c.fields.get("title") for c in _everyone(backend)}
+        assert after["1001"] == after["1002"] == "Changed"
+        assert "1004" not in after
+    finally:
+        backend.close()
+
+
+def _everyone(backend: SourceBackend[Any]) -> list[Customer]:
+    found: list[Customer] = []
+    for person in PEOPLE:
+        found += backend.find(ById(person.customer_id), 5)
+    return found
+
+
+def test_lookups_never_see_a_half_written_copy(slapd: Slapd, tmp_path: Path) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror")
+    backend = backend_of(table, tmp_path)
+    try:
+        backend.prepare()
+        mirror = mirror_of(backend)
+        seen: set[int] = set()
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                seen.add(len(backend.find(ByName("Smith", ""), 50)))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for _ in range(5):
+                mirror.files.records.path.unlink()  # each pass a full copy, published anew
+                assert mirror.refresh_now() is not None
+        finally:
+            done.set()
+            reader.join()
+        assert seen == {8}
+    finally:
+        backend.close()
+
+
+def test_only_one_process_refreshes_at_a_time(slapd: Slapd, tmp_path: Path) -> None:
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror", mirror="1s")
+    backend = backend_of(table, tmp_path)
+    try:
+        backend.prepare()
+        mirror = mirror_of(backend)
+        wait_for(lambda: mirror._due(read_status(mirror.files.status)), "a pass due", SETTLE)
+        with lock_unless_held(mirror.files.lock) as held:  # another worker refreshing
+            assert held
+            assert mirror.refresh_if_due() is None
+        assert mirror.refresh_if_due() is not None
+        assert mirror.refresh_if_due() is None  # just done: not due again yet
+    finally:
+        backend.close()
+
+
+# -- SQL: the changed column, deletions --------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    db = {"postgresql": POSTGRES, "mysql": MARIADB}.get(request.param) or sqlite_database(
+        str(tmp_path / "people.db")
+    )
+    db.require()
+    return db
+
+
+def test_sql_changes_come_by_the_changed_column_and_deletions_by_the_keys(
+    database: Database, tmp_path: Path
+) -> None:
+    db, start = database, dt.datetime(2024, 1, 1, 12, 0, 0)
+    kind = "TIMESTAMP" if db.dialect == "postgresql" else "DATETIME"
+    columns = [*FIELDS.values(), "changed_at"]
+    # each row changed a minute before the one above it: Ada (1001) last
+    rows = [
+        (*(p.as_fields()[e] for e in FIELDS), start - dt.timedelta(minutes=i))
+        for i, p in enumerate(PEOPLE)
+    ]
+    definition = ", ".join(f"{db.quote(c)} {db.text_type}" for c in FIELDS.values())
+    name = f"mirror_{tmp_path.name[-12:].replace('-', '_')}"
+    with db.table(name, f"{definition}, {db.quote('changed_at')} {kind}", columns, rows):
+        table = people_source(
+            db,
+            name,
+            mirror="1h",
+            mirror_path=str(tmp_path / "mirror"),
+            mirror_changed_column="changed_at",
+        )
+        backend = backend_of(table, tmp_path)
+        try:
+            backend.prepare()
+            mirror = mirror_of(backend)
+            conn = db.connect()
+            q = db.quote
+            conn.execute(
+                f"UPDATE {q(name)} SET {q('family_name')} = ?, {q('changed_at')} = ? "
+                f"WHERE {q('cust_id')} = ?",
+                ("Byron", start + dt.timedelta(minutes=5), "1001"),
+            )
+            conn.execute(f"DELETE FROM {q(name)} WHERE {q('cust_id')} = ?", ("1004",))
+            conn.close()
+            result = mirror.refresh_now()
+            assert result is not None and result.kind == "changes"
+            # only Ada is as new as the newest change seen, or newer: the rest is not read
+            assert (result.changed, result.gone) == (1, 1)
+            found = {c.customer_id: c.fields["last_name"] for c in _everyone(backend)}
+            assert found["1001"] == "Byron"
+            assert "1004" not in found
+        finally:
+            backend.close()
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"mirror": "soon"}, "mirror"),
+        ({"mirror": "5m", "mirror_max_age": "1m"}, "mirror_max_age"),
+        ({"mirror_max_age": "1h"}, "mirror_max_age"),
+    ],
+)
+def test_mirror_keys_are_checked_when_the_config_loads(
+    tmp_path: Path, extra: dict[str, str], key: str
+) -> None:
+    table = {
+        "backend": "ldap",
+        "url": "ldap://127.0.0.1:1",
+        "bind_dn": "cn=x",
+        "password": "x",
+        "base_dn": "dc=example,dc=com",
+        "preset": "openldap",
+        **extra,
+    }
+    with pytest.raises(ConfigError, match=rf"sources\.people\.{key}"):
+        config_from_mapping({"sources": {"people": table}}, base_dir=tmp_path)
+
+
+def test_an_sql_mirror_needs_simple_mode(tmp_path: Path) -> None:
+    table = {
+        "backend": "odbc",
+        "connection": "Driver={SQLite3};Database=x.db;",
+        "dialect": "sqlite",
+        "queries": {"customer_id": "SELECT 1 AS customer_id WHERE 1 = ?"},
+        "mirror": "5m",
+    }
+    with pytest.raises(ConfigError, match=r"sources\.people\.mirror: needs simple mode"):
+        config_from_mapping({"sources": {"people": table}}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("90", 90)]
+)
+def test_intervals_read_as_people_write_them(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
