@@ -503,3 +503,37 @@ def test_an_sql_mirror_needs_simple_mode(tmp_path: Path) -> None:
 )
 def test_intervals_read_as_people_write_them(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+# -- the copy's age: in check, the console, the log ------------------------------------------
+
+
+def test_check_the_console_and_the_log_say_how_old_the_mirror_is(
+    slapd: Slapd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.web.console.conftest import LOCAL, PASSWORD, log_in
+
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror")
+    config = {
+        "server": {"outbox": str(tmp_path / "outbox.sqlite3")},
+        "console": {"password": PASSWORD, "allowed_networks": ["127.0.0.1/32"]},
+        "sources": {"people": table},
+    }
+    with caplog.at_level("INFO", logger="lookup_plugins.mirror"):
+        app = create_app(config, base_dir=tmp_path)
+    try:
+        logged = [r.getMessage() for r in caplog.records]
+        assert any(f"mirror refreshed (full copy): {len(PEOPLE)} entries" in m for m in logged)
+        client = app.test_client()
+        log_in(client)
+        page = client.get("/", environ_base=LOCAL).data.decode()
+        people = page[page.index('id="source-people"') :][:3000]
+        assert "healthy" in people and f"mirror: {len(PEOPLE)} entries as of" in people
+    finally:
+        app.extensions[EXTENSION].sources.close()
+        app.extensions[EXTENSION].webhooks.close()
+    lines = [line for line, _ok in probe_all(config_from_mapping(config, base_dir=tmp_path))]
+    (verdict,) = [i for i, line in enumerate(lines) if "sources.people" in line]
+    assert lines[verdict].startswith("ok   sources.people")
+    assert lines[verdict + 1].startswith(f"     mirror: {len(PEOPLE)} entries as of")
+    assert "old (refreshed every 1 h, limit 1 d" in lines[verdict + 1]
