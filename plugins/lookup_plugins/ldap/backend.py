@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -59,6 +60,7 @@ from lookup_server.plugin import (
     timed_out,
 )
 
+from ..mirror.child import rebuilt_mirror
 from ..mirror.local import Mirror
 from ..mirror.settings import mirror_problems, mirror_settings
 
@@ -244,7 +246,8 @@ class LdapBackend(SourceBackend[LdapOptions]):
         settings = mirror_settings(
             self.source.name, o.mirror, o.mirror_max_age, o.mirror_path, identity
         )
-        return Mirror(settings, feed, self.source)
+        rebuild = partial(rebuilt_mirror, type(self), self.options, self.source)
+        return Mirror(settings, feed, self.source, rebuild)
 
     def _element_specs(self) -> dict[str, tuple[Spec, ...]]:
         merged = {**self.preset.elements, **self.source.fields}

@@ -12,6 +12,7 @@ silently; its age is in the log, in ``lookup-server check`` and the console.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,8 +22,9 @@ from lookup_server.plugin import BackendError, Customer, SearchTerm, SourceSetti
 
 from ..csv.backend import CsvBackend, CsvOptions
 from ..index_files import exclusive_lock, lock_unless_held
+from .child import Rebuild, refresh_in_child
 from .feed import MirrorFeed
-from .refresh import MirrorFiles, PassResult, timed_pass
+from .refresh import MirrorFiles, timed_pass
 from .settings import MirrorSettings, duration_text
 from .state import MirrorStatus, read_status, write_status
 
@@ -36,8 +38,15 @@ MAX_TICK = 5.0
 class Mirror:
     """The local copy of one source: lookups from it, refreshes of it."""
 
-    def __init__(self, settings: MirrorSettings, feed: MirrorFeed, source: SourceSettings) -> None:
-        self.settings, self.feed = settings, feed
+    def __init__(
+        self,
+        settings: MirrorSettings,
+        feed: MirrorFeed,
+        source: SourceSettings,
+        rebuild: Rebuild | None = None,
+    ) -> None:
+        """``rebuild`` makes this mirror anew in a child process (picklable), for refreshes."""
+        self.settings, self.feed, self._rebuild = settings, feed, rebuild
         self.where = f"sources.{settings.source}"
         self.files = MirrorFiles(settings.folder, feed.elements)
         copy = SourceSettings(name=source.name, backend="csv", max_results=source.max_results)
@@ -153,25 +162,35 @@ class Mirror:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the refresh thread (a pass under way finishes on its own)."""
+        """Stop the refresh thread (a pass under way, in its own process, finishes)."""
         self._stop.set()
         self._copy.close()
 
-    def refresh_if_due(self) -> PassResult | None:
-        """One pass if the interval has passed and no other process is refreshing."""
+    def refresh_if_due(self, in_child: bool = False) -> MirrorStatus | None:
+        """One pass if the interval has passed and no other process is refreshing.
+
+        Returns the status after the pass, None when none ran. ``in_child`` runs
+        it in a process of its own (see :mod:`lookup_plugins.mirror.child`).
+        """
         if not self._due(read_status(self.files.status)):
             return None
         self.files.make_folder()
+        if in_child and self._rebuild is not None:
+            before = read_status(self.files.status)
+            if not refresh_in_child(self._rebuild):
+                return None
+            return self._after_pass(before)
         with lock_unless_held(self.files.lock) as held:
             if not held or not self._due(read_status(self.files.status)):
                 return None  # another process refreshes, or just did
             return self._refresh(raise_errors=False)
 
-    def refresh_now(self) -> PassResult | None:
-        """One pass now, after any other process's pass; None when it failed (logged)."""
+    def refresh_now(self) -> MirrorStatus | None:
+        """One pass now in this process, after any other's; None when it failed (logged)."""
         self.files.make_folder()
         with exclusive_lock(self.files.lock):
-            return self._refresh(raise_errors=False)
+            status = self._refresh(raise_errors=False)
+        return None if status.error else status
 
     def _due(self, status: MirrorStatus) -> bool:
         return time.time() - max(status.attempted_at, status.as_of) >= self.settings.interval
@@ -180,43 +199,52 @@ class Mirror:
         tick = min(MAX_TICK, max(0.2, self.settings.interval / 10))
         while not self._stop.wait(tick):
             try:
-                self.refresh_if_due()
+                self.refresh_if_due(in_child=True)
             except Exception:  # the thread must outlive any one pass
                 log.exception("%s: the mirror's refresh failed unexpectedly", self.where)
 
-    def _refresh(self, raise_errors: bool) -> PassResult | None:
-        """One pass, lock held: the status records the attempt, then the outcome."""
+    def _refresh(self, raise_errors: bool) -> MirrorStatus:
+        """One pass here, lock held: the status records the attempt, then the outcome."""
         before = read_status(self.files.status)
-        write_status(self.files.status, replace(before, attempted_at=time.time()))
+        write_status(self.files.status, replace(before, attempted_at=time.time(), error=""))
         try:
             result, started, took = timed_pass(self.feed, self.files)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
             failed = replace(read_status(self.files.status), error=reason, failed_at=time.time())
             write_status(self.files.status, failed)
-            age = f"{duration_text(time.time() - before.as_of)} old" if before.as_of else "none"
-            log.error("%s: mirror refresh failed (copy in use: %s): %s", self.where, age, reason)
+            self._after_pass(before)
             if raise_errors:
                 message = f"{self.where}: the mirror's first copy failed: {reason}"
                 raise BackendError(message) from None
-            return None
-        write_status(
-            self.files.status,
-            MirrorStatus(started, result.entries, result.kind, took, started),
-        )
+            return failed
+        done = MirrorStatus(started, result.entries, result.kind, took, started)
+        done = replace(done, changed=result.changed, gone=result.gone, by=os.getpid())
+        write_status(self.files.status, done)
+        return self._after_pass(before)
+
+    def _after_pass(self, before: MirrorStatus) -> MirrorStatus:
+        """Switch this process to the new copy, and log what the pass did."""
+        status = read_status(self.files.status)
         self._status_read = -STATUS_INTERVAL
+        if status.error:
+            age = f"{duration_text(time.time() - before.as_of)} old" if before.as_of else "none"
+            log.error(
+                "%s: mirror refresh failed (copy in use: %s): %s", self.where, age, status.error
+            )
+            return status
         if self._copy_open:
             self._copy.prepare()  # this process switches now; the others within a second
         log.info(
             "%s: mirror refreshed (%s): %d entries, %d changed, %d gone, in %.1f s",
             self.where,
-            result.kind,
-            result.entries,
-            result.changed,
-            result.gone,
-            took,
+            status.kind,
+            status.entries,
+            status.changed,
+            status.gone,
+            status.took,
         )
-        return result
+        return status
 
 
 def _when(moment: float) -> str:

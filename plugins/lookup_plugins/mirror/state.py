@@ -41,6 +41,11 @@ class MirrorStatus:
     #: why the last pass failed ("" when it worked)
     error: str = ""
     failed_at: float = 0.0
+    #: records the pass that made the published copy read, and dropped
+    changed: int = 0
+    gone: int = 0
+    #: the process that ran that pass
+    by: int = 0
 
 
 def read_status(path: Path) -> MirrorStatus:

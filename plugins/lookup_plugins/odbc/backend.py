@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -43,6 +44,7 @@ from lookup_server.plugin import (
     timed_out,
 )
 
+from ..mirror.child import rebuilt_mirror
 from ..mirror.local import Mirror
 from ..mirror.settings import mirror_problems, mirror_settings
 from .dialects import (
@@ -202,7 +204,8 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
         settings = mirror_settings(
             self.source.name, o.mirror, o.mirror_max_age, o.mirror_path, identity
         )
-        return Mirror(settings, feed, self.source)
+        rebuild = partial(rebuilt_mirror, type(self), self.options, self.source)
+        return Mirror(settings, feed, self.source, rebuild)
 
     # -- capabilities -------------------------------------------------------------
 
