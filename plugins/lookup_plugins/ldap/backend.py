@@ -231,6 +231,9 @@ class LdapBackend(SourceBackend[LdapOptions]):
             self._connect, _unbind, POOL_SIZE, max_idle=MAX_IDLE
         )
         self.mirror = self._mirror() if options.mirror else None
+        if self.mirror is not None:
+            # lookups read the local copy (microseconds): no thread hand-off, no deadline
+            self.waits_on_network = False
 
     @classmethod
     def validate(cls, options: LdapOptions, source: SourceSettings) -> list[tuple[str, str]]:

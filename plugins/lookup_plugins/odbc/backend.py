@@ -185,6 +185,9 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
             if options.mirror and isinstance(self._plan, TablePlan)
             else None
         )
+        if self.mirror is not None:
+            # lookups read the local copy (microseconds): no thread hand-off, no deadline
+            self.waits_on_network = False
 
     @classmethod
     def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
