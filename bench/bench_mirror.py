@@ -39,7 +39,13 @@ import ldap3  # noqa: E402
 from lookup_plugins.mirror.local import Mirror  # noqa: E402
 from lookup_plugins.mirror.state import read_status  # noqa: E402
 
-from bench.bench_csv import free_port, start_gunicorn, stop, wait_for_answer  # noqa: E402
+from bench.bench_csv import (  # noqa: E402
+    CEILING_APP,
+    free_port,
+    start_gunicorn,
+    stop,
+    wait_for_answer,
+)
 from bench.bench_ldap import BASE, entries  # noqa: E402
 from lookup_server.config.settings import config_from_mapping  # noqa: E402
 from lookup_server.plugin import ById, SourceBackend  # noqa: E402
@@ -202,17 +208,22 @@ def run(slapd: Slapd, work: Path, args: argparse.Namespace) -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "LOOKUP_SERVER_CONFIG": str(config)}
     server = start_gunicorn("wsgi:app", port, env, ROOT)
+    (work / "ceiling.py").write_text(CEILING_APP)
+    ceiling_port = free_port()
+    ceiling_url = f"http://127.0.0.1:{ceiling_port}"
+    ceiling = start_gunicorn("ceiling:app", ceiling_port, env, work)
     figures: dict[str, list[tuple[float, float, float]]] = {}
     try:
         wait_for_answer(f"{url}/livelookup/ad?customer_id=user00001", 60)
         wait_for_answer(f"{url}/livelookup/live?customer_id=user00001", 60)
+        wait_for_answer(f"{ceiling_url}/livelookup/ad", 60)
 
-        def measure(label: str, source: str = "ad") -> None:
+        def measure(label: str, source: str = "ad", at: str = url) -> None:
             for pause in (args.pause, 0):  # paced load, then as fast as wrk can
                 key = f"{label}, {'paced' if pause else 'saturated'}"
                 figures.setdefault(key, []).append(
                     wrk_latency(
-                        url, source, args.entries, args.seconds, args.connections, pause, work
+                        at, source, args.entries, args.seconds, args.connections, pause, work
                     )
                 )
 
@@ -221,6 +232,8 @@ def run(slapd: Slapd, work: Path, args: argparse.Namespace) -> None:
         # Rounds, each state of the directory in turn: whatever else the machine does
         # weighs on every state alike; the medians are reported.
         for _ in range(args.rounds):
+            # what the machine allows: a constant answer from a bare Flask app, same gunicorn
+            measure("ceiling (constant document)", at=ceiling_url)
             measure("mirrored, directory up")
             measure("live (no mirror), directory up", "live")
             slapd.pause()
@@ -235,6 +248,7 @@ def run(slapd: Slapd, work: Path, args: argparse.Namespace) -> None:
         refreshing.join()
     finally:
         stop(server)
+        stop(ceiling)
         backend.close()
     report(args, copied, full, status.took, figures)
 

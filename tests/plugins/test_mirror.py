@@ -540,3 +540,26 @@ def test_check_the_console_and_the_log_say_how_old_the_mirror_is(
     assert lines[verdict].startswith("ok   sources.people")
     assert lines[verdict + 1].startswith(f"     mirror: {len(PEOPLE)} entries as of")
     assert "old (refreshed every 1 h, limit 1 d" in lines[verdict + 1]
+
+
+def test_a_pass_stopped_at_the_directorys_size_limit_fails_rather_than_deleting(
+    tmp_path: Path,
+) -> None:
+    _need_slapd()
+    # slapd's sizelimit (5000) caps paged searches too, unless the bind_dn may read on
+    server = Slapd(tmp_path / "slapd", tls=False)
+    from bench.bench_ldap import BASE, entries
+
+    server.load(entries(5100))
+    server.start()
+    try:
+        table = ldap_table(server, BASE, "openldap", tmp_path / "mirror")
+        table |= {"user_filter": "(objectCategory=person)", "fields": {"customer_id": "cn"}}
+        backend = backend_of(table, tmp_path)
+        try:
+            with pytest.raises(BackendError, match="size limit, after 5000 entries"):
+                backend.prepare()
+        finally:
+            backend.close()
+    finally:
+        server.stop()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 #: Entries per page of a mirror's searches (AD's MaxPageSize is 1000).
 MIRROR_PAGE_SIZE = 1000
+_SIZE_LIMIT_EXCEEDED = 4
 MARKERS = {"active_directory": "uSNChanged", "openldap": "modifyTimestamp"}
 
 
@@ -111,6 +112,13 @@ class LdapMirrorFeed:
                     paged_size=MIRROR_PAGE_SIZE,
                     paged_cookie=cookie,
                 )
+                if conn.result.get("result") == _SIZE_LIMIT_EXCEEDED:
+                    # a copy cut short would drop everyone past the limit as deleted
+                    raise BackendError(
+                        f"the directory stopped the mirror's search at its size limit, after "
+                        f"{len(found) + len(conn.response or ())} entries; let the bind_dn "
+                        "read every entry with paged searches (see docs/backends/ldap.md)"
+                    )
                 if conn.result.get("result") not in _OK_CODES:
                     b._raise_for(conn.result)
                 found += [i for i in conn.response or () if i.get("type") == "searchResEntry"]
