@@ -206,7 +206,7 @@ class Mirror:
     def _refresh(self, raise_errors: bool) -> MirrorStatus:
         """One pass here, lock held: the status records the attempt, then the outcome."""
         before = read_status(self.files.status)
-        write_status(self.files.status, replace(before, attempted_at=time.time(), error=""))
+        write_status(self.files.status, replace(before, attempted_at=time.time()))
         try:
             result, started, took = timed_pass(self.feed, self.files)
         except Exception as exc:
