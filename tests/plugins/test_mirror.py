@@ -567,3 +567,21 @@ def test_a_pass_stopped_at_the_directorys_size_limit_fails_rather_than_deleting(
             backend.close()
     finally:
         server.stop()
+
+
+def test_a_store_that_answers_with_nobody_keeps_the_copy(tmp_path: Path) -> None:
+    db = sqlite_database(str(tmp_path / "people.db"))
+    db.require()
+    with db.people_table() as name:
+        table = people_source(db, name, mirror="1h", mirror_path=str(tmp_path / "mirror"))
+        backend = backend_of(table, tmp_path)
+        try:
+            backend.prepare()
+            conn = db.connect()
+            conn.execute(f"DELETE FROM {db.quote(name)}")  # a lost permission looks the same
+            conn.close()
+            assert mirror_of(backend).refresh_now() is None
+            assert "no entries at all where the mirror holds 19" in "".join(backend.status())
+            assert [c.customer_id for c in backend.find(ById("1001"), 5)] == ["1001"]
+        finally:
+            backend.close()

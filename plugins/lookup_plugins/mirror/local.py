@@ -78,10 +78,14 @@ class Mirror:
             raise BackendError(f"{self.where}: the mirror has no copy yet{failed}")
         age = time.time() - status.as_of
         if age > self.settings.max_age:
-            failed = f": {status.error}" if status.error else " (no refresh has run since)"
+            why = (
+                f"its refreshes fail: {status.error}"
+                if status.error
+                else "no refresh has finished since (is the server running?)"
+            )
             raise BackendError(
                 f"{self.where}: the mirror is {duration_text(age)} old, over mirror_max_age "
-                f"({duration_text(self.settings.max_age)}); its refreshes fail{failed}"
+                f"({duration_text(self.settings.max_age)}); {why}"
             )
         return status
 

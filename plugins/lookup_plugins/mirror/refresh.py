@@ -80,8 +80,10 @@ def run_pass(feed: MirrorFeed, files: MirrorFiles, started: float) -> PassResult
         or marker is None
         or started - float(meta.get("full_at", "0")) > FULL_COPY_EVERY
     )
+    held = files.records.count()
     if full:
         records = list(feed.read_all())
+        _refuse_emptying(held, len(records))
         newest = feed.newest(r.marker for r in records)
         count = files.records.replace_all(records, _meta(signature, newest, full_at=started))
         result = PassResult("full copy", count, changed=count)
@@ -89,13 +91,24 @@ def run_pass(feed: MirrorFeed, files: MirrorFiles, started: float) -> PassResult
         changed = list(feed.read_changed(marker))
         # read after the changes: what is added meanwhile is among the next pass's changes
         keys = feed.read_keys() | {r.key for r in changed}
+        _refuse_emptying(held, len(keys))
         newest = feed.newest([marker, *(r.marker for r in changed)])
-        gone = files.records.apply(
+        gone, count = files.records.apply(
             changed, keys, _meta(signature, newest, full_at=float(meta["full_at"]))
         )
-        result = PassResult("changes", len(keys), changed=len(changed), gone=gone)
+        result = PassResult("changes", count, changed=len(changed), gone=gone)
     publish(feed, files)
     return result
+
+
+def _refuse_emptying(held: int, found: int) -> None:
+    """A store that answers with nobody at all is more likely broken than emptied."""
+    if found == 0 and held > 0:
+        raise BackendError(
+            f"the source returned no entries at all where the mirror holds {held:,}; keeping "
+            "the copy (a lost permission, a wrong filter?). If the store really is empty, "
+            "delete the mirror's folder"
+        )
 
 
 def _meta(signature: str, newest: object, full_at: float) -> dict[str, str]:

@@ -106,8 +106,10 @@ class RecordStore:
             self._write_meta(conn, meta)
             return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
 
-    def apply(self, changed: Iterable[Record], keep: set[str], meta: dict[str, str]) -> int:
-        """Store ``changed``, then drop every record whose key is not in ``keep``; how many went."""
+    def apply(
+        self, changed: Iterable[Record], keep: set[str], meta: dict[str, str]
+    ) -> tuple[int, int]:
+        """Store ``changed``, drop every record whose key is not in ``keep``: how many went, are."""
         with self._connection() as conn, conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO records VALUES (?, ?)",
@@ -117,7 +119,12 @@ class RecordStore:
             gone = stored - keep
             conn.executemany("DELETE FROM records WHERE key = ?", ((k,) for k in gone))
             self._write_meta(conn, meta)
-            return len(gone)
+            return len(gone), len(stored) - len(gone)
+
+    def count(self) -> int:
+        """How many records there are."""
+        with self._connection() as conn:
+            return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
 
     def everything(self) -> dict[str, Data]:
         """Key -> data of every record."""
