@@ -40,7 +40,7 @@ from tests.plugins.databases import (
     people_source,
     sqlite_database,
 )
-from tests.plugins.ldap_directory import CONTRACT_AD, CONTRACT_OPENLDAP, directory
+from tests.plugins.ldap_directory import CONTRACT_AD, CONTRACT_OPENLDAP, FIRST_USN, directory
 from tests.plugins.slapd import (
     ROOT_DN,
     ROOT_PASSWORD,
@@ -585,3 +585,37 @@ def test_a_store_that_answers_with_nobody_keeps_the_copy(tmp_path: Path) -> None
             assert [c.customer_id for c in backend.find(ById("1001"), 5)] == ["1001"]
         finally:
             backend.close()
+
+
+def test_active_directory_changes_are_counted_per_domain_controller(tmp_path: Path) -> None:
+    _need_slapd()
+    dcs = [Slapd(tmp_path / name, tls=False) for name in ("dc1", "dc2")]
+    for dc in dcs:
+        dc.load(directory())
+        dc.start()
+    try:
+        table = ldap_table(dcs[0], CONTRACT_AD, "active_directory", tmp_path / "mirror")
+        table["url"] = [dc.url for dc in dcs]
+        backend = backend_of(table, tmp_path)
+        try:
+            backend.prepare()
+            mirror = mirror_of(backend)
+            conn = admin(dcs[0])
+            conn.search(CONTRACT_AD, "(sAMAccountName=1001)", attributes=["1.1"])
+            ada = str(conn.response[0]["dn"])
+            # as AD does: the change raises the entry's uSNChanged past every other
+            change = {"title": ["Changed"], "uSNChanged": [str(FIRST_USN + 100)]}
+            conn.modify(ada, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in change.items()})
+            status = mirror.refresh_now()
+            assert status is not None and status.kind == "changes"
+            assert status.changed == 2  # Ada, and the newest entry seen before, again
+            assert backend.find(ById("1001"), 1)[0].fields["title"] == "Changed"
+            dcs[0].stop()  # failover: dc2 counts its own changes, so a full copy from dc2
+            status = mirror.refresh_now()
+            assert status is not None and status.kind == "full copy"
+            assert backend.find(ById("1001"), 1)[0].fields["title"] == "Analyst"
+        finally:
+            backend.close()
+    finally:
+        for dc in dcs:
+            dc.stop()

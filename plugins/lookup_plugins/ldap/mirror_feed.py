@@ -23,7 +23,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from lookup_server.plugin import BackendError
 
-from ..mirror.feed import Data, Marker, Record
+from ..mirror.feed import Data, Marker, MarkerNotValid, Record
 from .backend import _OK_CODES, _PAGED, Entry, _texts, _unbind
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class LdapMirrorFeed:
     def __init__(self, backend: LdapBackend) -> None:
         self.backend = backend
         self.marker = MARKERS[backend.options.preset]
+        #: AD counts changes per domain controller: a marker holds the DC that counted it
+        self.per_server = self.marker == "uSNChanged"
         self.elements = tuple(backend.elements)
         specs = [s for alternatives in backend.elements.values() for s in alternatives]
         self._follows = sorted({(s.attribute.lower(), s.follow) for s in specs if s.follow})
@@ -59,23 +61,25 @@ class LdapMirrorFeed:
         return self._records(self.backend.person_filter)
 
     def read_changed(self, since: Marker) -> Iterator[Record]:
-        """Entries whose marker is ``since`` or later."""
-        clause = f"({self.marker}>={_escaped(str(since))})"
-        return self._records(f"(&{self.backend.person_filter}{clause})")
+        """Entries whose marker is ``since`` or later (on the same domain controller, for AD)."""
+        server, _, value = str(since).rpartition(" ")
+        if self.per_server and not server:
+            raise MarkerNotValid("a marker without its domain controller")
+        clause = f"({self.marker}>={escape_filter_chars(value)})"
+        return self._records(f"(&{self.backend.person_filter}{clause})", server or None)
 
     def read_keys(self) -> set[str]:
         """The DN of every entry of the person filter."""
-        return {_key(item["dn"]) for item in self._search(self.backend.person_filter, ["1.1"])}
+        _server, found = self._search(self.backend.person_filter, ["1.1"])
+        return {_key(item["dn"]) for item in found}
 
     def newest(self, markers: Iterable[Marker]) -> Marker:
-        """The highest uSN, or the latest timestamp (generalized time sorts as text)."""
+        """The highest uSN (with its DC), or the latest timestamp (it sorts as text)."""
         present = [str(m) for m in markers if m not in (None, "")]
-        if not present:
-            return None
-        if self.marker == "uSNChanged":
-            numbers = [int(m) for m in present if m.isdigit()]
-            return str(max(numbers)) if numbers else None
-        return max(present)
+        if not self.per_server:
+            return max(present) if present else None
+        counted = [(int(m.rpartition(" ")[2]), m) for m in present if _usn(m)]
+        return max(counted)[1] if counted else None
 
     def customers(self, stored: Mapping[str, Data]) -> Iterator[Mapping[str, str]]:
         """Each entry's fields as the live source renders them."""
@@ -89,21 +93,33 @@ class LdapMirrorFeed:
                         followed[(dn, follow)] = ", ".join(_texts(target, follow))
             yield self.backend._fields(entry, followed)
 
-    def _records(self, wanted: str) -> Iterator[Record]:
+    def _records(self, wanted: str, on: str | None = None) -> Iterator[Record]:
+        server, found = self._search(wanted, self.attributes, on)
         marker = self.marker.lower()
-        for item in self._search(wanted, self.attributes):
+        for item in found:
             raw = {k.lower(): list(v) for k, v in item["raw_attributes"].items()}
             values = _texts(raw, marker)
             data = {k: [v.decode("utf-8", "surrogateescape") for v in vs] for k, vs in raw.items()}
-            yield Record(_key(item["dn"]), values[0] if values else None, data)
+            value = values[0] if values else None
+            if value is not None and self.per_server:
+                value = f"{server} {value}"
+            yield Record(_key(item["dn"]), value, data)
 
-    def _search(self, wanted: str, attributes: list[str]) -> list[dict[str, Any]]:
-        """Every entry of a paged search over base_dn, on a connection of its own."""
+    def _search(
+        self, wanted: str, attributes: list[str], on: str | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The server that answered, and every entry of a paged search over base_dn.
+
+        With ``on``, that server must be the one (see MarkerNotValid).
+        """
         b = self.backend
         conn = b._connect()
+        server = f"{conn.server.host}:{conn.server.port}"
         found: list[dict[str, Any]] = []
         cookie: bytes | None = None
         try:
+            if on is not None and on != server:
+                raise MarkerNotValid(f"changes were counted on {on}, and {server} answered")
             while True:
                 conn.search(
                     b.options.base_dn,
@@ -125,11 +141,15 @@ class LdapMirrorFeed:
                 control = conn.result.get("controls", {}).get(_PAGED, {})
                 cookie = control.get("value", {}).get("cookie") or None
                 if cookie is None:
-                    return found
+                    return server, found
         except (lx.LDAPException, OSError) as exc:
             raise BackendError(f"the directory failed while mirroring: {exc}") from None
         finally:
             _unbind(conn)
+
+
+def _usn(marker: str) -> bool:
+    return marker.rpartition(" ")[2].isdigit()
 
 
 def _key(dn: str) -> str:
@@ -139,7 +159,3 @@ def _key(dn: str) -> str:
 
 def _entry(data: Data) -> Entry:
     return {k: [v.encode("utf-8", "surrogateescape") for v in vs] for k, vs in data.items()}
-
-
-def _escaped(value: str) -> str:
-    return str(escape_filter_chars(value))

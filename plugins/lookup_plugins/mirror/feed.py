@@ -11,6 +11,10 @@ Data = Mapping[str, Any]
 Marker = Any
 
 
+class MarkerNotValid(Exception):
+    """The store cannot tell changes since this marker (another server answers): copy it all."""
+
+
 class Record(NamedTuple):
     """One entry or row as the mirror stores it."""
 
@@ -36,7 +40,10 @@ class MirrorFeed(Protocol):
         """Every record a search of the source could return."""
 
     def read_changed(self, since: Marker) -> Iterator[Record]:
-        """The records whose marker is ``since`` or later (deleted ones are not among them)."""
+        """The records whose marker is ``since`` or later (deleted ones are not among them).
+
+        Raises MarkerNotValid when ``since`` means nothing to the store as it is now.
+        """
 
     def read_keys(self) -> set[str]:
         """The keys of every record there is now (cheap: no data)."""

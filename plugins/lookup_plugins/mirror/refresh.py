@@ -31,7 +31,7 @@ from pathlib import Path
 from lookup_server.plugin import BackendError
 
 from ..csv.index import IndexLayout, open_fresh_index
-from .feed import MirrorFeed, Record
+from .feed import MarkerNotValid, MirrorFeed, Record
 from .state import RecordStore, write_private
 
 log = logging.getLogger(__name__)
@@ -81,24 +81,34 @@ def run_pass(feed: MirrorFeed, files: MirrorFiles, started: float) -> PassResult
         or started - float(meta.get("full_at", "0")) > FULL_COPY_EVERY
     )
     held = files.records.count()
-    if full:
+    result = None if full else _changes(feed, files, marker, held, meta)
+    if result is None:
         records = list(feed.read_all())
         _refuse_emptying(held, len(records))
         newest = feed.newest(r.marker for r in records)
         count = files.records.replace_all(records, _meta(signature, newest, full_at=started))
         result = PassResult("full copy", count, changed=count)
-    else:
-        changed = list(feed.read_changed(marker))
-        # read after the changes: what is added meanwhile is among the next pass's changes
-        keys = feed.read_keys() | {r.key for r in changed}
-        _refuse_emptying(held, len(keys))
-        newest = feed.newest([marker, *(r.marker for r in changed)])
-        gone, count = files.records.apply(
-            changed, keys, _meta(signature, newest, full_at=float(meta["full_at"]))
-        )
-        result = PassResult("changes", count, changed=len(changed), gone=gone)
     publish(feed, files)
     return result
+
+
+def _changes(
+    feed: MirrorFeed, files: MirrorFiles, marker: object, held: int, meta: dict[str, str]
+) -> PassResult | None:
+    """A pass of changes since ``marker``; None when the store cannot tell them."""
+    try:
+        changed = list(feed.read_changed(marker))
+    except MarkerNotValid as exc:
+        log.info("a full copy instead of changes: %s", exc)
+        return None
+    # read after the changes: what is added meanwhile is among the next pass's changes
+    keys = feed.read_keys() | {r.key for r in changed}
+    _refuse_emptying(held, len(keys))
+    newest = feed.newest([marker, *(r.marker for r in changed)])
+    gone, count = files.records.apply(
+        changed, keys, _meta(meta["signature"], newest, full_at=float(meta["full_at"]))
+    )
+    return PassResult("changes", count, changed=len(changed), gone=gone)
 
 
 def _refuse_emptying(held: int, found: int) -> None:
