@@ -619,3 +619,26 @@ def test_active_directory_changes_are_counted_per_domain_controller(tmp_path: Pa
     finally:
         for dc in dcs:
             dc.stop()
+
+
+def test_a_change_in_a_table_shows_within_one_interval(
+    database: Database, tmp_path: Path, serve: Serve
+) -> None:
+    db = database
+    with db.people_table() as name:
+        table = people_source(db, name, mirror="1s", mirror_path=str(tmp_path / "mirror"))
+        client = serve(table, tmp_path)
+        assert last_names(client, customer_id="1001") == ["Lovelace"]
+        conn = db.connect()
+        q = db.quote
+        conn.execute(
+            f"UPDATE {q(name)} SET {q('family_name')} = ? WHERE {q('cust_id')} = ?",
+            ("Byron", "1001"),
+        )
+        conn.execute(f"DELETE FROM {q(name)} WHERE {q('cust_id')} = ?", ("1004",))
+        conn.close()
+        wait_for(lambda: last_names(client, customer_id="1001") == ["Byron"], "the change", SETTLE)
+        assert last_names(client, customer_id="1004") == []
+        status = read_status(tmp_path / "mirror" / "status.json")
+        assert status.kind == "full copy"  # no changed column: every pass copies the table
+        assert status.by not in (0, os.getpid())
