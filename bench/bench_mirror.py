@@ -277,10 +277,10 @@ def report(
     print(f"full copy of {copied:,} entries: {full:.1f} s   (target <= 60 s)")
     changes, quiet = passes
     print(
-        f"pass of changes, 100 changed and 10 deleted ({changes.changed} entries read, "
+        f"pass of changes, 100 changed and 10 deleted ({changes.read} entries read, "
         f"all {changes.entries:,} keys): {changes.took:.1f} s; both found so in lookups"
     )
-    print(f"pass with nothing changed ({quiet.changed} entries read): {quiet.took:.1f} s")
+    print(f"pass with nothing changed ({quiet.read} entries read): {quiet.took:.1f} s")
     print(
         f"lookups, wrk -c{args.connections} against gunicorn -w 2, median of {args.rounds} "
         f"runs of {args.seconds} s (paced: {args.pause} ms between a connection's lookups):"

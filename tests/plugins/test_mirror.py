@@ -608,7 +608,7 @@ def test_active_directory_changes_are_counted_per_domain_controller(tmp_path: Pa
             conn.modify(ada, {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in change.items()})
             status = mirror.refresh_now()
             assert status is not None and status.kind == "changes"
-            assert status.changed == 2  # Ada, and the newest entry seen before, again
+            assert (status.changed, status.read) == (1, 2)  # and the newest seen before, again
             assert backend.find(ById("1001"), 1)[0].fields["title"] == "Changed"
             dcs[0].stop()  # failover: dc2 counts its own changes, so a full copy from dc2
             status = mirror.refresh_now()
@@ -642,3 +642,24 @@ def test_a_change_in_a_table_shows_within_one_interval(
         status = read_status(tmp_path / "mirror" / "status.json")
         assert status.kind == "full copy"  # no changed column: every pass copies the table
         assert status.by not in (0, os.getpid())
+
+
+def test_a_pass_that_finds_nothing_new_keeps_the_copy_and_renews_its_age(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    from lookup_plugins.index_files import file_identity
+
+    table = ldap_table(slapd, CONTRACT_OPENLDAP, "openldap", tmp_path / "mirror")
+    backend = backend_of(table, tmp_path)
+    try:
+        backend.prepare()
+        mirror = mirror_of(backend)
+        first = read_status(mirror.files.status)
+        published = file_identity(mirror.files.csv), file_identity(mirror.files.index)
+        status = mirror.refresh_now()
+        assert status is not None and status.kind == "changes"
+        assert (status.changed, status.gone) == (0, 0) and status.read > 0
+        assert status.as_of > first.as_of
+        assert (file_identity(mirror.files.csv), file_identity(mirror.files.index)) == published
+    finally:
+        backend.close()

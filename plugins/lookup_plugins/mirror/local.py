@@ -223,7 +223,9 @@ class Mirror:
                 raise BackendError(message) from None
             return failed
         done = MirrorStatus(started, result.entries, result.kind, took, started)
-        done = replace(done, changed=result.changed, gone=result.gone, by=os.getpid())
+        done = replace(
+            done, changed=result.changed, gone=result.gone, read=result.read, by=os.getpid()
+        )
         write_status(self.files.status, done)
         return self._after_pass(before)
 
@@ -240,12 +242,13 @@ class Mirror:
         if self._copy_open:
             self._copy.prepare()  # this process switches now; the others within a second
         log.info(
-            "%s: mirror refreshed (%s): %d entries, %d changed, %d gone, in %.1f s",
+            "%s: mirror refreshed (%s): %d entries, %d changed, %d gone (%d read), in %.1f s",
             self.where,
             status.kind,
             status.entries,
             status.changed,
             status.gone,
+            status.read,
             status.took,
         )
         return status

@@ -9,7 +9,8 @@ only portable way to see deletions (neither OpenLDAP nor an arbitrary table
 keeps a record of what was deleted, and AD's tombstones need rights a lookup
 account lacks). The key list is cheap: no attributes, no columns but one.
 
-Publishing writes the records as a CSV file aside, renames it into place and
+A pass that finds nothing new keeps the published copy (its age still
+counts from the pass). Publishing writes the records as a CSV file aside, renames it into place and
 has the CSV index machinery index it (under that index's own lock, swapped in
 atomically), so lookups only ever see a complete copy: the previous one until
 the new one is indexed. A pass that fails leaves the records, the CSV and its
@@ -47,8 +48,11 @@ class PassResult:
 
     kind: str
     entries: int
+    #: records that differ from the copy's
     changed: int = 0
     gone: int = 0
+    #: records read (a pass of changes reads the newest ones seen before again)
+    read: int = 0
 
 
 class MirrorFiles:
@@ -87,8 +91,10 @@ def run_pass(feed: MirrorFeed, files: MirrorFiles, started: float) -> PassResult
         _refuse_emptying(held, len(records))
         newest = feed.newest(r.marker for r in records)
         count = files.records.replace_all(records, _meta(signature, newest, full_at=started))
-        result = PassResult("full copy", count, changed=count)
-    publish(feed, files)
+        result = PassResult("full copy", count, changed=count, read=count)
+    if files.records.unpublished():  # a pass that found nothing new leaves the copy as it is
+        publish(feed, files)
+        files.records.published()
     return result
 
 
@@ -105,10 +111,10 @@ def _changes(
     keys = feed.read_keys() | {r.key for r in changed}
     _refuse_emptying(held, len(keys))
     newest = feed.newest([marker, *(r.marker for r in changed)])
-    gone, count = files.records.apply(
+    differ, gone, count = files.records.apply(
         changed, keys, _meta(meta["signature"], newest, full_at=float(meta["full_at"]))
     )
-    return PassResult("changes", count, changed=len(changed), gone=gone)
+    return PassResult("changes", count, changed=differ, gone=gone, read=len(changed))
 
 
 def _refuse_emptying(held: int, found: int) -> None:

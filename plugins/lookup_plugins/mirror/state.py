@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .feed import Data, Record
 
+#: Set with every change of the records, cleared once they are published.
+UNPUBLISHED = "unpublished"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,9 +43,10 @@ class MirrorStatus:
     #: why the last pass failed ("" when it worked)
     error: str = ""
     failed_at: float = 0.0
-    #: records the pass that made the published copy read, and dropped
+    #: records that pass found changed, and dropped, and read
     changed: int = 0
     gone: int = 0
+    read: int = 0
     #: the process that ran that pass
     by: int = 0
 
@@ -71,6 +74,11 @@ def write_private(path: Path, content: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(content)
+
+
+def _json(data: Data) -> str:
+    # sorted, so that a record read again unchanged compares equal to the stored one
+    return json.dumps(data, sort_keys=True)
 
 
 class RecordStore:
@@ -101,25 +109,43 @@ class RecordStore:
             conn.execute("DELETE FROM records")
             conn.executemany(
                 "INSERT OR REPLACE INTO records VALUES (?, ?)",
-                ((r.key, json.dumps(r.data)) for r in records),
+                ((r.key, _json(r.data)) for r in records),
             )
-            self._write_meta(conn, meta)
+            self._write_meta(conn, {**meta, UNPUBLISHED: "1"})
             return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
 
     def apply(
         self, changed: Iterable[Record], keep: set[str], meta: dict[str, str]
-    ) -> tuple[int, int]:
-        """Store ``changed``, drop every record whose key is not in ``keep``: how many went, are."""
+    ) -> tuple[int, int, int]:
+        """Store ``changed``, drop each record whose key is not in ``keep``.
+
+        Returns how many records differed from what was stored, how many went,
+        and how many there are now.
+        """
         with self._connection() as conn, conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO records VALUES (?, ?)",
-                ((r.key, json.dumps(r.data)) for r in changed),
-            )
+            rows = [(r.key, _json(r.data)) for r in changed]
+            differ = [
+                (key, data)
+                for key, data in rows
+                if conn.execute("SELECT data FROM records WHERE key = ?", (key,)).fetchone()
+                != (data,)
+            ]
+            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", differ)
             stored = {key for (key,) in conn.execute("SELECT key FROM records")}
             gone = stored - keep
             conn.executemany("DELETE FROM records WHERE key = ?", ((k,) for k in gone))
-            self._write_meta(conn, meta)
-            return len(gone), len(stored) - len(gone)
+            touched = {UNPUBLISHED: "1"} if differ or gone else {}
+            self._write_meta(conn, {**meta, **touched})
+            return len(differ), len(gone), len(stored) - len(gone)
+
+    def published(self) -> None:
+        """The records as they are now are what lookups read (see ``unpublished``)."""
+        with self._connection() as conn, conn:
+            self._write_meta(conn, {UNPUBLISHED: "0"})
+
+    def unpublished(self) -> bool:
+        """True while records changed since they were last published (a publish failed)."""
+        return self.meta().get(UNPUBLISHED, "1") == "1"
 
     def count(self) -> int:
         """How many records there are."""
