@@ -46,6 +46,7 @@ from tests.plugins.slapd import (
     ROOT_PASSWORD,
     SERVICE_DN,
     SERVICE_PASSWORD,
+    SUFFIX,
     Slapd,
     slapd_available,
 )
@@ -552,13 +553,20 @@ def test_a_pass_stopped_at_the_directorys_size_limit_fails_rather_than_deleting(
     _need_slapd()
     # slapd's sizelimit (5000) caps paged searches too, unless the bind_dn may read on
     server = Slapd(tmp_path / "slapd", tls=False)
-    from bench.bench_ldap import BASE, entries
-
-    server.load(entries(5100))
+    bulk = f"ou=bulk,{SUFFIX}"
+    people = [
+        (
+            f"uid=u{n},{bulk}",
+            {"objectClass": ["inetOrgPerson"], "uid": [f"u{n}"], "cn": ["U"], "sn": ["U"]},
+        )
+        for n in range(5100)
+    ]
+    server.load(
+        [*directory(), (bulk, {"objectClass": ["organizationalUnit"], "ou": ["bulk"]}), *people]
+    )
     server.start()
     try:
-        table = ldap_table(server, BASE, "openldap", tmp_path / "mirror")
-        table |= {"user_filter": "(objectCategory=person)", "fields": {"customer_id": "cn"}}
+        table = ldap_table(server, bulk, "openldap", tmp_path / "mirror")
         backend = backend_of(table, tmp_path)
         try:
             with pytest.raises(BackendError, match="size limit, after 5000 entries"):
