@@ -32,7 +32,7 @@ from pathlib import Path
 from lookup_server.plugin import BackendError
 
 from ..csv.index import IndexLayout, open_fresh_index
-from .feed import MarkerNotValid, MirrorFeed, Record
+from .feed import MarkerNotValid, MirrorFeed
 from .state import RecordStore, write_private
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,3 @@ def timed_pass(feed: MirrorFeed, files: MirrorFiles) -> tuple[PassResult, float,
     started = time.time()
     result = run_pass(feed, files, started)
     return result, started, time.time() - started
-
-
-__all__ = ["MirrorFiles", "PassResult", "Record", "publish", "run_pass", "timed_pass"]
