@@ -1,46 +1,41 @@
-"""Mirrored ldap and odbc sources: lookups from a local copy, against the real servers.
+"""Mirrored ldap sources, and what every mirror does, against a real slapd.
 
-The shared contract runs on each mirrored store with the store itself gone
-(slapd stopped, the table dropped) once the first copy is made, so every
-answer provably comes from the mirror. The other tests change the real
-directory or table and watch the copy follow.
+The shared contract runs on mirrored directories with slapd stopped once the
+first copy is made, so every answer provably comes from the mirror. The other
+tests change the real directory and watch the copy follow, or stop, freeze
+and cut it off. tests/plugins/test_mirror_odbc.py does the same for tables.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ldap3
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 from lookup_plugins.index_files import lock_unless_held
 from lookup_plugins.mirror.feed import MirrorFeed, Record
-from lookup_plugins.mirror.local import Mirror
 from lookup_plugins.mirror.settings import parse_duration
 from lookup_plugins.mirror.state import read_status
 
 from lookup_server.config.settings import ConfigError, config_from_mapping
-from lookup_server.helpspot.view import LiveLookupView
-from lookup_server.plugin import BackendError, ById, ByName, Customer, SourceBackend
+from lookup_server.plugin import BackendError, ById, ByName
 from lookup_server.runtime.probe import probe_all
-from lookup_server.runtime.service import create_backend
 from lookup_server.web.app import create_app
 from lookup_server.web.blueprints.common import EXTENSION
-from tests.plugins.databases import (
-    FIELDS,
-    MARIADB,
-    POSTGRES,
-    Database,
-    people_source,
-    sqlite_database,
-)
 from tests.plugins.ldap_directory import CONTRACT_AD, CONTRACT_OPENLDAP, FIRST_USN, directory
+from tests.plugins.mirrors import (
+    SETTLE,
+    Serve,
+    backend_of,
+    everyone,
+    first_copy,
+    last_names,
+    mirror_of,
+)
 from tests.plugins.slapd import (
     ROOT_DN,
     ROOT_PASSWORD,
@@ -52,11 +47,8 @@ from tests.plugins.slapd import (
 )
 from tests.support.backend_contract import PEOPLE, BackendContract
 from tests.support.hanging import wait_for
-from tests.support.helpspot import assert_livelookup, helpspot_error, request_page_params
+from tests.support.helpspot import helpspot_error
 from tests.support.requirements import need
-
-#: Long enough for a wait-for-condition to see a refresh through a loaded machine.
-SETTLE = 60.0
 
 
 def _need_slapd() -> None:
@@ -78,30 +70,6 @@ def ldap_table(
         "mirror_path": str(folder),
         **extra,
     }
-
-
-def backend_of(table: dict[str, Any], base_dir: Path) -> SourceBackend[Any]:
-    """The backend the config layer builds for ``table`` (closed by the caller)."""
-    config = config_from_mapping({"sources": {"people": table}}, base_dir=base_dir)
-    backend = create_backend(config.sources["people"])
-    assert isinstance(backend, SourceBackend)
-    return backend
-
-
-def first_copy(table: dict[str, Any], base_dir: Path) -> None:
-    """Make the mirror's first copy as a server starting up would."""
-    backend = backend_of(table, base_dir)
-    try:
-        backend.prepare()
-    finally:
-        backend.close()
-
-
-def mirror_of(backend: SourceBackend[Any]) -> Mirror:
-    """The mirror a mirrored source answers from."""
-    mirror = getattr(backend, "mirror", None)
-    assert isinstance(mirror, Mirror)
-    return mirror
 
 
 # -- the shared contract, answered from a mirror with its store gone ------------------------
@@ -138,45 +106,6 @@ class TestMirroredActiveDirectoryContract(_MirroredLdap):
     preset = "active_directory"
 
 
-def _mirrored_table(db: Database, root: Path) -> dict[str, Any]:
-    db.require()
-    with db.people_table() as name:
-        table = people_source(db, name, mirror="1h", mirror_path=str(root / "mirror"))
-        first_copy(table, root)
-    return {**table, "_base_dir": str(root)}  # the table is dropped: only the mirror answers
-
-
-class TestMirroredPostgresContract(BackendContract):
-    backend_name = "odbc"
-    mirrored = True
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-        return _mirrored_table(POSTGRES, tmp_path_factory.mktemp("mirrored-pg"))
-
-
-class TestMirroredMariaDbContract(BackendContract):
-    backend_name = "odbc"
-    mirrored = True
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-        return _mirrored_table(MARIADB, tmp_path_factory.mktemp("mirrored-mariadb"))
-
-
-class TestMirroredSqliteContract(BackendContract):
-    backend_name = "odbc"
-    mirrored = True
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def contract_source(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-        root = tmp_path_factory.mktemp("mirrored-sqlite")
-        return _mirrored_table(sqlite_database(str(root / "people.db")), root)
-
-
 # -- a directory that changes, stops, freezes ---------------------------------------------------
 
 
@@ -196,32 +125,6 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
 def admin(slapd: Slapd) -> ldap3.Connection:
     """A connection as the directory's root, to change entries."""
     return ldap3.Connection(slapd.url, ROOT_DN, ROOT_PASSWORD, auto_bind=True)
-
-
-Lookup = Callable[..., LiveLookupView]
-
-
-Serve = Callable[[dict[str, Any], Path], FlaskClient]
-
-
-@pytest.fixture
-def serve() -> Iterator[Serve]:
-    """Servers (background refreshes included) answering a source as ``people``; closed after."""
-    apps: list[Flask] = []
-
-    def serve(table: dict[str, Any], base_dir: Path) -> FlaskClient:
-        apps.append(create_app({"sources": {"people": table}}, base_dir=base_dir))
-        return apps[-1].test_client()
-
-    yield serve
-    for app in apps:
-        app.extensions[EXTENSION].sources.close()  # their refresh threads stop
-
-
-def last_names(client: FlaskClient, **params: str) -> list[str]:
-    """The last names of what a request-page lookup finds."""
-    response = client.get("/livelookup/people", query_string=request_page_params(**params))
-    return [c["last_name"] for c in assert_livelookup(response.data).customers]
 
 
 def test_a_change_in_the_directory_shows_within_one_interval(
@@ -347,24 +250,17 @@ def test_a_refresh_failing_midway_leaves_the_previous_copy_serving(
         assert mirror.refresh_now() is None
         status = read_status(mirror.files.status)
         assert "mid-pass" in status.error
-        before = {c.customer_id: c.fields.get("title") for c in _everyone(backend)}
+        before = {c.customer_id: c.fields.get("title") for c in everyone(backend)}
         assert (before["1001"], before["1002"]) == ("Analyst", "R&D <Lead>")
         assert "1004" in before
         assert not [p for p in mirror.files.folder.iterdir() if p.name.endswith(".tmp")]
         mirror.feed = real
         assert mirror.refresh_now() is not None
-        after = {c.customer_id: c.fields.get("title") for c in _everyone(backend)}
+        after = {c.customer_id: c.fields.get("title") for c in everyone(backend)}
         assert after["1001"] == after["1002"] == "Changed"
         assert "1004" not in after
     finally:
         backend.close()
-
-
-def _everyone(backend: SourceBackend[Any]) -> list[Customer]:
-    found: list[Customer] = []
-    for person in PEOPLE:
-        found += backend.find(ById(person.customer_id), 5)
-    return found
 
 
 def test_lookups_never_see_a_half_written_copy(slapd: Slapd, tmp_path: Path) -> None:
@@ -410,63 +306,6 @@ def test_only_one_process_refreshes_at_a_time(slapd: Slapd, tmp_path: Path) -> N
         backend.close()
 
 
-# -- SQL: the changed column, deletions --------------------------------------------------------
-
-
-@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    db = {"postgresql": POSTGRES, "mysql": MARIADB}.get(request.param) or sqlite_database(
-        str(tmp_path / "people.db")
-    )
-    db.require()
-    return db
-
-
-def test_sql_changes_come_by_the_changed_column_and_deletions_by_the_keys(
-    database: Database, tmp_path: Path
-) -> None:
-    db, start = database, dt.datetime(2024, 1, 1, 12, 0, 0)
-    kind = "TIMESTAMP" if db.dialect == "postgresql" else "DATETIME"
-    columns = [*FIELDS.values(), "changed_at"]
-    # each row changed a minute before the one above it: Ada (1001) last
-    rows = [
-        (*(p.as_fields()[e] for e in FIELDS), start - dt.timedelta(minutes=i))
-        for i, p in enumerate(PEOPLE)
-    ]
-    definition = ", ".join(f"{db.quote(c)} {db.text_type}" for c in FIELDS.values())
-    name = f"mirror_{tmp_path.name[-12:].replace('-', '_')}"
-    with db.table(name, f"{definition}, {db.quote('changed_at')} {kind}", columns, rows):
-        table = people_source(
-            db,
-            name,
-            mirror="1h",
-            mirror_path=str(tmp_path / "mirror"),
-            mirror_changed_column="changed_at",
-        )
-        backend = backend_of(table, tmp_path)
-        try:
-            backend.prepare()
-            mirror = mirror_of(backend)
-            conn = db.connect()
-            q = db.quote
-            conn.execute(
-                f"UPDATE {q(name)} SET {q('family_name')} = ?, {q('changed_at')} = ? "
-                f"WHERE {q('cust_id')} = ?",
-                ("Byron", start + dt.timedelta(minutes=5), "1001"),
-            )
-            conn.execute(f"DELETE FROM {q(name)} WHERE {q('cust_id')} = ?", ("1004",))
-            conn.close()
-            result = mirror.refresh_now()
-            assert result is not None and result.kind == "changes"
-            # only Ada is as new as the newest change seen, or newer: the rest is not read
-            assert (result.changed, result.gone) == (1, 1)
-            found = {c.customer_id: c.fields["last_name"] for c in _everyone(backend)}
-            assert found["1001"] == "Byron"
-            assert "1004" not in found
-        finally:
-            backend.close()
-
-
 # -- configuration -------------------------------------------------------------------------
 
 
@@ -491,18 +330,6 @@ def test_mirror_keys_are_checked_when_the_config_loads(
         **extra,
     }
     with pytest.raises(ConfigError, match=rf"sources\.people\.{key}"):
-        config_from_mapping({"sources": {"people": table}}, base_dir=tmp_path)
-
-
-def test_an_sql_mirror_needs_simple_mode(tmp_path: Path) -> None:
-    table = {
-        "backend": "odbc",
-        "connection": "Driver={SQLite3};Database=x.db;",
-        "dialect": "sqlite",
-        "queries": {"customer_id": "SELECT 1 AS customer_id WHERE 1 = ?"},
-        "mirror": "5m",
-    }
-    with pytest.raises(ConfigError, match=r"sources\.people\.mirror: needs simple mode"):
         config_from_mapping({"sources": {"people": table}}, base_dir=tmp_path)
 
 
@@ -577,24 +404,6 @@ def test_a_pass_stopped_at_the_directorys_size_limit_fails_rather_than_deleting(
         server.stop()
 
 
-def test_a_store_that_answers_with_nobody_keeps_the_copy(tmp_path: Path) -> None:
-    db = sqlite_database(str(tmp_path / "people.db"))
-    db.require()
-    with db.people_table() as name:
-        table = people_source(db, name, mirror="1h", mirror_path=str(tmp_path / "mirror"))
-        backend = backend_of(table, tmp_path)
-        try:
-            backend.prepare()
-            conn = db.connect()
-            conn.execute(f"DELETE FROM {db.quote(name)}")  # a lost permission looks the same
-            conn.close()
-            assert mirror_of(backend).refresh_now() is None
-            assert "no entries at all where the mirror holds 19" in "".join(backend.status())
-            assert [c.customer_id for c in backend.find(ById("1001"), 5)] == ["1001"]
-        finally:
-            backend.close()
-
-
 def test_active_directory_changes_are_counted_per_domain_controller(tmp_path: Path) -> None:
     _need_slapd()
     dcs = [Slapd(tmp_path / name, tls=False) for name in ("dc1", "dc2")]
@@ -627,29 +436,6 @@ def test_active_directory_changes_are_counted_per_domain_controller(tmp_path: Pa
     finally:
         for dc in dcs:
             dc.stop()
-
-
-def test_a_change_in_a_table_shows_within_one_interval(
-    database: Database, tmp_path: Path, serve: Serve
-) -> None:
-    db = database
-    with db.people_table() as name:
-        table = people_source(db, name, mirror="1s", mirror_path=str(tmp_path / "mirror"))
-        client = serve(table, tmp_path)
-        assert last_names(client, customer_id="1001") == ["Lovelace"]
-        conn = db.connect()
-        q = db.quote
-        conn.execute(
-            f"UPDATE {q(name)} SET {q('family_name')} = ? WHERE {q('cust_id')} = ?",
-            ("Byron", "1001"),
-        )
-        conn.execute(f"DELETE FROM {q(name)} WHERE {q('cust_id')} = ?", ("1004",))
-        conn.close()
-        wait_for(lambda: last_names(client, customer_id="1001") == ["Byron"], "the change", SETTLE)
-        assert last_names(client, customer_id="1004") == []
-        status = read_status(tmp_path / "mirror" / "status.json")
-        assert status.kind == "full copy"  # no changed column: every pass copies the table
-        assert status.by not in (0, os.getpid())
 
 
 def test_a_pass_that_finds_nothing_new_keeps_the_copy_and_renews_its_age(
