@@ -7,6 +7,7 @@ sets ``backend_name``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
@@ -30,8 +31,8 @@ from tests.support.requirements import need
 from tests.support.target_contract import TargetContract
 
 
-def contract_runs(contract: type) -> set[str]:
-    """backend names of every subclass of ``contract`` in tests/plugins."""
+def contract_runs(contract: type, mirrored: bool = False) -> set[str]:
+    """backend names of every subclass of ``contract`` in tests/plugins (mirrored runs only)."""
     for module in pkgutil.iter_modules(tests.plugins.__path__):
         if module.name.startswith("test_"):
             importlib.import_module(f"tests.plugins.{module.name}")
@@ -40,8 +41,10 @@ def contract_runs(contract: type) -> set[str]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if "backend_name" in vars(cls):
+        if "backend_name" in vars(cls) and (not mirrored or getattr(cls, "mirrored", False)):
             found.add(vars(cls)["backend_name"])
+        elif mirrored and getattr(cls, "mirrored", False) and hasattr(cls, "backend_name"):
+            found.add(cls.backend_name)
     return found
 
 
@@ -51,6 +54,19 @@ def sources_without_a_run(registry: Registry) -> tuple[set[str], list[PluginFail
     offering = {name for name, cls in loaded.items() if "livelookup" in cls.capabilities()}
     assert "csv" in offering
     return offering - contract_runs(BackendContract), failures
+
+
+def mirrors_without_a_run(registry: Registry) -> set[str]:
+    """Sources that take ``mirror = "<interval>"`` with no mirrored BackendContract run."""
+    loaded, _failures = registry.sources.load_all()
+    mirroring = {
+        name
+        for name, cls in loaded.items()
+        if dataclasses.is_dataclass(cls.Options)
+        and "mirror" in {f.name for f in dataclasses.fields(cls.Options)}
+    }
+    assert {"ldap", "odbc"} <= mirroring
+    return mirroring - contract_runs(BackendContract, mirrored=True)
 
 
 def targets_without_a_run(registry: Registry) -> tuple[set[str], list[PluginFailure]]:
@@ -64,6 +80,11 @@ def test_every_registered_backend_runs_the_contract() -> None:
     missing, failures = sources_without_a_run(Registry())
     assert not missing, f"backends without a run of tests/support/backend_contract.py: {missing}"
     need(not failures, "some backends cannot load here: " + "; ".join(map(str, failures)))
+
+
+def test_every_backend_that_mirrors_runs_the_contract_mirrored() -> None:
+    missing = mirrors_without_a_run(Registry())
+    assert not missing, f"mirroring backends without a mirrored contract run: {missing}"
 
 
 def test_every_registered_target_runs_the_target_contract() -> None:

@@ -113,8 +113,9 @@ class Backend(Generic[OptionsT]):
     #: core then runs it on a worker thread, stops waiting at the timeout and aborts
     #: it (see :func:`~lookup_server.core.calls.abort_on_timeout`). A backend that only
     #: reads local, indexed files may set False to be called inline, sparing each
-    #: lookup a thread hand-off.
-    waits_on_network: ClassVar[bool] = True
+    #: lookup a thread hand-off; so may an instance, in ``__init__`` (a mirrored
+    #: source answers from local files). ``check`` goes by the class's value.
+    waits_on_network: bool = True
     #: capability name -> the method that provides it, for each kind of backend
     CAPABILITY_METHODS: ClassVar[dict[str, str]] = {}
 
@@ -132,6 +133,13 @@ class Backend(Generic[OptionsT]):
 
         Return warnings (empty when all is well); raise BackendError when the
         backend cannot serve.
+        """
+        return []
+
+    def status(self) -> list[str]:
+        """What ``check`` and the console show of the backend's own state (a mirror's age).
+
+        Read locally and at once: no network. Empty unless the backend keeps state.
         """
         return []
 

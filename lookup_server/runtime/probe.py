@@ -6,6 +6,7 @@ is checked too.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from lookup_server.webhooks import (
 )
 from lookup_server.webhooks import probe as probe_outbox
 from lookup_server.webhooks.intake import policy_of
+
+log = logging.getLogger(__name__)
 
 
 def probe_all(config: Config) -> Iterator[tuple[str, bool]]:
@@ -140,15 +143,33 @@ def _probe_one(path: str, config: SourceConfig | TargetConfig) -> Iterator[tuple
             warnings = findings()
     except TimeoutError:
         yield f"FAIL {label}: no answer within {timeout:g} s", False
+        yield from _status_lines(backend)
         return
     except (BackendError, ServiceError) as exc:
         yield f"FAIL {label}: {exc}", False
+        yield from _status_lines(backend)
         return
     finally:
         backend.close()
     yield f"ok   {label}", True
+    yield from _status_lines(backend)
     for warning in warnings:
         yield f"     warning: {warning}", True
+
+
+def _status_lines(backend: Backend[Any]) -> Iterator[tuple[str, bool]]:
+    """What the backend says of its own state (a mirror's age): facts, not failures."""
+    for line in backend_status(backend):
+        yield f"     {line}", True
+
+
+def backend_status(backend: Backend[Any]) -> list[str]:
+    """``backend.status()``; a backend that cannot say is logged, not a failed check."""
+    try:
+        return backend.status()
+    except Exception:  # a plugin's bug must not hide the check's own verdict
+        log.exception("%s: status() failed", type(backend).__name__)
+        return []
 
 
 @dataclass(frozen=True)
@@ -160,6 +181,8 @@ class Health:
     #: Why it cannot serve, when not ok.
     problem: str = ""
     warnings: tuple[str, ...] = ()
+    #: What the backend says of its own state (a mirror's age), whether ok or not.
+    notes: tuple[str, ...] = ()
 
 
 def check_live(item: Plugged[Any]) -> Health:
@@ -169,13 +192,14 @@ def check_live(item: Plugged[Any]) -> Health:
     so it sees that backend's connections and state.
     """
     at = time.time()
+    notes = tuple(backend_status(item.backend))
     try:
         warnings = item.check(_findings)
     except ServiceError as exc:
-        return Health(False, at, exc.reason)
+        return Health(False, at, exc.reason, notes=notes)
     except BackendError as exc:
-        return Health(False, at, str(exc))
-    return Health(True, at, warnings=tuple(warnings))
+        return Health(False, at, str(exc), notes=notes)
+    return Health(True, at, warnings=tuple(warnings), notes=notes)
 
 
 def _findings(backend: Backend[Any]) -> list[str]:

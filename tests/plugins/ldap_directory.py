@@ -117,9 +117,13 @@ def _skeleton() -> Iterator[Entry]:
         )
 
 
+#: The contract's AD users carry uSNChanged from here up, one apart, in PEOPLE's order.
+FIRST_USN = 1000
+
+
 def _contract() -> Iterator[Entry]:
-    for person in PEOPLE:
-        yield _ad_user(CONTRACT_AD, person, manager=None)
+    for n, person in enumerate(PEOPLE):
+        yield _ad_user(CONTRACT_AD, person, manager=None, uSNChanged=[str(FIRST_USN + n)])
         yield (
             f"uid={person.customer_id},{CONTRACT_OPENLDAP}",
             {

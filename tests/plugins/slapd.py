@@ -66,8 +66,10 @@ def _ldif_line(name: str, value: str | bytes) -> str:
 class Slapd:
     """One slapd process serving ``SUFFIX`` from ``root``."""
 
-    def __init__(self, root: Path, tls: bool = True) -> None:
+    def __init__(self, root: Path, tls: bool = True, paged_unlimited: bool = False) -> None:
+        """``paged_unlimited``: paged searches may read every entry, as in Active Directory."""
         self.root = root
+        self.paged_unlimited = paged_unlimited
         self.port = free_port()
         self.tls_port = free_port() if tls else 0
         self.ca_file = root / "ca.pem"
@@ -180,6 +182,7 @@ rootdn "{ROOT_DN}"
 rootpw {ROOT_PASSWORD}
 directory {self.root / "db"}
 sizelimit 5000
+{self._paging()}
 index objectClass,objectCategory eq
 index uid,sAMAccountName,mail,proxyAddresses eq
 index sn,givenName,displayName,cn eq,sub
@@ -187,6 +190,13 @@ index telephoneNumber,mobile sub
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """
+
+    def _paging(self) -> str:
+        # slapd's sizelimit also caps a paged search's total; AD caps each page only
+        if not self.paged_unlimited:
+            return ""
+        sizes = "size.soft=5000 size.hard=5000 size.prtotal=unlimited"
+        return f'limits dn.exact="{SERVICE_DN}" {sizes}'
 
     def _make_certificates(self) -> None:
         def openssl(*args: str) -> None:

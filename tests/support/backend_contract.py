@@ -129,6 +129,8 @@ class BackendContract:
     """Shared Live Lookup behaviour; subclass once per backend."""
 
     backend_name: ClassVar[str]
+    #: True for a run on a mirrored source (``mirror = "<interval>"``): answered from its copy.
+    mirrored: ClassVar[bool] = False
 
     @pytest.fixture(scope="class")
     @classmethod

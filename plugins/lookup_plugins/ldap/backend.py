@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -51,12 +52,17 @@ from lookup_server.plugin import (
     Secret,
     SourceBackend,
     SourceSettings,
+    WebhookSubmitter,
     abort_on_timeout,
     is_insertable,
     phone_matches,
     shut_down,
     timed_out,
 )
+
+from ..mirror.child import rebuilt_mirror
+from ..mirror.local import Mirror
+from ..mirror.settings import mirror_problems, mirror_settings
 
 T = TypeVar("T")
 Entry = dict[str, list[bytes]]  # lower-case attribute name -> raw values
@@ -110,6 +116,12 @@ class LdapOptions:
     exclude_disabled: bool = True
     #: Most entries one search may read from the directory.
     size_limit: int = 1000
+    #: Answer every lookup from a local copy refreshed this often ("5m", "1h").
+    mirror: str = ""
+    #: How old that copy may grow before lookups are errors (default 1 d).
+    mirror_max_age: str = ""
+    #: Where the copy lives (default: a folder of the user's state folder).
+    mirror_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,27 @@ class LdapBackend(SourceBackend[LdapOptions]):
         self._pool: ConnectionPool[Any] = ConnectionPool(
             self._connect, _unbind, POOL_SIZE, max_idle=MAX_IDLE
         )
+        self.mirror = self._mirror() if options.mirror else None
+        if self.mirror is not None:
+            # lookups read the local copy (microseconds): no thread hand-off, no deadline
+            self.waits_on_network = False
+
+    @classmethod
+    def validate(cls, options: LdapOptions, source: SourceSettings) -> list[tuple[str, str]]:
+        """A mirror's interval and age limit."""
+        return mirror_problems(options.mirror, options.mirror_max_age)
+
+    def _mirror(self) -> Mirror:
+        from .mirror_feed import LdapMirrorFeed  # only mirrored sources need it
+
+        o = self.options
+        feed = LdapMirrorFeed(self)
+        identity = " ".join([*o.url, o.bind_dn, feed.signature()])
+        settings = mirror_settings(
+            self.source.name, o.mirror, o.mirror_max_age, o.mirror_path, identity
+        )
+        rebuild = partial(rebuilt_mirror, type(self), self.options, self.source)
+        return Mirror(settings, feed, self.source, rebuild)
 
     def _element_specs(self) -> dict[str, tuple[Spec, ...]]:
         merged = {**self.preset.elements, **self.source.fields}
@@ -234,11 +267,31 @@ class LdapBackend(SourceBackend[LdapOptions]):
     # -- life cycle ------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Open the first pooled connection so the first lookup does not pay for it."""
+        """Open the first pooled connection so the first lookup does not pay for it.
+
+        A mirrored source opens its copy instead, making the first one if there is none.
+        """
+        if self.mirror is not None:
+            self.mirror.prepare()
+            return
         self._pool.give_back(self._connect())
 
+    def start_background(self, submit: WebhookSubmitter) -> None:
+        """A mirrored source refreshes its copy in the background."""
+        if self.mirror is not None:
+            self.mirror.start()
+
+    def status(self) -> list[str]:
+        """A mirror's age and last refresh."""
+        return self.mirror.describe() if self.mirror is not None else []
+
     def check(self) -> list[str]:
-        """Bind to every URL and probe base_dn and the person filter."""
+        """Bind to every URL and probe base_dn and the person filter (and a mirror's age)."""
+        if self.mirror is not None:
+            return self.mirror.check(self._check_directory)
+        return self._check_directory()
+
+    def _check_directory(self) -> list[str]:
         warnings = [
             f"fields.{e}: {s.attribute} is a photo or certificate and is never shown"
             for e, specs in self.elements.items()
@@ -274,13 +327,17 @@ class LdapBackend(SourceBackend[LdapOptions]):
         return warnings
 
     def close(self) -> None:
-        """Unbind every pooled connection."""
+        """Unbind every pooled connection; stop a mirror's refreshes."""
+        if self.mirror is not None:
+            self.mirror.close()
         self._pool.flush()
 
     # -- capabilities ------------------------------------------------------------------
 
     def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
-        """People matching one search term."""
+        """People matching one search term (from the mirror, when there is one)."""
+        if self.mirror is not None:
+            return self.mirror.find(term, limit)
         plan = self._plan(term)
         if plan is None:
             return []

@@ -21,6 +21,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pyodbc
@@ -36,11 +38,15 @@ from lookup_server.plugin import (
     Secret,
     SourceBackend,
     SourceSettings,
+    WebhookSubmitter,
     abort_on_timeout,
     phone_matches,
     timed_out,
 )
 
+from ..mirror.child import rebuilt_mirror
+from ..mirror.local import Mirror
+from ..mirror.settings import mirror_problems, mirror_settings
 from .dialects import (
     ADSI_FIELDS,
     DIALECTS,
@@ -92,6 +98,15 @@ class OdbcOptions:
     linked_server: str = "ADSI"
     #: Open connections kept per worker process.
     pool_size: int = 4
+    #: Answer every lookup from a local copy of the table refreshed this often ("5m").
+    mirror: str = ""
+    #: How old that copy may grow before lookups are errors (default 1 d).
+    mirror_max_age: str = ""
+    #: A column holding each row's last change (a time or a counter): passes read
+    #: only rows changed since; without it every pass copies the whole table.
+    mirror_changed_column: str = ""
+    #: Where the copy lives (default: a folder of the user's state folder).
+    mirror_path: Path | None = None
 
 
 class Plan(Protocol):
@@ -165,20 +180,42 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
             key = f"{self._where}.{exc.key}" if exc.key else self._where
             self._broken = BackendError(f"{key}: {exc.message}")
             self._plan = BrokenPlan(self._broken)
+        self.mirror = (
+            self._mirror(self._plan)
+            if options.mirror and isinstance(self._plan, TablePlan)
+            else None
+        )
+        if self.mirror is not None:
+            # lookups read the local copy (microseconds): no thread hand-off, no deadline
+            self.waits_on_network = False
 
     @classmethod
     def validate(cls, options: Any, source: SourceSettings) -> list[tuple[str, str]]:
-        """Query set, mode and placeholders checked when the config loads."""
+        """Query set, mode and placeholders checked when the config loads; a mirror's keys."""
         try:
             _build_plans(options, source)
         except OptionProblem as exc:
             return [(exc.key, exc.message)]
-        return []
+        return _mirror_problems(options)
+
+    def _mirror(self, plan: TablePlan) -> Mirror:
+        from .mirror_feed import OdbcMirrorFeed  # only mirrored sources need it
+
+        o = self.options
+        feed = OdbcMirrorFeed(self, plan.elements)
+        identity = f"{o.connection.reveal()} {feed.signature()}"
+        settings = mirror_settings(
+            self.source.name, o.mirror, o.mirror_max_age, o.mirror_path, identity
+        )
+        rebuild = partial(rebuilt_mirror, type(self), self.options, self.source)
+        return Mirror(settings, feed, self.source, rebuild)
 
     # -- capabilities -------------------------------------------------------------
 
     def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
-        """At most ``limit`` customers matching ``term``, limited in SQL."""
+        """At most ``limit`` customers matching ``term``, limited in SQL (or from the mirror)."""
+        if self.mirror is not None:
+            return self.mirror.find(term, limit)
         statement = self._plan.statement(term, limit)
         if statement is None:
             return []
@@ -208,12 +245,32 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
     # -- life cycle ---------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Open the first connection now, so a wrong password shows at start-up."""
+        """Open the first connection now, so a wrong password shows at start-up.
+
+        A mirrored source opens its copy instead, making the first one if there is none.
+        """
         self._require_config()
+        if self.mirror is not None:
+            self.mirror.prepare()
+            return
         self._pool.give_back(self._pool_acquire())
 
+    def start_background(self, submit: WebhookSubmitter) -> None:
+        """A mirrored source refreshes its copy in the background."""
+        if self.mirror is not None:
+            self.mirror.start()
+
+    def status(self) -> list[str]:
+        """A mirror's age and last refresh."""
+        return self.mirror.describe() if self.mirror is not None else []
+
     def check(self) -> list[str]:
-        """Connect, then run every configured query with empty input."""
+        """Connect, then run every configured query with empty input (and a mirror's age)."""
+        if self.mirror is not None:
+            return self.mirror.check(self._check_database)
+        return self._check_database()
+
+    def _check_database(self) -> list[str]:
         self._require_config()
         conn = self._pool_acquire()
         try:
@@ -238,7 +295,9 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
         return warnings
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; stop a mirror's refreshes."""
+        if self.mirror is not None:
+            self.mirror.close()
         self._pool.flush()
 
     def _require_config(self) -> None:
@@ -458,6 +517,27 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _mirror_problems(opts: OdbcOptions) -> list[tuple[str, str]]:
+    """A mirror copies a table: simple mode only, and a changed column that is an identifier."""
+    problems = mirror_problems(opts.mirror, opts.mirror_max_age)
+    if opts.mirror and not opts.table:
+        problems.append(
+            (
+                "mirror",
+                "needs simple mode (table = ...): a mirror copies a table, "
+                "and queries cannot say what every search may return",
+            )
+        )
+    if opts.mirror_changed_column:
+        if not opts.mirror:
+            problems.append(("mirror_changed_column", 'only applies with mirror = "<interval>"'))
+        try:
+            DIALECTS[opts.dialect].quote(opts.mirror_changed_column)
+        except DialectError as exc:
+            problems.append(("mirror_changed_column", str(exc)))
+    return problems
 
 
 def _build_plans(opts: OdbcOptions, source: SourceSettings) -> tuple[Plan, Placeholders | None]:
