@@ -1,19 +1,27 @@
 """The webhook outbox under load: accepts a second, accept latency, delivery latency.
 
-Issue 16's figures, in one run: the SQLite outbox of one server, then a
-PostgreSQL outbox (127.0.0.1:5432, a schema of its own, dropped after) under
-one and under three servers, each `gunicorn -w 2` with the production
-gunicorn.conf.py. Webhooks are posted as HelpSpot posts them (a form body), by
-a few clients at once spread over the servers, while the servers' delivery
-workers deliver them to a local receiver that answers 200 at once. Reports,
-for each:
-  * webhooks accepted a second (stored durably, answered 202)
-                          target: PostgreSQL x3 >= 1.5 x SQLite x1
-  * accept latency p50 / p99                 target p99 <= 5 ms while deliveries run
-  * end-to-end delivery latency p50 / p99 (posted -> received)
-and an fsync'd SQLite insert alone, the floor of an accept.
+Issue 16's figures, in one run, each server `gunicorn -w 2` with the
+production gunicorn.conf.py. Webhooks are posted as HelpSpot posts them (a
+form body, a new connection each), by client processes spread over the
+servers, while the servers' delivery workers deliver them to a receiver (a
+process of its own) that answers 200 at once.
+
+  * One SQLite server on the whole machine: flat out (each client posts its
+    next webhook when the last was answered), then at a steady --pace (an open
+    loop, as HelpSpot's triggers send): accept latency p50 / p99
+                                       target p99 <= 5 ms while deliveries run
+  * Scale-out: one SQLite server, one and three PostgreSQL servers
+    (127.0.0.1:5432, a schema of their own, dropped after), each held to
+    --server-cpus cores by a cgroup, as on a host of its own: on one machine,
+    unconfined servers would only share its cores. Webhooks accepted a second
+                                       target: PostgreSQL x3 >= 1.5 x SQLite x1
+  * A server killed (SIGKILL) while it delivers: seconds until the others
+    delivered what it held, on this host and as from another (its leases expire)
+  * an fsync'd SQLite insert alone, the floor of an accept.
+
 Loopback only, every phase bounded in time.
-Usage: python bench/bench_outbox.py [--webhooks N] [--clients N] [--sqlite-only]
+Usage: python bench/bench_outbox.py [--webhooks N] [--clients N] [--pace N]
+                                    [--server-cpus N] [--sqlite-only]
 """
 
 from __future__ import annotations
@@ -127,8 +135,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(config: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
+#: Where a server is given a CPU share of its own (cgroup v1 cpu controller; root only).
+CGROUPS = Path("/sys/fs/cgroup/cpu")
+#: The share's period: short, so that a server over its share waits milliseconds, not 100.
+PERIOD_US = 10_000
+
+
+@contextmanager
+def cpu_share(cpus: float | None) -> Iterator[Path | None]:
+    """A cgroup allowing ``cpus`` cores, removed after; None when unconfined or not allowed."""
+    if cpus is None or not os.access(CGROUPS, os.W_OK):
+        yield None
+        return
+    group = CGROUPS / f"bench-outbox-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(int(cpus * PERIOD_US)))
+        yield group
+    finally:
+        for _ in range(50):  # its processes may take a moment to be gone
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def start_server(
+    config: Path, port: int, work: Path, cpus: float | None = None
+) -> subprocess.Popen[bytes]:
+    """``gunicorn -w 2``, held to ``cpus`` cores (a cgroup of its own) when given and allowed."""
     env = {**os.environ, "LOOKUP_SERVER_CONFIG": str(config), "XDG_STATE_HOME": str(work)}
+    group = _SHARES.enter_context(cpu_share(cpus))
+
+    def confine() -> None:  # in the child, before gunicorn starts: its workers follow it
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
     return subprocess.Popen(
         [
             str(BIN / "gunicorn"),
@@ -149,7 +193,12 @@ def start_server(config: Path, port: int, work: Path) -> subprocess.Popen[bytes]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=confine,
     )
+
+
+#: The cgroups of the servers started, removed when main ends.
+_SHARES = contextlib.ExitStack()
 
 
 def wait_until_up(url: str, limit: float = 60) -> None:
@@ -227,7 +276,12 @@ def postgres_schema(base: str) -> Iterator[str]:
 
 
 def measure(
-    outbox: str, servers: int, args: argparse.Namespace, work: Path, pace: float = 0.0
+    outbox: str,
+    servers: int,
+    args: argparse.Namespace,
+    work: Path,
+    pace: float = 0.0,
+    cpus: float | None = None,
 ) -> dict[str, float]:
     """One configuration: its servers started, the webhooks posted, all delivered.
 
@@ -242,7 +296,7 @@ def measure(
         f'store = "{work / "pushes.sqlite3"}"\n'
     )
     ports = [free_port() for _ in range(servers)]
-    running = [start_server(config, port, work) for port in ports]
+    running = [start_server(config, port, work, cpus) for port in ports]
     try:
         for port in ports:
             wait_until_up(f"http://127.0.0.1:{port}/healthz")
@@ -356,12 +410,28 @@ def recovery(url: str, work: Path, elsewhere: bool) -> float:
         receiver.stop()
 
 
+def report(results: dict[str, dict[str, float]]) -> None:
+    """One line per configuration."""
+    print(f"{'':20} {'accepts/s':>10} {'accept p50/p99 ms':>20} {'delivery p50/p99 ms':>22}")
+    for label, r in results.items():
+        print(
+            f"{label:20} {r['rate']:10.0f} {r['p50']:9.1f} / {r['p99']:7.1f}"
+            f" {r['d50']:10.0f} / {r['d99']:8.0f}  ({r['delivered']:.0f} delivered)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webhooks", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--pace", type=float, default=100.0, help="webhooks/s of the paced run")
+    parser.add_argument(
+        "--server-cpus",
+        type=float,
+        default=0.4,
+        help="cores each server may use, as on a host of its own (0: unconfined)",
+    )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--receive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hold", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -369,36 +439,41 @@ def main() -> None:
     if args.receive:
         receive(args.hold)
         return
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
+    cpus = args.server_cpus or None
+    confined = cpus is not None and os.access(CGROUPS, os.W_OK)
+    whole: dict[str, dict[str, float]] = {}
+    hosts: dict[str, dict[str, float]] = {}
+    recovered = {}
+    with _SHARES, tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        results["SQLite, 1 server"] = measure(str(work / "outbox.sqlite3"), 1, args, work)
-        results[f"SQLite, 1, {args.pace:g}/s"] = measure(
+        # latency: one server on the whole machine, flat out and at a steady pace
+        whole["SQLite, 1 server"] = measure(str(work / "outbox.sqlite3"), 1, args, work)
+        whole[f"SQLite, 1, {args.pace:g}/s"] = measure(
             str(work / "paced.sqlite3"), 1, args, work, pace=args.pace
         )
         if not args.sqlite_only:
+            # scale-out: each server held to the CPU of a host of its own
+            hosts["SQLite, 1 server"] = measure(str(work / "h.sqlite3"), 1, args, work, cpus=cpus)
             for servers in (1, 3):
                 with postgres_schema(args.postgres) as url:
                     label = f"PostgreSQL, {servers} server{'s' if servers > 1 else ''}"
-                    results[label] = measure(url, servers, args, work)
-        recovered = {}
-        if not args.sqlite_only:
+                    hosts[label] = measure(url, servers, args, work, cpus=cpus)
             for elsewhere in (False, True):
                 with postgres_schema(args.postgres) as url:
                     recovered[elsewhere] = recovery(url, work, elsewhere)
         floor = fsync_insert_ms(work)
-    print(f"{args.webhooks} webhooks from {args.clients} clients, each server gunicorn -w 2:")
-    print(f"{'':20} {'accepts/s':>10} {'accept p50/p99 ms':>20} {'delivery p50/p99 ms':>22}")
-    for label, r in results.items():
-        print(
-            f"{label:20} {r['rate']:10.0f} {r['p50']:9.1f} / {r['p99']:7.1f}"
-            f" {r['d50']:10.0f} / {r['d99']:8.0f}  ({r['delivered']:.0f} delivered)"
-        )
-    sqlite = results["SQLite, 1 server"]["rate"]
-    if "PostgreSQL, 3 servers" in results:
-        ratio = results["PostgreSQL, 3 servers"]["rate"] / sqlite
-        print(f"PostgreSQL x3 / SQLite x1 accepts: {ratio:.2f}  (target >= 1.5)")
+    print(f"{args.webhooks} webhooks from {args.clients} clients, each server gunicorn -w 2.")
+    print("One server on the whole machine:")
+    report(whole)
     print("accept p99 target: <= 5 ms while deliveries run")
+    if hosts:
+        if confined:
+            print(f"Each server held to {cpus:g} cores (a cgroup), as on a host of its own:")
+        else:
+            print("Servers sharing this machine's cores (cgroups need root, or --server-cpus 0):")
+        report(hosts)
+        ratio = hosts["PostgreSQL, 3 servers"]["rate"] / hosts["SQLite, 1 server"]["rate"]
+        print(f"PostgreSQL x3 / SQLite x1 accepts: {ratio:.2f}  (target >= 1.5)")
     for elsewhere, seconds in recovered.items():
         where = "another host (its leases expire)" if elsewhere else "this host (PID gone)"
         print(f"a killed server's claims delivered by the others after {seconds:.1f} s, {where}")
