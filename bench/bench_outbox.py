@@ -213,20 +213,37 @@ def wait_until_up(url: str, limit: float = 60) -> None:
 
 
 def post_webhook(urls: list[str], number: int) -> tuple[str, float, float]:
-    """Post one webhook as HelpSpot does; (its marker, when it was sent, seconds to 202)."""
+    """Post one webhook as HelpSpot does; (its marker, when it was sent, seconds to 202).
+
+    A new connection each, as HelpSpot's curl makes, and a request written by
+    hand: urllib spent more CPU per webhook than the server, and on two cores
+    the clients' CPU is the servers' too.
+    """
     marker = f"w{number}"
     body = urllib.parse.urlencode(
         {"xRequest": str(10000 + number), "sTitle": "Printer on fire", "bench_id": marker}
     ).encode()
-    request = urllib.request.Request(
-        urls[number % len(urls)], body, {"Content-Type": "application/x-www-form-urlencoded"}
-    )
+    url = urllib.parse.urlsplit(urls[number % len(urls)])
+    request = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     sent = time.time()
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        if answer.status != 202:
-            raise SystemExit(f"webhook {number}: HTTP {answer.status}")
-    return marker, sent, time.perf_counter() - started
+    with socket.create_connection((url.hostname, url.port or 80), timeout=30) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:  # the status line is all the bench needs
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    seconds = time.perf_counter() - started
+    status = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"no answer"
+    if status != b"202":
+        raise SystemExit(f"webhook {number}: HTTP {status.decode(errors='replace')}")
+    return marker, sent, seconds
 
 
 def post_many(
