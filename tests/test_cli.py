@@ -114,10 +114,10 @@ def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(tmp_pa
     config = tmp_path / "lookup.toml"
     config.write_text('[sources.people]\nbackend = "csv"\npath = "people.csv"\n')
     code = (
-        "import sys\nfrom lookup_server.helpspot import answers\n"
+        "import sys\nfrom lookup_server.helpspot import render\n"
         "from lookup_server.cli import main\n"
         "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
-        "answers.render_livelookup = broken\n"
+        "render.render_livelookup = broken\n"
         f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "
         "'--source', 'people', '--customer_id=1']\nmain()"
     )

@@ -149,7 +149,7 @@ class CsvBackend(SourceBackend[CsvOptions]):
     ) -> Prerendered | None:
         index.require_customers()
         where, params, wanted, digits = _condition(term, limit)
-        found = index.rendered(where, params, wanted, spec)
+        found = index.rendered(where, params, wanted, spec, with_phone=digits is not None)
         if found is None:
             return None
         frame, rows = found

@@ -106,7 +106,7 @@ class CsvIndex:
         self._queries: dict[str, str] = {}  # condition -> SQL
         self.fragments = FragmentStores(path, self.generation)
         self._phone = f"rows.c{self.elements.index('phone')}" if "phone" in self.elements else "''"
-        self._rendered_sql: dict[tuple[str, str], str] = {}  # (condition, store) -> SQL
+        self._rendered_sql: dict[tuple[str, str, bool], str] = {}  # -> SQL
 
     def require_customers(self) -> None:
         """Raise unless this file has a customer id column (it may hold only options)."""
@@ -148,11 +148,17 @@ class CsvIndex:
         return [dict(zip(self.elements, row, strict=False)) for row in cursor]
 
     def rendered(
-        self, where: str, params: tuple[str, ...], limit: int, spec: FragmentSpec
+        self,
+        where: str,
+        params: tuple[str, ...],
+        limit: int,
+        spec: FragmentSpec,
+        with_phone: bool = False,
     ) -> tuple[Frame, list[tuple[str, bytes | None]]] | None:
         """Rows matching a condition, as (phone, fragment) in file order; None without a store.
 
-        The fragment is None for a row without a customer id. Only an index in
+        The fragment is None for a row without a customer id; the phone is ""
+        unless asked for (then the query reads the row, not only an index). Only an index in
         one file has stores: parts are merged within seconds, and rendering
         waits for that.
         """
@@ -175,13 +181,14 @@ class CsvIndex:
                 self.fragments.forget(spec)
                 return None
             attached.add(alias)
-        sql = self._rendered_sql.get((where, alias))
+        sql = self._rendered_sql.get((where, alias, with_phone))
         if sql is None:
+            phone = self._phone if with_phone else "''"
             sql = (
-                f"SELECT {self._phone}, f.body FROM main.rows JOIN {alias}.fragments AS f "
+                f"SELECT {phone}, f.body FROM main.rows JOIN {alias}.fragments AS f "
                 f"ON f.id = rows.id WHERE {where} ORDER BY rows.id LIMIT ?"
             )
-            self._rendered_sql[(where, alias)] = sql
+            self._rendered_sql[(where, alias, with_phone)] = sql
         return frame, conn.execute(sql, (*params, limit)).fetchall()
 
     def options(self, query: OptionsQuery, limit: int) -> list[Option]:
