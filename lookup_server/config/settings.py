@@ -410,10 +410,12 @@ def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
 
 def _outbox(value: Secret | None, ctx: Context) -> tuple[Path, Secret | None]:
     """``[server] outbox``: the SQLite file, or the local state folder's file and the URL."""
-    from lookup_server.webhooks.interface import is_postgres  # the one test of which store
-
     if value is None:
         return default_outbox(ctx.base_dir), None
+    # the one test of which store; not before it is needed: the webhooks package
+    # takes 7 ms to import, which a command-line lookup would pay (bench/README.md)
+    from lookup_server.webhooks.interface import is_postgres
+
     text = value.reveal()
     if not is_postgres(text):
         if not text:
