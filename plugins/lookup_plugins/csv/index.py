@@ -43,6 +43,8 @@ FORMAT = 4
 #: hundreds of MB (see bench/README.md). Mapped pages are shared by
 #: every worker but count in each one's RSS, hence the bound.
 MMAP_BYTES = 128 * 1024 * 1024
+#: Page cache of each connection for each fragment store it attached.
+STORE_CACHE_KIB = 1024
 #: Fragment stores one connection attaches at most (one per audience and settings in use).
 MAX_STORES = 6
 
@@ -176,7 +178,11 @@ class CsvIndex:
             try:
                 store = store_path(self.path, self.generation, spec.key)
                 conn.execute(f"ATTACH DATABASE ? AS {alias}", (_read_only(store),))
-                conn.execute(f"PRAGMA {alias}.mmap_size = {MMAP_BYTES // 2}")
+                # Read, not mapped: each thread's connection maps a file anew, and
+                # every mapping counts in the worker's RSS (see bench/README.md). A
+                # lookup reads one leaf page; the cache keeps the tree above it.
+                conn.execute(f"PRAGMA {alias}.mmap_size = 0")
+                conn.execute(f"PRAGMA {alias}.cache_size = -{STORE_CACHE_KIB}")
             except sqlite3.Error:
                 self.fragments.forget(spec)
                 return None
