@@ -108,7 +108,8 @@ class Registry:
 
     def __init__(self, eps: Iterable[EntryPoint] | None = None) -> None:
         if eps is None:
-            eps = [*entry_points(group=SOURCES_GROUP), *entry_points(group=TARGETS_GROUP)]
+            found = entry_points()  # one look at the installed packages, not one per group
+            eps = [*found.select(group=SOURCES_GROUP), *found.select(group=TARGETS_GROUP)]
         eps = list(eps)
         self.sources: Group[SourceBackend[Any]] = Group(SOURCES_GROUP, SourceBackend, eps)
         self.targets: Group[TargetBackend[Any]] = Group(TARGETS_GROUP, TargetBackend, eps)
@@ -126,10 +127,10 @@ def validate_backend_class(name: str, cls: Any, base: type[Backend[Any]]) -> Non
         raise PluginError(f"{where}: must be a subclass of lookup_server.plugin.{base.__name__}")
     if not dataclasses.is_dataclass(cls.Options):
         raise PluginError(f"{where}: Options must be a dataclass describing its config keys")
-    lifecycle = ("prepare", "check", "close", "validate", "start_background")
+    lifecycle = ("prepare", "check", "close", "validate", "start_background", "find_rendered")
     for method in (*base.CAPABILITY_METHODS.values(), *lifecycle):
         if not hasattr(base, method):
-            continue  # start_background: sources only
+            continue  # start_background, find_rendered: sources only
         mine, theirs = getattr(cls, method), getattr(base, method)
         if mine is theirs:
             continue
