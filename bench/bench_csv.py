@@ -276,8 +276,8 @@ def cli_wall_ms(config: Path, rows: int, count: int, work: Path) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="wrk runs of each server")
+    parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=8, help="wrk runs of each server")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -331,10 +331,14 @@ def main() -> None:
             # Alternate short runs, so that whatever else the machine does weighs on
             # every server alike; report the medians.
             rates, floors, ceilings = [], [], []
-            for _ in range(args.rounds):
-                rates.append(wrk_rate(url, args.rows, args.seconds, work))
+            for k in range(args.rounds):
+                # the product and its ceiling run back to back, first one then the
+                # other first, so that a change in the machine's load between two
+                # runs weighs on both alike
+                pair = [(rates, url), (ceilings, ceiling_url)]
+                for found, base in pair if k % 2 == 0 else pair[::-1]:
+                    found.append(wrk_rate(base, args.rows, args.seconds, work))
                 floors.append(wrk_rate(floor_url, args.rows, args.seconds, work))
-                ceilings.append(wrk_rate(ceiling_url, args.rows, args.seconds, work))
             rate, ceiling = statistics.median(rates), statistics.median(ceilings)
             floor = statistics.median(floors)
             # each round's ratio pairs runs a few seconds apart: on a shared machine
