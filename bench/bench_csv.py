@@ -330,7 +330,9 @@ def main() -> None:
             p50, p99 = latencies(url, args.rows, 2000)
             # Alternate short runs, so that whatever else the machine does weighs on
             # every server alike; report the medians.
-            rates, floors, ceilings = [], [], []
+            rates: list[float] = []
+            floors: list[float] = []
+            ceilings: list[float] = []
             for k in range(args.rounds):
                 # the product and its ceiling run back to back, first one then the
                 # other first, so that a change in the machine's load between two
