@@ -189,9 +189,12 @@ class Config:
 
 def demo_config_path() -> Path:
     """The built-in demo configuration, used when no config is given."""
-    from importlib import resources  # a command-line lookup with a config never needs it
+    # Beside the demo package's own file, not through importlib.resources: every
+    # load_config asks whether it loads the demo, and importing importlib.resources
+    # cost a command-line lookup 10 ms (bench/README.md).
+    import lookup_server.demo
 
-    return Path(str(resources.files("lookup_server.demo") / "config.toml"))
+    return Path(lookup_server.demo.__file__).with_name("config.toml")
 
 
 def resolve_config_path(
