@@ -144,6 +144,8 @@ def find_prerendered(
         if found is None:
             return None
         if found.fragments:
+            if len(found.fragments) <= limit:
+                return found
             return Prerendered(found.frame, found.fragments[:limit])
         nobody = found
     return nobody

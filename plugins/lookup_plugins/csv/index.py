@@ -171,7 +171,9 @@ class CsvIndex:
             return None
         conn = self._connection()
         alias = f"f_{spec.key}"
-        attached: set[str] = self._local.__dict__.setdefault("attached", set())
+        attached: set[str] | None = getattr(self._local, "attached", None)
+        if attached is None:
+            attached = self._local.attached = set()
         if alias not in attached:
             if len(attached) >= MAX_STORES:  # SQLite attaches at most ten files
                 return None
