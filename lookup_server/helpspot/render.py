@@ -123,7 +123,15 @@ def fragment_renderer(spec: FragmentSpec) -> tuple[Frame, Callable[[Mapping[str,
     """The frame and the fragment of each customer, as :func:`render_livelookup` makes them.
 
     For backends that store fragments ahead of time (see lookup_server.core.fragments).
+    A spec made by another version of the renderer (a process started before an
+    upgrade) is refused: its key would promise bytes this code does not write.
     """
+    from lookup_server.helpspot.prerendered import renderer_version
+
+    if spec.renderer != renderer_version():
+        raise ValueError(
+            f"fragments asked for renderer {spec.renderer}, this is {renderer_version()}"
+        )
     source = SourceSettings(
         name="",
         backend="",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -127,3 +128,11 @@ def test_a_spec_changes_with_every_setting_that_changes_a_fragment() -> None:
     assert FragmentSpec.from_json(spec.to_json()) == spec
     assert FragmentSpec.from_json(spec.to_json()).key == spec.key
     assert spec.renderer == renderer_version()
+
+
+def test_fragments_of_another_renderer_version_are_refused() -> None:
+    spec = spec_for(SourceSettings(name="s", backend="csv"), Audience.REQUEST_PAGE)
+    stale = FragmentSpec.from_json(spec.to_json().replace(spec.renderer, "0123456789abcdef"))
+    assert stale.key != spec.key
+    with pytest.raises(ValueError, match="renderer 0123456789abcdef"):
+        fragment_renderer(stale)
