@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from lookup_server.plugin import (
 )
 
 from ..index_files import exclusive_lock as _exclusive
-from ..index_files import file_identity
+from ..index_files import file_identity, lock_unless_held
 from ..index_files import read_only_uri as _read_only
 from .fragments import FragmentStores, store_path
 
@@ -43,6 +44,8 @@ FORMAT = 4
 #: hundreds of MB (see bench/README.md). Mapped pages are shared by
 #: every worker but count in each one's RSS, hence the bound.
 MMAP_BYTES = 128 * 1024 * 1024
+#: How often a process waiting for another's build looks whether the index is in place.
+LOCK_POLL = 0.05
 #: Page cache of each connection for each fragment store it attached.
 STORE_CACHE_KIB = 1024
 #: Fragment stores one connection attaches at most (one per audience and settings in use).
@@ -270,12 +273,23 @@ def open_fresh_index(layout: IndexLayout) -> CsvIndex:
     if found is not None:
         return found
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a cache folder of its own
-    with _exclusive(target.with_name(target.name + ".lock")):
-        # another worker may have built it while we waited for the lock
+    lock = target.with_name(target.name + ".lock")
+    while True:
+        with lock_unless_held(lock) as mine:
+            if mine:
+                # another worker may have built it before we took the lock
+                found = _open_if_current(layout, target)
+                if found is None:
+                    _build(layout, target)
+                    found = _open_if_current(layout, target)
+                break
+        # Another process builds it, or merges its parts: not a wait for the lock,
+        # which a merge holds for seconds (far longer at its low priority on a busy
+        # machine), but for the index, which is current as soon as a build ends.
         found = _open_if_current(layout, target)
-        if found is None:
-            _build(layout, target)
-            found = _open_if_current(layout, target)
+        if found is not None:
+            return found
+        time.sleep(LOCK_POLL)
     if found is None:
         raise BackendError(f"{layout.csv_path.name} changed while it was being indexed")
     return found
