@@ -33,6 +33,10 @@ from ..index_files import exclusive_lock, lock_unless_held, read_only_uri
 
 #: How often an index looks again for a store it did not find.
 CHECK_INTERVAL = 1.0
+#: Page cache of each connection for each fragment store it attached.
+STORE_CACHE_KIB = 1024
+#: Fragment stores one connection attaches at most (one per audience and settings in use).
+MAX_STORES = 6
 
 
 def store_path(index: Path, generation: str, key: str) -> Path:
@@ -77,10 +81,33 @@ class FragmentStores:
         self._frames[spec.key] = frame
         return frame
 
-    def forget(self, spec: FragmentSpec) -> None:
-        """Look for ``spec``'s store afresh (it could not be attached)."""
-        self._frames.pop(spec.key, None)
-        self._missing_at[spec.key] = time.monotonic()
+    def attach(
+        self, conn: sqlite3.Connection, spec: FragmentSpec, attached: set[str]
+    ) -> str | None:
+        """The schema name of ``spec``'s store in ``conn``, attached if need be; None if it cannot.
+
+        ``attached`` holds the names this connection has attached so far.
+        """
+        alias = f"f_{spec.key}"
+        if alias in attached:
+            return alias
+        if len(attached) >= MAX_STORES:  # SQLite attaches at most ten files
+            return None
+        try:
+            store = store_path(self.index, self.generation, spec.key)
+            conn.execute(f"ATTACH DATABASE ? AS {alias}", (read_only_uri(store),))
+            # Read, not mapped: each thread's connection maps a file anew, and
+            # every mapping counts in the worker's RSS (see bench/README.md). A
+            # lookup reads one leaf page; the cache keeps the tree above it.
+            conn.execute(f"PRAGMA {alias}.mmap_size = 0")
+            conn.execute(f"PRAGMA {alias}.cache_size = -{STORE_CACHE_KIB}")
+        except sqlite3.Error:
+            # gone (a rebuild removed it): look for it afresh
+            self._frames.pop(spec.key, None)
+            self._missing_at[spec.key] = time.monotonic()
+            return None
+        attached.add(alias)
+        return alias
 
 
 def start_rendering(index: Path, generation: str, spec: FragmentSpec) -> None:

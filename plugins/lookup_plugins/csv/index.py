@@ -31,7 +31,7 @@ from lookup_server.plugin import (
 from ..index_files import exclusive_lock as _exclusive
 from ..index_files import file_identity, lock_unless_held
 from ..index_files import read_only_uri as _read_only
-from .fragments import FragmentStores, store_path
+from .fragments import FragmentStores
 
 if TYPE_CHECKING:
     from .build import Shape
@@ -46,10 +46,6 @@ FORMAT = 4
 MMAP_BYTES = 128 * 1024 * 1024
 #: How often a process waiting for another's build looks whether the index is in place.
 LOCK_POLL = 0.05
-#: Page cache of each connection for each fragment store it attached.
-STORE_CACHE_KIB = 1024
-#: Fragment stores one connection attaches at most (one per audience and settings in use).
-MAX_STORES = 6
 
 
 @dataclass(frozen=True)
@@ -173,25 +169,12 @@ class CsvIndex:
         if frame is None:
             return None
         conn = self._connection()
-        alias = f"f_{spec.key}"
         attached: set[str] | None = getattr(self._local, "attached", None)
         if attached is None:
             attached = self._local.attached = set()
-        if alias not in attached:
-            if len(attached) >= MAX_STORES:  # SQLite attaches at most ten files
-                return None
-            try:
-                store = store_path(self.path, self.generation, spec.key)
-                conn.execute(f"ATTACH DATABASE ? AS {alias}", (_read_only(store),))
-                # Read, not mapped: each thread's connection maps a file anew, and
-                # every mapping counts in the worker's RSS (see bench/README.md). A
-                # lookup reads one leaf page; the cache keeps the tree above it.
-                conn.execute(f"PRAGMA {alias}.mmap_size = 0")
-                conn.execute(f"PRAGMA {alias}.cache_size = -{STORE_CACHE_KIB}")
-            except sqlite3.Error:
-                self.fragments.forget(spec)
-                return None
-            attached.add(alias)
+        alias = self.fragments.attach(conn, spec, attached)
+        if alias is None:
+            return None
         sql = self._rendered_sql.get((where, alias, with_phone))
         if sql is None:
             phone = self._phone if with_phone else "''"
