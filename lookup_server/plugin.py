@@ -15,6 +15,8 @@ The rest of ``lookup_server`` is private and may change between releases; see
 docs/plugins.md for a complete example.
 """
 
+from collections.abc import Callable, Mapping
+
 from lookup_server.config.schema import Secret, StoreLocation
 from lookup_server.core.backend import (
     BackendError,
@@ -24,6 +26,7 @@ from lookup_server.core.backend import (
     NotFound,
 )
 from lookup_server.core.calls import abort_on_timeout, shut_down, timed_out
+from lookup_server.core.fragments import FragmentSpec, Frame, Prerendered
 from lookup_server.core.models import (
     INSERTABLE_FIELDS,
     ByEmail,
@@ -63,6 +66,19 @@ from lookup_server.core.templates import (
     template_problem,
 )
 
+
+def fragment_renderer(spec: FragmentSpec) -> tuple[Frame, Callable[[Mapping[str, str]], bytes]]:
+    """The document frame and a customer's ``<customer>`` fragment, rendered for ``spec``.
+
+    For backends that store fragments ahead of time (:meth:`SourceBackend.find_rendered`):
+    the bytes are exactly what the renderer writes for a lookup. The renderer
+    (and lxml) load only when called.
+    """
+    from lookup_server.helpspot.render import fragment_renderer as renderer
+
+    return renderer(spec)
+
+
 __all__ = [
     "INSERTABLE_FIELDS",
     "MIN_NAME_PREFIX",
@@ -76,12 +92,15 @@ __all__ = [
     "ConnectionPool",
     "Customer",
     "DeliveryFailed",
+    "FragmentSpec",
+    "Frame",
     "NoOptions",
     "NotFound",
     "Note",
     "Option",
     "OptionsQuery",
     "PostgresDatabase",
+    "Prerendered",
     "PushDetails",
     "PushRequest",
     "SearchTerm",
@@ -98,6 +117,7 @@ __all__ = [
     "abort_on_timeout",
     "cache_dir",
     "element_name_problem",
+    "fragment_renderer",
     "html_to_text",
     "is_insertable",
     "matches_literally",

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lookup_server.cli import cli, split_own_options
+from lookup_server.cli import cli
+from lookup_server.livelookup_command import split_own_options
 from lookup_server.webhooks import TargetPolicy, open_outbox
 from tests.conftest import write_csv
 from tests.support.helpspot import assert_livelookup, helpspot_error
@@ -116,10 +117,10 @@ def test_an_unexpected_failure_is_an_error_for_helpspot_not_an_empty_list(tmp_pa
     config = tmp_path / "lookup.toml"
     config.write_text('[sources.people]\nbackend = "csv"\npath = "people.csv"\n')
     code = (
-        "import sys\nfrom lookup_server.helpspot import answers\n"
+        "import sys\nfrom lookup_server.helpspot import render\n"
         "from lookup_server.cli import main\n"
         "def broken(*a, **k):\n    raise ValueError('Invalid tag name')\n"
-        "answers.render_livelookup = broken\n"
+        "render.render_livelookup = broken\n"
         f"sys.argv = ['lookup-server', 'livelookup', '--config', {str(config)!r}, "
         "'--source', 'people', '--customer_id=1']\nmain()"
     )
@@ -292,11 +293,15 @@ def test_validate_shows_the_drop_down_helpspot_would_show(tmp_path: Path) -> Non
     assert "Missing child element(s). Expected is ( description )" in result.output
 
 
-@pytest.mark.parametrize("module", ["flask", "prometheus_client"])
+@pytest.mark.parametrize(
+    "module",
+    ["flask", "prometheus_client", "click", "jinja2", "inscriptis", "lookup_server.webhooks"],
+)
 def test_livelookup_does_not_import_the_servers_libraries(config_file: Path, module: str) -> None:
     # HelpSpot starts a process per lookup: each import is paid at every one
     code = (
-        "import sys; from lookup_server.cli import main; sys.argv = ['x', 'livelookup', "
+        "import sys; from lookup_server.console_script import main; "
+        "sys.argv = ['x', 'livelookup', "
         f"'--config', {str(config_file)!r}, '--source', 'people', '--customer_id=1'];\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print('IMPORTED' if {module!r} in sys.modules else 'NOT-IMPORTED', file=sys.stderr)"

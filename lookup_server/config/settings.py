@@ -189,9 +189,12 @@ class Config:
 
 def demo_config_path() -> Path:
     """The built-in demo configuration, used when no config is given."""
-    from importlib import resources  # a command-line lookup with a config never needs it
+    # Beside the demo package's own file, not through importlib.resources: every
+    # load_config asks whether it loads the demo, and importing importlib.resources
+    # cost a command-line lookup 10 ms (bench/README.md).
+    import lookup_server.demo
 
-    return Path(str(resources.files("lookup_server.demo") / "config.toml"))
+    return Path(lookup_server.demo.__file__).with_name("config.toml")
 
 
 def resolve_config_path(
@@ -410,10 +413,12 @@ def _check_ajax_key(server: ServerSettings, ctx: Context) -> None:
 
 def _outbox(value: Secret | None, ctx: Context) -> tuple[Path, Secret | None]:
     """``[server] outbox``: the SQLite file, or the local state folder's file and the URL."""
-    from lookup_server.webhooks.interface import is_postgres  # the one test of which store
-
     if value is None:
         return default_outbox(ctx.base_dir), None
+    # the one test of which store; not before it is needed: the webhooks package
+    # takes 7 ms to import, which a command-line lookup would pay (bench/README.md)
+    from lookup_server.webhooks.interface import is_postgres
+
     text = value.reveal()
     if not is_postgres(text):
         if not text:

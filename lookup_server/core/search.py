@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from lookup_server.core.fragments import FragmentSpec, Prerendered
 from lookup_server.core.models import (
     ByEmail,
     ById,
@@ -122,6 +123,32 @@ def find_customers(
         if found:
             return found
     return []
+
+
+def find_prerendered(
+    backend: SourceBackend[object],
+    query: LookupQuery,
+    strategies: Sequence[str],
+    limit: int,
+    spec: FragmentSpec,
+) -> Prerendered | None:
+    """:func:`find_customers` answered from stored fragments; None when any search has none.
+
+    The same strategies in the same order, the first that finds someone wins;
+    customers without an id are left out by the backend, as ``find_customers``
+    leaves them out.
+    """
+    nobody = None
+    for term in search_terms(query, strategies):
+        found = backend.find_rendered(term, limit, spec)
+        if found is None:
+            return None
+        if found.fragments:
+            if len(found.fragments) <= limit:
+                return found
+            return Prerendered(found.frame, found.fragments[:limit])
+        nobody = found
+    return nobody
 
 
 def matches_literally(term: SearchTerm, fields: Mapping[str, str]) -> bool:

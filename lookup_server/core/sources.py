@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 from lookup_server.core.backend import Backend, offered
+from lookup_server.core.fragments import FragmentSpec, Prerendered
 from lookup_server.core.models import Customer, Option, OptionsQuery, SearchTerm
 
 Strategy = Literal["customer_id", "email", "phone", "name"]
@@ -78,6 +79,16 @@ class SourceBackend(Backend[OptionsT]):
     def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
         """Return at most ``limit`` drop-down options for an AJAX selection field."""
         raise NotImplementedError
+
+    def find_rendered(self, term: SearchTerm, limit: int, spec: FragmentSpec) -> Prerendered | None:
+        """What ``find(term, limit)`` finds, as fragments stored for ``spec``; None without them.
+
+        Optional: a backend that keeps every customer's fragment, rendered ahead
+        of time with ``fragment_renderer(spec)``, answers from them (see
+        lookup_server.core.fragments); the core falls back to ``find`` and the
+        renderer whenever this returns None.
+        """
+        return None
 
     def start_background(self, submit: WebhookSubmitter) -> None:
         """Start the source's own background work in this server process (a sync thread).

@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from inscriptis import get_text
-from jinja2 import TemplateError, Undefined, meta
-from jinja2.filters import do_striptags
-from jinja2.sandbox import SandboxedEnvironment
+# jinja2 and inscriptis load when a template is compiled or a note converted, not
+# when this module is imported: every target imports it, and a command-line lookup
+# would pay 25 ms for them (see bench/README.md).
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 #: The request page of request N in HelpSpot, under [server] helpspot_url.
 REQUEST_PAGE = "{base}/admin.php?pg=request&reqid={request}"
@@ -50,6 +51,9 @@ class Escaped(str):
 @cache
 def _environment(escape: Escape | None) -> SandboxedEnvironment:
     """The sandbox templates compile in; with ``escape``, one that escapes what it prints."""
+    from jinja2 import Undefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     environment = SandboxedEnvironment(
         autoescape=False,
         undefined=Undefined,  # a name HelpSpot did not send is empty, not an error
@@ -70,6 +74,8 @@ def _printing(escape: Escape) -> Callable[[object], str]:
 
 def _striptags(escape: Escape) -> Callable[[object], Escaped]:
     # Jinja's striptags decodes entities: "&lt;b&gt;" would come out as "<b>"
+    from jinja2.filters import do_striptags
+
     def striptags(value: object) -> Escaped:
         return Escaped(escape(str(do_striptags(str(value)))))
 
@@ -97,6 +103,8 @@ class TextTemplate:
     """
 
     def __init__(self, source: str, escape: Escape | None = None) -> None:
+        from jinja2 import TemplateError, meta
+
         environment = _environment(escape)
         try:
             self._template = environment.from_string(source)
@@ -110,6 +118,8 @@ class TextTemplate:
 
     def render(self, context: Mapping[str, object]) -> str:
         """The text for ``context``; TemplateProblem when the template fails while rendering."""
+        from jinja2 import TemplateError
+
         try:
             return self._template.render(dict(context)).strip()
         except TemplateError as exc:
@@ -131,6 +141,8 @@ def html_to_text(html: str) -> str:
     """Readable plain text of a HelpSpot note (HTML), cut at MAX_NOTE_CHARS."""
     if not html.strip():
         return ""
+    from inscriptis import get_text
+
     text = str(get_text(html)).strip()
     if len(text) > MAX_NOTE_CHARS:
         text = text[:MAX_NOTE_CHARS].rstrip() + "\n[…]"

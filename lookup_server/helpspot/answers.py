@@ -13,11 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from lookup_server.core.models import Audience
+from lookup_server.core.fragments import FragmentSpec
+from lookup_server.core.models import Audience, LookupQuery
 from lookup_server.core.search import TermTried
+from lookup_server.core.sources import SourceSettings
 from lookup_server.helpspot.decode import audience, lookup_query, options_query
-from lookup_server.helpspot.render import render_ajaxfield, render_livelookup
-from lookup_server.runtime.service import BackendFailed, Busy, ServiceError, Sources, TimedOut
+from lookup_server.helpspot.prerendered import spec_for
+from lookup_server.runtime.service import (
+    BackendFailed,
+    Busy,
+    ServiceError,
+    Source,
+    Sources,
+    TimedOut,
+)
 
 log = logging.getLogger(__name__)
 XML = "text/xml; charset=utf-8"
@@ -76,17 +85,8 @@ def livelookup_answer(
     started = time.perf_counter()
     try:
         source = sources[source_name]
-        try:
-            customers = source.lookup(lookup_query(params), trace)
-        except (BackendFailed, TimedOut, Busy) as exc:
-            if source.settings.on_error != "empty":
-                raise
-            log.warning(
-                "livelookup %s: %s (answering no customers: on_error = empty)",
-                source_name,
-                exc.reason,
-            )
-            customers = []
+        reader = Audience.REQUEST_PAGE if command_line else audience(params)
+        body, count = _lookup(source, lookup_query(params), reader, trace)
     except ServiceError as exc:
         log.warning("livelookup %s: %s", source_name, exc.reason)
         return error_answer(exc)
@@ -94,12 +94,55 @@ def livelookup_answer(
     log.debug(
         "livelookup %s: %d customer(s) in %.1f ms",
         source_name,
-        len(customers),
+        count,
         (time.perf_counter() - started) * 1000,
     )
-    reader = Audience.REQUEST_PAGE if command_line else audience(params)
-    body = render_livelookup(customers, source.settings, reader)
-    return Answer(200, body, XML, len(customers))
+    return Answer(200, body, XML, count)
+
+
+def _lookup(
+    source: Source, query: LookupQuery, reader: Audience, trace: list[TermTried] | None
+) -> tuple[bytes, int]:
+    """The document and how many customers it answers, from fragments where they are stored."""
+    try:
+        if trace is None:
+            found = source.lookup_prerendered(query, _spec(source.settings, reader))
+            if found is not None:
+                if b"" in found.fragments:  # what the renderer logs of each, said once
+                    log.warning(
+                        "livelookup %s: %d customer(s) left out of the address book: their "
+                        "e-mail address would break HelpSpot's javascript: links",
+                        source.settings.name,
+                        found.fragments.count(b""),
+                    )
+                return found.frame.document(found.fragments), len(found.fragments)
+        customers = source.lookup(query, trace)
+    except (BackendFailed, TimedOut, Busy) as exc:
+        if source.settings.on_error != "empty":
+            raise
+        log.warning(
+            "livelookup %s: %s (answering no customers: on_error = empty)",
+            source.settings.name,
+            exc.reason,
+        )
+        customers = []
+    from lookup_server.helpspot.render import render_livelookup  # only here: lxml loads slowly
+
+    return render_livelookup(customers, source.settings, reader), len(customers)
+
+
+_specs: dict[tuple[int, Audience], tuple[SourceSettings, FragmentSpec]] = {}
+
+
+def _spec(settings: SourceSettings, reader: Audience) -> FragmentSpec:
+    """The FragmentSpec of a source's settings for one audience, made once."""
+    known = _specs.get((id(settings), reader))
+    if known is None or known[0] is not settings:
+        known = settings, spec_for(settings, reader)
+        if len(_specs) > 256:  # settings of apps that are gone (tests build many)
+            _specs.clear()
+        _specs[(id(settings), reader)] = known
+    return known[1]
 
 
 def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:
@@ -115,4 +158,6 @@ def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]
         log.warning("ajax %s: %s", source_name, exc.reason)
         return error_answer(exc)
     log.debug("ajax %s: %d option(s)", source_name, len(options))
+    from lookup_server.helpspot.render import render_ajaxfield  # lxml: see _lookup
+
     return Answer(200, render_ajaxfield(options, source.settings.ascii), XML, len(options))

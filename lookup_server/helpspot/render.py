@@ -34,12 +34,13 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from urllib.parse import urlsplit
 
 from lxml import etree
 
+from lookup_server.core.fragments import FragmentSpec, Frame
 from lookup_server.core.models import (
     Audience,
     Customer,
@@ -68,33 +69,80 @@ def render_livelookup(
     source: SourceSettings,
     audience: Audience = Audience.REQUEST_PAGE,
 ) -> bytes:
-    """The ``<livelookup>`` document for these customers: only ``<customer>`` children."""
+    """The ``<livelookup>`` document for these customers: only ``<customer>`` children.
+
+    Assembled from :func:`render_customer` fragments in :func:`livelookup_frame`,
+    the same pieces that answers rendered ahead of time are joined from.
+    """
+    fragments = [render_customer(customer.fields, source, audience) for customer in customers]
+    return livelookup_frame(source.columns).document(fragments)
+
+
+@lru_cache(maxsize=256)
+def livelookup_frame(columns: tuple[str, ...]) -> Frame:
+    """The document around the ``<customer>`` fragments, for a source's ``columns``."""
     root = etree.Element("livelookup", version="1.0")
-    if source.columns:
-        root.set("columns", ",".join(source.columns))
-    labels, html_fields, keep_empty = source.labels, source.html_fields, source.clear_empty
+    if columns:
+        root.set("columns", ",".join(columns))
+    empty = XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
+    # lxml closes an element without children as "<livelookup .../>"
+    assert empty.endswith(b"/>"), empty
+    return Frame(empty[:-2] + b">", b"</livelookup>", empty)
+
+
+def render_customer(
+    fields: Mapping[str, str],
+    source: SourceSettings,
+    audience: Audience = Audience.REQUEST_PAGE,
+) -> bytes:
+    """One customer's ``<customer>`` element; ``b""`` when ``audience`` must not get it."""
+    if audience is Audience.ADDRESS_BOOK and not address_book_safe(fields.get("email", "")):
+        log.warning(
+            "customer %r is left out of the address book: HelpSpot puts the e-mail "
+            "address into a javascript: link, which a ' \\ or %% in it would break "
+            "or turn into script",
+            fields.get("customer_id", ""),
+        )
+        return b""
+    labels, keep_empty = source.labels, source.clear_empty
+    node = etree.Element("customer")
     sub_element = etree.SubElement
-    for customer in customers:
-        fields = customer.fields
-        if audience is Audience.ADDRESS_BOOK and not address_book_safe(fields.get("email", "")):
-            log.warning(
-                "customer %r is left out of the address book: HelpSpot puts the e-mail "
-                "address into a javascript: link, which a ' \\ or %% in it would break "
-                "or turn into script",
-                fields.get("customer_id", ""),
-            )
+    for name, kind, insertable, label in _plan(tuple(fields), source.html_fields, audience):
+        text = xml_safe(fields.get(name, ""))
+        if insertable and not text and not keep_empty:
             continue
-        node = sub_element(root, "customer")
-        for name, kind, insertable, label in _plan(tuple(fields), html_fields, audience):
-            text = xml_safe(fields.get(name, ""))
-            if insertable and not text and not keep_empty:
-                continue
-            element = sub_element(node, name)
-            label = (labels.get(name) if labels else None) or label
-            if label:
-                element.set("label", _label_text(xml_safe(label), audience))
-            element.text = text if kind == _EXACT else _field_text(kind, text)
-    return XML_DECLARATION + etree.tostring(root, encoding="utf-8", xml_declaration=False)
+        element = sub_element(node, name)
+        label = (labels.get(name) if labels else None) or label
+        if label:
+            element.set("label", _label_text(xml_safe(label), audience))
+        element.text = text if kind == _EXACT else _field_text(kind, text)
+    return etree.tostring(node, encoding="utf-8", xml_declaration=False)
+
+
+def fragment_renderer(spec: FragmentSpec) -> tuple[Frame, Callable[[Mapping[str, str]], bytes]]:
+    """The frame and the fragment of each customer, as :func:`render_livelookup` makes them.
+
+    For backends that store fragments ahead of time (see lookup_server.core.fragments).
+    A spec made by another version of the renderer (a process started before an
+    upgrade) is refused: its key would promise bytes this code does not write.
+    """
+    from lookup_server.helpspot.prerendered import renderer_version
+
+    if spec.renderer != renderer_version():
+        raise ValueError(
+            f"fragments asked for renderer {spec.renderer}, this is {renderer_version()}"
+        )
+    source = SourceSettings(
+        name="",
+        backend="",
+        columns=spec.columns,
+        labels=dict(spec.labels),
+        html_fields=frozenset(spec.html_fields),
+        clear_empty=spec.clear_empty,
+        fields=dict(spec.fields),
+    )
+    audience = spec.audience
+    return livelookup_frame(spec.columns), lambda fields: render_customer(fields, source, audience)
 
 
 def address_book_safe(email: str) -> bool:

@@ -29,6 +29,7 @@ from lookup_server.core.backend import (
     NotFound,
 )
 from lookup_server.core.calls import RunningCall
+from lookup_server.core.fragments import FragmentSpec, Prerendered
 from lookup_server.core.models import (
     Customer,
     LookupQuery,
@@ -38,7 +39,7 @@ from lookup_server.core.models import (
     PushRequest,
     Webhook,
 )
-from lookup_server.core.search import TermTried, find_customers
+from lookup_server.core.search import TermTried, find_customers, find_prerendered
 from lookup_server.core.sources import SourceBackend, SourceSettings, WebhookSubmitter
 from lookup_server.core.targets import TargetBackend, TargetSettings
 from lookup_server.runtime.cache import (
@@ -290,6 +291,24 @@ class Source(Plugged[SourceSettings]):
             )
             if shared_cache and ttl > 0
             else ResultCache(ttl, on_lookup=report)
+        )
+        # Only a backend that stores fragments can answer from them; a cached
+        # source answers through its cache (what it counts is the cache's use).
+        self._prerenders = (
+            type(self.source).find_rendered is not SourceBackend.find_rendered and ttl <= 0
+        )
+
+    def lookup_prerendered(self, query: LookupQuery, spec: FragmentSpec) -> Prerendered | None:
+        """What :meth:`lookup` finds, as fragments stored for ``spec``; None when there are none.
+
+        The answer is then the renderer's own bytes, joined (see core.fragments).
+        """
+        self._require("livelookup", "Live Lookup")
+        if not self._prerenders or query.is_empty():
+            return None
+        s = self.settings
+        return self._call(
+            lambda: find_prerendered(self.source, query, s.search, s.max_results, spec)
         )
 
     def lookup(self, query: LookupQuery, trace: list[TermTried] | None = None) -> list[Customer]:

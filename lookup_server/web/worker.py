@@ -90,7 +90,10 @@ class LookupWorker(TornadoWorker):  # type: ignore[misc]
     def run(self) -> None:
         """Serve until gunicorn stops this worker (its heartbeat stops the loop)."""
         self.ioloop = IOLoop.current()
-        self.alive, self.server_alive = True, False
+        # not alive = True, as gunicorn's tornado worker has it: a SIGTERM that came
+        # while the app loaded (a CSV index built, for seconds) would be forgotten,
+        # and the worker would serve on until killed at the graceful timeout
+        self.server_alive = False
         self.callbacks = [
             PeriodicCallback(self.watchdog, 1000),
             PeriodicCallback(self.heartbeat, 1000),

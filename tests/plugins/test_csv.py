@@ -500,3 +500,24 @@ def test_a_link_planted_where_a_merge_writes_is_not_written_through(
     (tmp_path / f"{index.path.name}.4242.tmp").symlink_to(victim)
     assert csv_index.merge_parts(index.path, index.generation)
     assert not victim.exists() and not index.path.is_symlink()
+
+
+def test_a_process_waiting_for_a_build_takes_the_index_while_the_lock_is_still_held(
+    tmp_path: Path,
+) -> None:
+    # A merge holds the lock for seconds after the build: waiting for the lock
+    # kept a second gunicorn worker from starting (and from stopping) meanwhile.
+    from lookup_plugins.index_files import exclusive_lock
+
+    b = backend(write_csv(tmp_path / "p.csv", CUSTOMER_HEADER, [["1", "A", "B", "", "", ""]]))
+    target = b.layout.index_file()
+    opened_: list[CsvIndex] = []
+    with exclusive_lock(target.with_name(target.name + ".lock")):
+        waiting = threading.Thread(
+            target=lambda: opened_.append(csv_index.open_fresh_index(b.layout))
+        )
+        waiting.start()
+        csv_index._build(b.layout, target)  # as the process holding the lock would
+        waiting.join(timeout=10)
+        assert opened_, "open_fresh_index waited for the lock, not for the index"
+    assert opened_[0].row_count == 1

@@ -379,3 +379,46 @@ def test_a_head_past_twice_max_request_line_is_not_buffered(tmp_path: Path) -> N
                 sock.sendall(b"GET /livelookup/demo?Custom9=" + b"x" * 300_000)
             with contextlib.suppress(ConnectionResetError):  # closed or reset: nothing kept
                 assert sock.recv(100) == b""
+
+
+def test_a_worker_told_to_stop_while_its_app_loads_stops(tmp_path: Path) -> None:
+    # Loading the app may take seconds (a CSV's first index is built then): a
+    # SIGTERM meanwhile must not be forgotten, or the worker serves on until the
+    # master kills it at the graceful timeout.
+    started = tmp_path / "loading"
+    (tmp_path / "slowapp.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        "time.sleep(3)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'']\n"
+    )
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "-w",
+            "1",
+            "--graceful-timeout",
+            "120",
+            "-b",
+            f"127.0.0.1:{free_port()}",
+            "slowapp:app",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.terminate()
+        # well within the graceful timeout: the worker saw the signal
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        process.wait()

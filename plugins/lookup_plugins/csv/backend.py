@@ -27,8 +27,10 @@ from lookup_server.plugin import (
     ByName,
     ByPhone,
     Customer,
+    FragmentSpec,
     Option,
     OptionsQuery,
+    Prerendered,
     SearchTerm,
     SourceBackend,
     SourceSettings,
@@ -128,26 +130,33 @@ class CsvBackend(SourceBackend[CsvOptions]):
     @staticmethod
     def _find(index: CsvIndex, term: SearchTerm, limit: int) -> list[Customer]:
         index.require_customers()
-        match term:
-            case ById(customer_id):
-                rows = index.query("customer_id = ?", (customer_id,), limit)
-            case ByEmail():
-                rows = index.query("email = ?", (term.folded,), limit)
-            case ByPhone(digits) if len(digits) >= PHONE_SUFFIX_DIGITS:
-                candidates = index.query(
-                    "phone_tail = ?", (digits[-PHONE_SUFFIX_DIGITS:],), limit * 20
-                )
-                rows = [r for r in candidates if phone_matches(r.get("phone", ""), digits)]
-            case ByPhone(digits):  # shorter than any stored tail of a longer number
-                rows = index.query("phone_tail = ?", (digits,), limit)
-            case ByName():
-                where = "last >= ? AND last <= ?"
-                params: tuple[str, ...] = (term.last_folded, term.last_folded + _TOP)
-                if term.first:
-                    where += " AND first >= ? AND first <= ?"
-                    params += (term.first_folded, term.first_folded + _TOP)
-                rows = index.query(where, params, limit)
+        where, params, wanted, digits = _condition(term, limit)
+        rows = index.query(where, params, wanted)
+        if digits is not None:
+            rows = [r for r in rows if phone_matches(r.get("phone", ""), digits)]
         return [Customer(row) for row in rows[:limit]]
+
+    def find_rendered(self, term: SearchTerm, limit: int, spec: FragmentSpec) -> Prerendered | None:
+        """What find() finds, as fragments rendered ahead of time (see csv.fragments)."""
+        try:
+            return self._find_rendered(self._current(), term, limit, spec)
+        except IndexReplaced:
+            return self._find_rendered(self._reopen(), term, limit, spec)
+
+    @staticmethod
+    def _find_rendered(
+        index: CsvIndex, term: SearchTerm, limit: int, spec: FragmentSpec
+    ) -> Prerendered | None:
+        index.require_customers()
+        where, params, wanted, digits = _condition(term, limit)
+        found = index.rendered(where, params, wanted, spec, with_phone=digits is not None)
+        if found is None:
+            return None
+        frame, rows = found
+        if digits is not None:
+            rows = [r for r in rows if phone_matches(r[0], digits)]
+        # as find_customers drops customers without an id from what find returned
+        return Prerendered(frame, [body for _, body in rows[:limit] if body is not None])
 
     def _current(self) -> CsvIndex:
         index, now = self._index, time.monotonic()
@@ -195,3 +204,26 @@ class CsvBackend(SourceBackend[CsvOptions]):
                 self._rebuilding = False
 
         threading.Thread(target=rebuild, name="csv-reindex", daemon=True).start()
+
+
+def _condition(term: SearchTerm, limit: int) -> tuple[str, tuple[str, ...], int, str | None]:
+    """The index condition of a term, its parameters, and how many rows to fetch.
+
+    Last, the phone digits that fetched rows must then match (None: every one does).
+    """
+    match term:
+        case ById(customer_id):
+            return "customer_id = ?", (customer_id,), limit, None
+        case ByEmail():
+            return "email = ?", (term.folded,), limit, None
+        case ByPhone(digits) if len(digits) >= PHONE_SUFFIX_DIGITS:
+            return "phone_tail = ?", (digits[-PHONE_SUFFIX_DIGITS:],), limit * 20, digits
+        case ByPhone(digits):  # shorter than any stored tail of a longer number
+            return "phone_tail = ?", (digits,), limit, None
+        case ByName():
+            where = "last >= ? AND last <= ?"
+            params: tuple[str, ...] = (term.last_folded, term.last_folded + _TOP)
+            if term.first:
+                where += " AND first >= ? AND first <= ?"
+                params += (term.first_folded, term.first_folded + _TOP)
+            return where, params, limit, None

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import chain, count, pairwise
+from itertools import chain, pairwise
 from operator import itemgetter
 from pathlib import Path
 
@@ -285,18 +285,22 @@ def index_range(job: Job) -> int:
             reader = csv.reader(
                 text if job.at_end else chain(text, [_SENTINEL + "\n"]), delimiter=job.delimiter
             )
+            # SQLite numbers rows one past the largest id: a placeholder row makes
+            # this range's ids start at first_id (one value fewer to pass a row)
+            conn.execute("INSERT INTO rows (id) VALUES (?)", (job.first_id - 1,))
             try:
                 if job.header:
                     next(reader, None)
                 conn.executemany(
-                    f"INSERT INTO rows (id, {', '.join(KEYS)}, {', '.join(data)}) "
-                    f"VALUES ({', '.join('?' * (1 + len(KEYS) + len(data)))})",
-                    _index_rows(reader, job.shape, job.first_id, sentinel=not job.at_end),
+                    f"INSERT INTO rows ({', '.join(KEYS)}, {', '.join(data)}) "
+                    f"VALUES ({', '.join('?' * (len(KEYS) + len(data)))})",
+                    _index_rows(reader, job.shape, sentinel=not job.at_end),
                 )
             except UnicodeDecodeError:
                 raise CsvFileError(_not_utf8(Path(job.csv_path))) from None
             except csv.Error as exc:
                 raise CsvFileError(f"line {reader.line_num}: {exc}") from None
+        conn.execute("DELETE FROM rows WHERE id = ?", (job.first_id - 1,))
         conn.executescript(_INDEXES)
         (count,) = conn.execute("SELECT count(*) FROM rows").fetchone()
         conn.commit()
@@ -326,12 +330,14 @@ class _ByteRange(io.RawIOBase):
 
 
 def _index_rows(
-    reader: Iterator[list[str]], shape: Shape, first_id: int, sentinel: bool
-) -> Iterator[tuple[int | str, ...]]:
-    """Each CSV row as the index stores it: id, normalised keys, the emitted columns.
+    reader: Iterator[list[str]], shape: Shape, sentinel: bool
+) -> Iterator[tuple[str, ...]]:
+    """Each CSV row as the index stores it: normalised keys, then the emitted columns.
 
     This runs for every row of files with millions of them, hence the shortcuts:
     rows of the header's width take the fast path; others are padded or cut.
+    SQLite numbers the rows (see index_range), and when every column is sent,
+    in order, the row itself follows the keys (no per-column picking).
     Normalising a row at a time beats a column at a time with ``map``.
     With ``sentinel``, the last record must be the sentinel, and is dropped.
     """
@@ -339,8 +345,9 @@ def _index_rows(
     # a key column the file lacks reads an empty cell appended to the row
     padded = None in shape.keys
     get_keys = itemgetter(*[width if k is None else k for k in shape.keys])
+    whole = not padded and shape.columns == tuple(range(width))
     get_columns = _picker(list(shape.columns))
-    seen, ids = False, count(first_id)
+    seen = False
     for row in reader:
         if seen:
             raise _BadCut(_CUT_INSIDE)
@@ -353,13 +360,12 @@ def _index_rows(
             row.append("")
         cid, email, phone, last, first = get_keys(row)
         yield (
-            next(ids),
             cid.strip(),
             email.strip().casefold(),
             phone_digits(phone)[tail:],
             last.strip().casefold(),
             first.strip().casefold(),
-            *get_columns(row),
+            *(row if whole else get_columns(row)),
         )
     if sentinel and not seen:
         raise _BadCut(_CUT_INSIDE)

@@ -12,16 +12,26 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lookup_server.plugin import BackendError, Option, OptionsQuery, cache_dir, element_name_problem
+from lookup_server.plugin import (
+    BackendError,
+    FragmentSpec,
+    Frame,
+    Option,
+    OptionsQuery,
+    cache_dir,
+    element_name_problem,
+)
 
 from ..index_files import exclusive_lock as _exclusive
-from ..index_files import file_identity
+from ..index_files import file_identity, lock_unless_held
 from ..index_files import read_only_uri as _read_only
+from .fragments import FragmentStores
 
 if TYPE_CHECKING:
     from .build import Shape
@@ -34,6 +44,8 @@ FORMAT = 4
 #: hundreds of MB (see bench/README.md). Mapped pages are shared by
 #: every worker but count in each one's RSS, hence the bound.
 MMAP_BYTES = 128 * 1024 * 1024
+#: How often a process waiting for another's build looks whether the index is in place.
+LOCK_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,9 @@ class CsvIndex:
         self._columns = ", ".join(f"c{i}" for i in range(len(self.elements)))
         self._tables = ["main.rows", *(f"s{k}.rows" for k in range(1, len(self.shards) + 1))]
         self._queries: dict[str, str] = {}  # condition -> SQL
+        self.fragments = FragmentStores(path, self.generation)
+        self._phone = f"rows.c{self.elements.index('phone')}" if "phone" in self.elements else "''"
+        self._rendered_sql: dict[tuple[str, str, bool], str] = {}  # -> SQL
 
     def require_customers(self) -> None:
         """Raise unless this file has a customer id column (it may hold only options)."""
@@ -132,6 +147,43 @@ class CsvIndex:
         cursor = self._connection().execute(sql, (*params * len(self._tables), limit))
         # the id comes last, so that zip leaves it out
         return [dict(zip(self.elements, row, strict=False)) for row in cursor]
+
+    def rendered(
+        self,
+        where: str,
+        params: tuple[str, ...],
+        limit: int,
+        spec: FragmentSpec,
+        with_phone: bool = False,
+    ) -> tuple[Frame, list[tuple[str, bytes | None]]] | None:
+        """Rows matching a condition, as (phone, fragment) in file order; None without a store.
+
+        The fragment is None for a row without a customer id; the phone is ""
+        unless asked for (then the query reads the row, not only an index). Only an index in
+        one file has stores: parts are merged within seconds, and rendering
+        waits for that.
+        """
+        if self.shards:
+            return None
+        frame = self.fragments.frame(spec)
+        if frame is None:
+            return None
+        conn = self._connection()
+        attached: set[str] | None = getattr(self._local, "attached", None)
+        if attached is None:
+            attached = self._local.attached = set()
+        alias = self.fragments.attach(conn, spec, attached)
+        if alias is None:
+            return None
+        sql = self._rendered_sql.get((where, alias, with_phone))
+        if sql is None:
+            phone = self._phone if with_phone else "''"
+            sql = (
+                f"SELECT {phone}, f.body FROM main.rows JOIN {alias}.fragments AS f "
+                f"ON f.id = rows.id WHERE {where} ORDER BY rows.id LIMIT ?"
+            )
+            self._rendered_sql[(where, alias, with_phone)] = sql
+        return frame, conn.execute(sql, (*params, limit)).fetchall()
 
     def options(self, query: OptionsQuery, limit: int) -> list[Option]:
         """Rows as options: filter columns must be empty or equal the request's value."""
@@ -204,12 +256,23 @@ def open_fresh_index(layout: IndexLayout) -> CsvIndex:
     if found is not None:
         return found
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a cache folder of its own
-    with _exclusive(target.with_name(target.name + ".lock")):
-        # another worker may have built it while we waited for the lock
+    lock = target.with_name(target.name + ".lock")
+    while True:
+        with lock_unless_held(lock) as mine:
+            if mine:
+                # another worker may have built it before we took the lock
+                found = _open_if_current(layout, target)
+                if found is None:
+                    _build(layout, target)
+                    found = _open_if_current(layout, target)
+                break
+        # Another process builds it, or merges its parts: not a wait for the lock,
+        # which a merge holds for seconds (far longer at its low priority on a busy
+        # machine), but for the index, which is current as soon as a build ends.
         found = _open_if_current(layout, target)
-        if found is None:
-            _build(layout, target)
-            found = _open_if_current(layout, target)
+        if found is not None:
+            return found
+        time.sleep(LOCK_POLL)
     if found is None:
         raise BackendError(f"{layout.csv_path.name} changed while it was being indexed")
     return found
@@ -244,7 +307,11 @@ def _build(layout: IndexLayout, target: Path) -> None:
 
     # Servers keep answering from the current index until this one is in place.
     current = _meta(target) or {}
-    _remove_leftovers(target, keep=set(json.loads(current.get("shards", "[]"))))
+    _remove_leftovers(
+        target,
+        keep=set(json.loads(current.get("shards", "[]"))),
+        generation=current.get("generation", ""),
+    )
     name = layout.csv_path.name
     identity = file_identity(layout.csv_path)
     generation = secrets.token_hex(6)
@@ -328,21 +395,28 @@ def _write_meta(path: Path, meta: Mapping[str, str]) -> None:
         conn.commit()
 
 
-def _remove_leftovers(target: Path, keep: set[str]) -> None:
-    """Temporary files of interrupted builds, and shards of other generations."""
+def _remove_leftovers(target: Path, keep: set[str], generation: str = "") -> None:
+    """Temporary files of interrupted builds, shards and fragment stores of other generations.
+
+    The stores of ``generation`` (the one servers answer from) are kept.
+    """
     if not target.parent.is_dir():
         return
     for path in target.parent.iterdir():
         name = path.name
-        if (
-            name.startswith(target.name)
-            and name not in keep
-            and _LEFTOVER.fullmatch(name[len(target.name) :])
-        ):
+        if not name.startswith(target.name) or name in keep:
+            continue
+        rest = name[len(target.name) :]
+        if generation and rest.startswith(f".{generation}.fragments-"):
+            continue
+        if _LEFTOVER.fullmatch(rest):
             path.unlink(missing_ok=True)
 
 
-_LEFTOVER = re.compile(r"\.[0-9]+\.tmp|\.[0-9a-f]{12}\.[0-9]+")
+_LEFTOVER = re.compile(
+    r"\.[0-9]+\.tmp|\.[0-9a-f]{12}\.[0-9]+"
+    r"|\.[0-9a-f]{12}\.fragments-[0-9a-f]{16}(\.lock|\.[0-9]+\.tmp)?"
+)
 
 
 def _shape(name: str, header: list[str], layout: IndexLayout) -> tuple[Shape, list[str], list[str]]:
