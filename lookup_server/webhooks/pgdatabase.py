@@ -28,6 +28,8 @@ SCHEMA_VERSION = 1
 CHANNEL = "lookup_server_outbox"
 #: Seconds a caller waits for a pooled connection before the webhook is refused.
 POOL_TIMEOUT = 10.0
+#: At most one NOTIFY per this many seconds from a process (PgDatabase.announce).
+ANNOUNCE_EVERY_SECONDS = 0.01
 #: A pooled connection handed back this recently is lent again without a round trip first.
 CHECK_AFTER_SECONDS = 1.0
 #: Serialises the creation of the tables across servers starting together.
@@ -245,6 +247,9 @@ class PgDatabase:
                     conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             except OutboxError:
                 pass  # the others find the webhooks at their next poll; claims report outages
+            # one NOTIFY for every store of the next moment: each wakes every server's
+            # worker, and a busy server stores hundreds a second
+            time.sleep(ANNOUNCE_EVERY_SECONDS)
 
     def listen(self) -> psycopg.Connection:
         """A new connection of its own that LISTENs on CHANNEL (the delivery worker's)."""
