@@ -121,6 +121,12 @@ def shut_down(sock: socket.socket | None) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+#: The WSGI environ key of a list of callables that the server calls once a
+#: call's answer is written to the socket (lookup-server's gunicorn worker,
+#: web/worker.py); where it is missing, a call ends when the app returns.
+ANSWERED = "lookup_server.answered"
+
+
 class CallsInFlight:
     """How many calls this process is answering, for background work that gives way to them.
 

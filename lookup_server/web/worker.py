@@ -34,7 +34,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -45,6 +45,8 @@ from gunicorn.workers.gtornado import TornadoWorker
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
+
+from lookup_server.core.calls import ANSWERED
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,9 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.body: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)  # noqa: SIM115
         self.size = 0
         self.started = time.monotonic()
+        #: Called once the answer is written (ANSWERED in the environ): the app's count
+        #: of the calls it answers ends there, not when the app returns.
+        self.answered: list[Callable[[], None]] = []
 
     def headers_received(
         self,
@@ -235,6 +240,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         assert self.start is not None
         self.body.seek(0)
         environ = wsgi_environ(self.start, self.headers, self.body, self.size, self.connection)
+        environ[ANSWERED] = self.answered
         response = call_wsgi(self.gateway.app, environ)
         worker = self.gateway.worker
         if worker is not None:
@@ -246,6 +252,13 @@ class _Exchange(httputil.HTTPMessageDelegate):
         return response
 
     def _respond(self, future: Any) -> None:
+        try:
+            self._write(future)
+        finally:  # written, or the connection is gone: either way the call is over
+            for callback in self.answered:
+                callback()
+
+    def _write(self, future: Any) -> None:
         self.body.close()
         try:
             response: _Response = future.result()

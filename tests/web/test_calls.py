@@ -5,11 +5,13 @@ Read back through the console's activity store, the consumer every record reache
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
+from lookup_server.core.calls import ANSWERED
 from lookup_server.telemetry import CallRecord
 from lookup_server.web.app import create_app
 from lookup_server.web.blueprints.common import EXTENSION as APP_STATE
@@ -110,3 +112,15 @@ def test_calls_are_counted_while_they_are_answered_even_when_they_fail(app: Flas
     assert client.get("/failing").status_code == 500
     assert client.get("/no-such-page").status_code == 404
     assert seen == [1, 1] and calls.count == 0
+
+
+def test_under_the_worker_a_call_ends_when_its_answer_is_written(app: Flask) -> None:
+    # a delivery starting between the app's return and the write held up the write
+    calls = app.extensions[APP_STATE].webhooks.calls
+    answered: list[Callable[[], None]] = []
+    response = app.test_client().get("/healthz", environ_overrides={ANSWERED: answered})
+    assert response.status_code == 200
+    assert calls.count == 1  # the app returned; the worker has not written the answer yet
+    for callback in answered:
+        callback()
+    assert calls.count == 0

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -37,6 +38,8 @@ from tests.support.helpspot import (
 )
 
 KEY = "worker-test-key_0123456789"
+#: How long a test waits for what must happen at once (a hang guard, not a limit).
+HANG_GUARD = 30.0
 
 
 @dataclass
@@ -422,3 +425,56 @@ def test_a_worker_told_to_stop_while_its_app_loads_stops(tmp_path: Path) -> None
     finally:
         process.kill()
         process.wait()
+
+
+def test_what_the_app_asks_to_run_once_answered_runs_after_the_answer_is_sent() -> None:
+    # the app's count of calls being answered ends there (web/calls.py)
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    from tornado.httpserver import HTTPServer
+    from tornado.ioloop import IOLoop
+
+    from lookup_server.core.calls import ANSWERED
+    from lookup_server.web.worker import Limits, WsgiGateway
+
+    events: list[str] = []
+    done = threading.Event()
+
+    def answered() -> None:
+        events.append("answered")
+        done.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ[ANSWERED].append(answered)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        events.append("app returned")
+        return [b"ok"]
+
+    started = threading.Event()
+    loop: list[IOLoop] = []
+    port = free_port()
+
+    def run() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        executor = concurrent.futures.ThreadPoolExecutor(2)
+        server = HTTPServer(WsgiGateway(app, executor, Limits()))
+        server.listen(port, "127.0.0.1")
+        loop.append(IOLoop.current())
+        started.set()
+        IOLoop.current().start()
+        server.stop()
+        executor.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(HANG_GUARD)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=HANG_GUARD) as answer:
+            assert answer.read() == b"ok"
+        assert done.wait(HANG_GUARD)
+    finally:
+        loop[0].add_callback(loop[0].stop)
+        thread.join(HANG_GUARD)
+    assert events == ["app returned", "answered"]
