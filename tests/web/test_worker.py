@@ -478,3 +478,26 @@ def test_what_the_app_asks_to_run_once_answered_runs_after_the_answer_is_sent() 
         loop[0].add_callback(loop[0].stop)
         thread.join(HANG_GUARD)
     assert events == ["app returned", "answered"]
+
+
+def test_the_worker_takes_one_pending_connection_at_a_time() -> None:
+    # tornado took every pending connection at once: the worker woken first got
+    # 7 or 8 of a client's 8 keep-alive connections and the other idled
+    from lookup_server.web.worker import _Listener
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        listening.setblocking(False)
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+        try:
+            listener = _Listener(listening)
+            first, _ = listener.accept()
+            with pytest.raises(BlockingIOError):  # the end of this turn: others may take one
+                listener.accept()
+            second, _ = listener.accept()  # the next turn
+            first.close()
+            second.close()
+        finally:
+            for client in clients:
+                client.close()
