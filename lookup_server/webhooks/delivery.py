@@ -96,10 +96,6 @@ class LeaseRenewal:
         self.every = every
         self.clock = clock
         self.max_hold = max_hold
-        #: Set once the lease of the current delivery is known to be someone else's.
-        self.lost = threading.Event()
-        #: How many renewals were written (for the curious and the tests).
-        self.renewals = 0
         #: Whether the current delivery's lease is being kept alive (False once it stops).
         self.renewing = False
         self._changed = threading.Condition()
@@ -113,7 +109,6 @@ class LeaseRenewal:
     @contextmanager
     def holding(self, entry: OutboxEntry) -> Iterator[None]:
         """Keep ``entry``'s lease alive for the block (the delivery)."""
-        self.lost.clear()
         with self._changed:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="webhook-lease", daemon=True)
@@ -179,10 +174,7 @@ class LeaseRenewal:
                 entry.id,
                 entry.target,
             )
-            self.lost.set()
-            return False
-        self.renewals += 1
-        return True
+        return kept
 
 
 class _StateLog:
