@@ -350,38 +350,31 @@ class PostgresOutbox(OutboxBase):
         moment: float,
     ) -> bool:
         assignments = ", ".join(f"{column} = %s" for column in changes)
-        values = tuple(changes.values())
         where = "id = %s AND state = 'delivering'"
         params: list[object] = [entry_id]
         if owner is not None:
             # Taken over after our lease expired: the new owner records the outcome.
             where += " AND lease_owner = %s"
             params.append(owner)
-        update = (
-            f"UPDATE outbox_webhooks SET {assignments}, lease_owner = '',"
-            f" lease_expires_at = 0 WHERE {where} RETURNING id, target"
+        # the outcome and its attempt in one statement, with the webhook's target
+        finish = (
+            f"WITH done AS (UPDATE outbox_webhooks SET {assignments}, lease_owner = '',"
+            f" lease_expires_at = 0 WHERE {where} RETURNING id, target)"
+            f" {_ATTEMPT_INSERT} SELECT done.id, COALESCE((SELECT MAX(number)"
+            " FROM outbox_attempts WHERE webhook_id = done.id), 0) + 1,"
+            " %s, %s, %s, %s, %s, %s FROM done"
+            " RETURNING webhook_id, (SELECT target FROM done) AS target"
         )
+        finish_params = (*changes.values(), *params, *tried.values)
         if not any(p.shared for p in self.policies.values()):
-            # no shared state to change with it: the outcome and its attempt in one statement
+            # no shared state to change with it: no transaction around it
             with self._db.reading() as conn:
-                done = _first(
-                    conn,
-                    f"WITH done AS ({update}) {_ATTEMPT_INSERT} SELECT done.id, COALESCE("
-                    "(SELECT MAX(number) FROM outbox_attempts WHERE webhook_id = done.id), 0)"
-                    " + 1, %s, %s, %s, %s, %s, %s FROM done RETURNING webhook_id",
-                    (*values, *params, *tried.values),
-                )
-            return done is not None
+                return _first(conn, finish, finish_params) is not None
         change = None
         with self._db.transaction() as conn:
-            row = _first(conn, update, (*values, *params))
+            row = _first(conn, finish, finish_params)
             if row is None:
                 return False
-            conn.execute(
-                f"{_ATTEMPT_INSERT} SELECT %s, COALESCE(MAX(number), 0) + 1,"
-                " %s, %s, %s, %s, %s, %s FROM outbox_attempts WHERE webhook_id = %s",
-                (entry_id, *tried.values, entry_id),
-            )
             policy = self.policies.get(row["target"])
             if policy is not None and policy.shared:
                 before = _target_state(conn, row["target"])
