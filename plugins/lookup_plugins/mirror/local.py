@@ -176,11 +176,11 @@ class Mirror:
         Returns the status after the pass, None when none ran. ``in_child`` runs
         it in a process of its own (see :mod:`lookup_plugins.mirror.child`).
         """
-        if not self._due(read_status(self.files.status)):
+        before = read_status(self.files.status)
+        if not self._due(before):
             return None
         self.files.make_folder()
         if in_child and self._rebuild is not None:
-            before = read_status(self.files.status)
             if not refresh_in_child(self._rebuild):
                 return None
             return self._after_pass(before)
