@@ -11,12 +11,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from lookup_server.core.fragments import FragmentSpec
 from lookup_server.core.models import Audience, LookupQuery
 from lookup_server.core.search import TermTried
-from lookup_server.core.sources import SourceSettings
 from lookup_server.helpspot.decode import audience, lookup_query, options_query
 from lookup_server.helpspot.prerendered import spec_for
 from lookup_server.runtime.service import (
@@ -105,8 +105,8 @@ def _lookup(
 ) -> tuple[bytes, int]:
     """The document and how many customers it answers, from fragments where they are stored."""
     try:
-        if trace is None:
-            found = source.lookup_prerendered(query, _spec(source.settings, reader))
+        if trace is None and source.prerenders:  # the spec costs a hash of the renderer
+            found = source.lookup_prerendered(query, _spec(source, reader))
             if found is not None:
                 if b"" in found.fragments:  # what the renderer logs of each, said once
                     log.warning(
@@ -131,18 +131,10 @@ def _lookup(
     return render_livelookup(customers, source.settings, reader), len(customers)
 
 
-_specs: dict[tuple[int, Audience], tuple[SourceSettings, FragmentSpec]] = {}
-
-
-def _spec(settings: SourceSettings, reader: Audience) -> FragmentSpec:
+@lru_cache(maxsize=256)  # by the Source itself: held here, its id is never reused
+def _spec(source: Source, reader: Audience) -> FragmentSpec:
     """The FragmentSpec of a source's settings for one audience, made once."""
-    known = _specs.get((id(settings), reader))
-    if known is None or known[0] is not settings:
-        known = settings, spec_for(settings, reader)
-        if len(_specs) > 256:  # settings of apps that are gone (tests build many)
-            _specs.clear()
-        _specs[(id(settings), reader)] = known
-    return known[1]
+    return spec_for(source.settings, reader)
 
 
 def options_answer(sources: Sources, source_name: str, params: Mapping[str, str]) -> Answer:

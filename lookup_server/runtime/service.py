@@ -292,9 +292,10 @@ class Source(Plugged[SourceSettings]):
             if shared_cache and ttl > 0
             else ResultCache(ttl, on_lookup=report)
         )
-        # Only a backend that stores fragments can answer from them; a cached
-        # source answers through its cache (what it counts is the cache's use).
-        self._prerenders = (
+        #: Whether lookup_prerendered can answer: only a backend that stores fragments
+        #: can, and a cached source answers through its cache (what it counts is the
+        #: cache's use).
+        self.prerenders = (
             type(self.source).find_rendered is not SourceBackend.find_rendered and ttl <= 0
         )
 
@@ -304,7 +305,7 @@ class Source(Plugged[SourceSettings]):
         The answer is then the renderer's own bytes, joined (see core.fragments).
         """
         self._require("livelookup", "Live Lookup")
-        if not self._prerenders or query.is_empty():
+        if not self.prerenders or query.is_empty():
             return None
         s = self.settings
         return self._call(
