@@ -15,9 +15,10 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from lookup_server.plugin import (
     PHONE_SUFFIX_DIGITS,
@@ -38,6 +39,8 @@ from lookup_server.plugin import (
 )
 
 from .index import CsvIndex, IndexLayout, IndexReplaced, open_fresh_index
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 #: How often a lookup may stat the file to see whether it changed.
@@ -113,19 +116,20 @@ class CsvBackend(SourceBackend[CsvOptions]):
 
     def find(self, term: SearchTerm, limit: int) -> Sequence[Customer]:
         """Indexed lookup of one search term."""
-        try:
-            return self._find(self._current(), term, limit)
-        except IndexReplaced:
-            return self._find(self._reopen(), term, limit)
+        return self._on_index(lambda index: self._find(index, term, limit))
 
     def find_options(self, query: OptionsQuery, limit: int) -> Sequence[Option]:
         """Options from a CSV with ``value`` and ``description`` columns."""
-        try:
-            return self._current().options(query, limit)
-        except IndexReplaced:
-            return self._reopen().options(query, limit)
+        return self._on_index(lambda index: index.options(query, limit))
 
     # -- the index -------------------------------------------------------------------------
+
+    def _on_index(self, use: Callable[[CsvIndex], T]) -> T:
+        """``use`` on the current index; once more on the new one if it was replaced meanwhile."""
+        try:
+            return use(self._current())
+        except IndexReplaced:
+            return use(self._reopen())
 
     @staticmethod
     def _find(index: CsvIndex, term: SearchTerm, limit: int) -> list[Customer]:
@@ -138,10 +142,7 @@ class CsvBackend(SourceBackend[CsvOptions]):
 
     def find_rendered(self, term: SearchTerm, limit: int, spec: FragmentSpec) -> Prerendered | None:
         """What find() finds, as fragments rendered ahead of time (see csv.fragments)."""
-        try:
-            return self._find_rendered(self._current(), term, limit, spec)
-        except IndexReplaced:
-            return self._find_rendered(self._reopen(), term, limit, spec)
+        return self._on_index(lambda index: self._find_rendered(index, term, limit, spec))
 
     @staticmethod
     def _find_rendered(
