@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-#: What a ``store`` option starts with when it names a PostgreSQL database.
+#: What ``[server] outbox`` or a ``store`` option starts with when it names a PostgreSQL database.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 

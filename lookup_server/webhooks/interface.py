@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from lookup_server.config.schema import POSTGRES_SCHEMES
 from lookup_server.webhooks.database import OutboxError
 from lookup_server.webhooks.policy import TargetPolicy, TargetState
 from lookup_server.webhooks.records import (
@@ -27,8 +28,6 @@ from lookup_server.webhooks.records import (
 )
 from lookup_server.webhooks.store import Outbox
 
-#: What ``[server] outbox`` starts with when it names a PostgreSQL database.
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _NO_PSYCOPG = (
     "[server] outbox names a PostgreSQL database, but psycopg is not installed ({exc}); "
     "pip install 'lookup-server[postgres]'"
