@@ -364,11 +364,13 @@ class OdbcBackend(SourceBackend[OdbcOptions]):
         except pyodbc.Error as exc:
             raise self._error(exc, connecting=True) from None
 
-    def _connect(self) -> Any:
+    def _connect(self, limit_queries: bool = True) -> Any:
+        """A new connection; ``limit_queries``: the database cancels a query past the timeout."""
         login, query = _timeouts(self.source.timeout)
         # autocommit: a read-only lookup must not leave a transaction open
         conn = pyodbc.connect(self.options.connection.reveal(), timeout=login, autocommit=True)
-        self._limit_queries(conn, query)
+        if limit_queries:
+            self._limit_queries(conn, query)
         return conn
 
     def _limit_queries(self, conn: Any, seconds: float) -> None:

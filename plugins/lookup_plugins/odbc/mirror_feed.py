@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyodbc
 
 from ..mirror.feed import Data, Marker, Record
-from .backend import _close_quietly, _text, _timeouts
+from .backend import _close_quietly, _text
 
 if TYPE_CHECKING:
     from .backend import OdbcBackend
@@ -92,11 +92,7 @@ class OdbcMirrorFeed:
         """Every row of ``sql``, on a connection of its own without the lookups' query limit."""
         backend = self.backend
         try:
-            conn = pyodbc.connect(
-                backend.options.connection.reveal(),
-                timeout=_timeouts(backend.source.timeout)[0],
-                autocommit=True,
-            )
+            conn = backend._connect(limit_queries=False)
         except pyodbc.Error as exc:
             raise backend._error(exc, connecting=True) from None
         try:
