@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def file_identity(path: Path) -> str:
@@ -31,6 +33,15 @@ def read_only_uri(path: Path) -> str:
     checks of every query: seven system calls a lookup.
     """
     return f"{path.as_uri()}?mode=ro&immutable=1"
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The ``meta`` table of an index or fragment store, read-only; None when it cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(read_only_uri(path), uri=True)) as conn:
+            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error:
+        return None
 
 
 def _lock_file(lock_path: Path) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 from lookup_server.plugin import FragmentSpec, Frame, fragment_renderer
 
-from ..index_files import exclusive_lock, lock_unless_held, read_only_uri
+from ..index_files import exclusive_lock, lock_unless_held, read_meta, read_only_uri
 
 #: How often an index looks again for a store it did not find.
 CHECK_INTERVAL = 1.0
@@ -46,12 +46,8 @@ def store_path(index: Path, generation: str, key: str) -> Path:
 
 def read_frame(store: Path) -> Frame | None:
     """The document frame kept in a finished store; None when there is none (yet)."""
-    try:
-        with contextlib.closing(sqlite3.connect(read_only_uri(store), uri=True)) as conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.Error:
-        return None
-    return Frame(meta["head"], meta["tail"], meta["empty"])
+    meta = read_meta(store)
+    return None if meta is None else Frame(meta["head"], meta["tail"], meta["empty"])
 
 
 class FragmentStores:
@@ -153,12 +149,8 @@ def render_store(index: Path, generation: str, spec: FragmentSpec) -> bool:
 
 
 def _generation(index: Path) -> str | None:
-    try:
-        with contextlib.closing(sqlite3.connect(read_only_uri(index), uri=True)) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-    except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
+    generation = (read_meta(index) or {}).get("generation")
+    return None if generation is None else str(generation)
 
 
 def _render_into(output: Path, index: Path, spec: FragmentSpec) -> None:

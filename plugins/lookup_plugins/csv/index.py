@@ -29,7 +29,7 @@ from lookup_server.plugin import (
 )
 
 from ..index_files import exclusive_lock as _exclusive
-from ..index_files import file_identity, lock_unless_held
+from ..index_files import file_identity, lock_unless_held, read_meta
 from ..index_files import read_only_uri as _read_only
 from .fragments import FragmentStores
 
@@ -283,7 +283,7 @@ def _open_if_current(layout: IndexLayout, target: Path) -> CsvIndex | None:
         file = file_identity(target)  # before reading: a file replaced meanwhile is seen later
     except OSError:
         return None
-    meta = _meta(target)
+    meta = read_meta(target)
     if meta is None:
         return None  # unreadable: build it
     current = (
@@ -293,20 +293,12 @@ def _open_if_current(layout: IndexLayout, target: Path) -> CsvIndex | None:
     return CsvIndex(layout, target, meta, file) if current else None
 
 
-def _meta(target: Path) -> dict[str, str] | None:
-    try:
-        with contextlib.closing(sqlite3.connect(_read_only(target), uri=True)) as conn:
-            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.Error:
-        return None
-
-
 def _build(layout: IndexLayout, target: Path) -> None:
     """Build the index into new files, then put it in place atomically (lock held)."""
     from . import build as csv_build  # only builds need it: command-line lookups start faster
 
     # Servers keep answering from the current index until this one is in place.
-    current = _meta(target) or {}
+    current = read_meta(target) or {}
     _remove_leftovers(
         target,
         keep=set(json.loads(current.get("shards", "[]"))),
@@ -372,7 +364,7 @@ def merge_parts(target: Path, generation: str) -> bool:
     from . import build as csv_build
 
     with _exclusive(target.with_name(target.name + ".lock")):
-        meta = _meta(target)
+        meta = read_meta(target)
         if meta is None or meta.get("generation") != generation:
             return False  # rebuilt or merged meanwhile
         shards = [target.with_name(n) for n in json.loads(meta["shards"])]
