@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,24 @@ def test_a_changed_file_starts_without_fragments_and_drops_the_old_ones(
     fresh = sources(tmp_path)
     assert livelookup_answer(fresh, "people", request_page_params(customer_id="1")).body == body
     assert from_fragments(fresh, request_page_params(customer_id="1"), spec)
+
+
+def test_no_renderer_is_started_while_another_renders_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on the command line every lookup is a new process: each would start an
+    # interpreter only to find the store's lock held
+    from lookup_plugins.index_files import lock_unless_held
+
+    from lookup_server.core.models import Audience
+
+    started: list[object] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    index, spec = tmp_path / "people.csv.lookup-index.sqlite3", FragmentSpec(Audience.REQUEST_PAGE)
+    store = csv_fragments.store_path(index, "g1", spec.key)
+    with lock_unless_held(csv_fragments.render_lock(store)) as held:
+        assert held
+        csv_fragments.start_rendering(index, "g1", spec)
+    assert started == []
+    csv_fragments.start_rendering(index, "g1", spec)  # nobody renders it: one is started
+    assert len(started) == 1

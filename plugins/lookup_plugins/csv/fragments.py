@@ -106,8 +106,20 @@ class FragmentStores:
         return alias
 
 
+def render_lock(store: Path) -> Path:
+    """The lock its renderer holds while it renders ``store``."""
+    return store.with_name(store.name + ".lock")
+
+
 def start_rendering(index: Path, generation: str, spec: FragmentSpec) -> None:
-    """Render ``spec``'s store in a process of its own, which outlives a command-line lookup."""
+    """Render ``spec``'s store in a process of its own, which outlives a command-line lookup.
+
+    Not while another process renders it: on the command line every lookup is
+    a new process, and each would start an interpreter only to find the lock held.
+    """
+    with lock_unless_held(render_lock(store_path(index, generation, spec.key))) as free:
+        if not free:
+            return
     subprocess.Popen(
         [
             sys.executable,
@@ -131,7 +143,7 @@ def render_store(index: Path, generation: str, spec: FragmentSpec) -> bool:
     store at a time per index: they compete for the same cores as lookups.
     """
     store = store_path(index, generation, spec.key)
-    with lock_unless_held(store.with_name(store.name + ".lock")) as mine:
+    with lock_unless_held(render_lock(store)) as mine:
         if not mine:
             return False  # another process renders this store
         with exclusive_lock(index.with_name(index.name + ".fragments.lock")):
